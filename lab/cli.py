@@ -1,0 +1,259 @@
+"""The `lab` command: parse arguments and call the library; no logic lives here.
+
+    lab env                      the environment record every run stores
+    lab models list|prepare      the model registry
+    lab generate ...             completions with per-token logprobs
+    lab demo                     greedy, alone vs in a batch of 8, through hf and vLLM
+
+Exit codes: 0 success, 2 usage or input error (one line naming what was wrong).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import click
+
+from lab.errors import LabError
+
+
+@click.group()
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where prepared models live (default $LAB_CACHE_DIR or ~/.cache/determinism-lab).",
+)
+@click.pass_context
+def cli(ctx: click.Context, cache_dir: str | None) -> None:
+    """The determinism and variance lab."""
+    ctx.obj = {"cache_dir": cache_dir}
+
+
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def env_cmd(as_json: bool) -> None:
+    """Print the environment record (devices, versions, env vars, lab commit)."""
+    from lab.envinfo import environment_record
+
+    record = environment_record()
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    for key, value in record.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.group("models")
+def models_group() -> None:
+    """The model registry."""
+
+
+@models_group.command("list")
+@click.pass_obj
+def models_list(obj: dict[str, Any]) -> None:
+    """Bundled models and whether they are prepared. Any local HF checkpoint directory or hub
+    id in the local HF cache also works wherever a model is asked for."""
+    from lab.models import list_models
+
+    for row in list_models(obj["cache_dir"]):
+        click.echo(f"{row['name']:24} {row['kind']:8} {row['state']:13} {row['description']}")
+        click.echo(f"{'':24} {row['path']}")
+
+
+@models_group.command("prepare")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Prepare again even if already prepared.")
+@click.pass_obj
+def models_prepare(obj: dict[str, Any], name: str, force: bool) -> None:
+    """Prepare a bundled model (GGUF -> safetensors checkpoint in the cache), atomically."""
+    from lab.models import BUNDLED, prepare_bundled, resolve
+
+    if name not in BUNDLED:
+        path = resolve(name, obj["cache_dir"])  # validates; nothing to prepare
+        click.echo(f"{name}: ready at {path} (not a bundled model; nothing to convert)")
+        return
+    path = prepare_bundled(name, obj["cache_dir"], force=force)
+    click.echo(f"{name}: prepared at {path}")
+
+
+def engine_options(fn: Any) -> Any:
+    """Options that define an engine configuration."""
+    options = [
+        click.option(
+            "--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True
+        ),
+        click.option("--model", default="smollm2-135m-instruct", show_default=True),
+        click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
+        click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
+        click.option("--batch-invariant/--no-batch-invariant", default=False),
+        click.option("--prefix-caching/--no-prefix-caching", default=False),
+        click.option("--eager/--compiled", "enforce_eager", default=True, show_default=True),
+        click.option("--max-model-len", type=int, default=None),
+        click.option(
+            "--engine-arg",
+            "engine_args",
+            multiple=True,
+            help="Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it can be).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise LabError(f"--engine-arg {pair!r}: expected KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+@cli.command("generate")
+@engine_options
+@click.option("--prompt", "prompts", multiple=True, required=True, help="Repeat for a batch.")
+@click.option("--raw", is_flag=True, help="Send the prompt as raw text, not as a chat message.")
+@click.option("--n", type=int, default=1, show_default=True, help="Samples per prompt.")
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--max-tokens", type=int, default=64, show_default=True)
+@click.option("--logprobs", type=int, default=5, show_default=True, help="Top alternatives kept.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
+@click.pass_obj
+def generate_cmd(
+    obj: dict[str, Any],
+    prompts: tuple[str, ...],
+    raw: bool,
+    n: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int | None,
+    max_tokens: int,
+    logprobs: int,
+    as_json: bool,
+    engine_args: tuple[str, ...],
+    **engine: Any,
+) -> None:
+    """Generate completions with per-token logprobs."""
+    from lab.backends import EngineConfig, Request, SamplingConfig, close_all, load_backend
+    from lab.prompts import chat
+
+    config = EngineConfig(**engine, engine_args=parse_engine_args(engine_args))
+    sampling = SamplingConfig(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+        n=n,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+    )
+    requests = [
+        Request(id=f"p{i}", prompt=text) if raw else chat(f"p{i}", text)
+        for i, text in enumerate(prompts)
+    ]
+    try:
+        records = load_backend(config, obj["cache_dir"]).generate(requests, sampling)
+    finally:
+        close_all()
+    for g in records:
+        if as_json:
+            click.echo(json.dumps(g.to_dict()))
+            continue
+        click.echo(
+            f"== {g.request_id} sample {g.sample_index} (seed {g.seed}) [{g.finish_reason}] =="
+        )
+        if g.error:
+            click.echo(f"error: {g.error}")
+            continue
+        click.echo(g.text)
+        for i, (tid, lp) in enumerate(zip(g.output_token_ids, g.token_logprobs, strict=True)):
+            alts = " ".join(f"{a.token!r}:{a.logprob:.3f}" for a in g.top_logprobs[i][:3])
+            click.echo(f"  {i:>3} {tid:>6} {lp:>9.4f}  | {alts}")
+
+
+@cli.command("demo")
+@click.option("--backends", default="hf,vllm", show_default=True)
+@click.option("--model", default="smollm2-135m-instruct", show_default=True)
+@click.option("--dtype", default="fp32", show_default=True)
+@click.option("--max-tokens", type=int, default=48, show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the results (and the environment record) to this JSON file.",
+)
+@click.pass_obj
+def demo_cmd(
+    obj: dict[str, Any],
+    backends: str,
+    model: str,
+    dtype: str,
+    max_tokens: int,
+    json_path: str | None,
+) -> None:
+    """Greedy: each prompt alone vs inside a batch of 8, through hf and vLLM."""
+    from lab.backends import close_all
+    from lab.demo import format_demo, run_demo
+    from lab.envinfo import environment_record
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    for name in names:
+        if name not in ("hf", "vllm"):
+            raise LabError(f"--backends: unknown backend {name!r}; use hf and/or vllm")
+    try:
+        result = run_demo(
+            names,
+            model,
+            dtype,
+            max_tokens,
+            obj["cache_dir"],
+            progress=lambda m: click.echo(m, err=True),
+        )
+    finally:
+        close_all()
+    click.echo(format_demo(result))
+    if json_path:
+        payload = dataclasses.asdict(result) | {"environment": environment_record()}
+        with open(json_path, "w") as fh:
+            json.dump(payload, fh, indent=2)
+
+
+def main() -> None:
+    """Entry point: LabError -> one line on stderr, exit 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except LabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

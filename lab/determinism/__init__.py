@@ -1,0 +1,1 @@
+"""Temperature-zero nondeterminism: compare generations, find where and how they diverge."""

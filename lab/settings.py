@@ -1,0 +1,66 @@
+"""The one place the lab reads os.environ.
+
+Every environment variable the lab honours is read here, so the rest of the code takes
+explicit arguments and stays testable. Variables:
+
+- LAB_CACHE_DIR: where prepared models and other caches live (default ~/.cache/determinism-lab).
+- LAB_VLLM_CPU_KV_CACHE_GIB: KV cache size for vLLM on CPU machines when the engine config gives
+  no memory_fraction (default 2). An explicit size does not depend on what else the process
+  holds (vLLM's fraction is of the NUMA node, minus this process's resident memory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Prefixes of variables that change numerics or engine behaviour; the environment record keeps them.
+RECORDED_ENV_PREFIXES = (
+    "VLLM_",
+    "CUDA_",
+    "CUBLAS_",
+    "NCCL_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "PYTORCH_",
+    "TORCH_",
+    "HF_",
+    "TRANSFORMERS_",
+    "LAB_",
+)
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The lab's cache directory: the explicit override, else $LAB_CACHE_DIR, else ~/.cache."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("LAB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "determinism-lab"
+
+
+def vllm_cpu_kv_cache_bytes() -> int:
+    """KV cache bytes for vLLM on CPU machines."""
+    return int(float(os.environ.get("LAB_VLLM_CPU_KV_CACHE_GIB", "2")) * 2**30)
+
+
+def recorded_environment() -> dict[str, str]:
+    """Environment variables that can change numerics, for the environment record."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(RECORDED_ENV_PREFIXES)}
+
+
+def hf_offline() -> bool:
+    """Whether the user asked Hugging Face libraries to stay offline."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+def set_env(name: str, value: str) -> None:
+    """Set a variable that a third-party engine reads (vLLM reads its switches from the env)."""
+    os.environ[name] = value
+
+
+def env_value(name: str) -> str | None:
+    """Read one variable (for engines whose state lives in env vars, e.g. vLLM switches)."""
+    return os.environ.get(name)
