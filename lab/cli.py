@@ -238,6 +238,42 @@ def demo_cmd(
             json.dump(payload, fh, indent=2)
 
 
+@cli.command("sweep")
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def sweep_cmd(
+    obj: dict[str, Any], config_path: str, out_dir: str | None, fresh: bool, no_progress: bool
+) -> None:
+    """Run (or resume) a temperature-zero determinism sweep, then write its report."""
+    from lab.determinism.config import load_sweep_config
+    from lab.determinism.sweep import run_sweep
+    from lab.report.sweep_report import write_sweep_report
+
+    config = load_sweep_config(config_path)
+    out = out_dir or f"runs/{config.name}"
+    run_sweep(config, out, fresh=fresh, cache_dir=obj["cache_dir"], progress=not no_progress)
+    paths = write_sweep_report(out)
+    summary = json.loads(paths["metrics"].read_text())["summary"]
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}")
+    click.echo(f"report: {paths['html']}")
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
+@click.option("--y", "y_axis", default=None, help="Heatmap row axis.")
+def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
+    """Write metrics.json, report.md and report.html for a sweep run directory."""
+    from lab.report.sweep_report import write_sweep_report
+
+    paths = write_sweep_report(run_dir, x_axis, y_axis)
+    click.echo(f"report: {paths['html']}")
+
+
 def main() -> None:
     """Entry point: LabError -> one line on stderr, exit 2."""
     try:

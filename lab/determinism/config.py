@@ -1,0 +1,279 @@
+"""Sweep configuration: a YAML file naming the prompts, the test mode and the grid of axes.
+
+    name: feynman-cpu
+    model: smollm2-135m-instruct
+    mode: identical            # identical | single | mixed | prefix | shuffled
+    prompts:                   # strings, {id, prompt|messages, expected, answer_regex}, or
+      - Tell me about Richard Feynman.       # prompts_file: path/to/prompts.jsonl
+    sampling: {max_tokens: 128, temperature: 0.0, logprobs: 2}
+    axes:                      # every axis optional; the first value of each is the reference
+      backend: [vllm]
+      dtype: [fp32, bf16]
+      batch_size: [1, 8, 64]
+      order: [given, shuffled]
+    repeats: 1
+
+Unknown keys, wrong types and missing files fail at load with the field named.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.backends.base import canonical_dtype
+from lab.errors import ConfigError, LabError
+
+MODES = ("identical", "single", "mixed", "prefix", "shuffled")
+ORDERS = ("given", "reversed", "shuffled")
+
+# axis name -> (type check, description). Engine axes restart the engine; the rest never do.
+ENGINE_AXES = (
+    "backend",
+    "model",
+    "dtype",
+    "tensor_parallel_size",
+    "batch_invariant",
+    "prefix_caching",
+    "enforce_eager",
+    "attention_backend",
+    "max_num_seqs",
+)
+RUN_AXES = ("batch_size", "seed", "order")
+AXES = ENGINE_AXES + RUN_AXES
+AXIS_TYPES: dict[str, tuple[type, ...]] = {
+    "backend": (str,),
+    "model": (str,),
+    "dtype": (str,),
+    "tensor_parallel_size": (int,),
+    "batch_invariant": (bool,),
+    "prefix_caching": (bool,),
+    "enforce_eager": (bool,),
+    "attention_backend": (str, type(None)),
+    "max_num_seqs": (int,),
+    "batch_size": (int,),
+    "seed": (int, type(None)),
+    "order": (str,),
+}
+DEFAULT_AXES: dict[str, list[Any]] = {
+    "backend": ["hf"],
+    "dtype": ["float32"],
+    "tensor_parallel_size": [1],
+    "batch_invariant": [False],
+    "prefix_caching": [False],
+    "enforce_eager": [True],
+    "attention_backend": [None],
+    "max_num_seqs": [256],
+    "batch_size": [1],
+    "seed": [0],
+    "order": ["given"],
+}
+TOP_KEYS = {
+    "name",
+    "model",
+    "mode",
+    "prompts",
+    "prompts_file",
+    "sampling",
+    "axes",
+    "repeats",
+    "prefix_lengths",
+    "answer_regex",
+    "device",
+}
+SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "logprobs"}
+
+
+@dataclass
+class SweepPrompt:
+    """A target prompt: its outputs are the ones the sweep compares across cells."""
+
+    id: str
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    #: expected parsed answer, for accuracy per cell (Std@Acc)
+    expected: str | None = None
+    #: regex whose first group (or whole match) is the answer, for TARa
+    answer_regex: str | None = None
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    mode: str
+    prompts: list[SweepPrompt]
+    sampling: dict[str, Any]
+    axes: dict[str, list[Any]]
+    model: str = "smollm2-135m-instruct"
+    repeats: int = 1
+    #: prefix mode: shared-prefix lengths in tokens (scaled down to fit the model's context)
+    prefix_lengths: list[int] = field(default_factory=lambda: [1, 64, 512, 2048])
+    answer_regex: str | None = None
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _fail(source: str, where: str, message: str) -> LabError:
+    return ConfigError(f"{source}: {where}: {message}")
+
+
+def _parse_prompt(source: str, where: str, raw: Any, index: int) -> SweepPrompt:
+    if isinstance(raw, str):
+        return SweepPrompt(id=f"p{index}", prompt=raw)
+    if not isinstance(raw, dict):
+        raise _fail(source, where, "a prompt must be a string or a mapping")
+    unknown = set(raw) - {"id", "prompt", "messages", "expected", "answer_regex"}
+    if unknown:
+        raise _fail(source, where, f"unknown field(s) {sorted(unknown)}")
+    if ("prompt" in raw) == ("messages" in raw):
+        raise _fail(source, where, "give exactly one of 'prompt' or 'messages'")
+    if "messages" in raw and not (
+        isinstance(raw["messages"], list)
+        and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in raw["messages"])
+    ):
+        raise _fail(source, f"{where}.messages", "a list of {role, content} mappings")
+    expected = raw.get("expected")
+    return SweepPrompt(
+        id=str(raw.get("id", f"p{index}")),
+        prompt=raw.get("prompt"),
+        messages=raw.get("messages"),
+        expected=None if expected is None else str(expected),
+        answer_regex=raw.get("answer_regex"),
+    )
+
+
+def _load_prompts_file(source: str, path: Path) -> list[Any]:
+    if not path.is_file():
+        raise _fail(source, "prompts_file", f"no such file {path}")
+    if path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, list):
+            raise _fail(str(path), "top level", "expected a list of prompts")
+        return data
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise _fail(str(path), f"line {number}", f"not JSON ({exc.msg})") from exc
+    return rows
+
+
+def parse_sweep_config(
+    data: Any, source: str = "<config>", base_dir: Path | None = None
+) -> SweepConfig:
+    """Validate a parsed YAML mapping into a SweepConfig; errors name the field."""
+    if not isinstance(data, dict):
+        raise _fail(source, "top level", "expected a mapping")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise _fail(
+            source, "top level", f"unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}"
+        )
+    mode = data.get("mode", "single")
+    if mode not in MODES:
+        raise _fail(source, "mode", f"{mode!r} is not one of {', '.join(MODES)}")
+    raw_prompts: list[Any] = []
+    if "prompts_file" in data:
+        path = Path(data["prompts_file"])
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        raw_prompts = _load_prompts_file(source, path)
+    if "prompts" in data:
+        if not isinstance(data["prompts"], list):
+            raise _fail(source, "prompts", "expected a list")
+        raw_prompts += data["prompts"]
+    if not raw_prompts:
+        raise _fail(source, "prompts", "no prompts given (use prompts: or prompts_file:)")
+    prompts = [_parse_prompt(source, f"prompts[{i}]", p, i) for i, p in enumerate(raw_prompts)]
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise _fail(source, "prompts", "prompt ids must be unique")
+
+    sampling = data.get("sampling", {}) or {}
+    if not isinstance(sampling, dict):
+        raise _fail(source, "sampling", "expected a mapping")
+    bad = set(sampling) - SAMPLING_KEYS
+    if bad:
+        raise _fail(
+            source, "sampling", f"unknown key(s) {sorted(bad)}; known: {sorted(SAMPLING_KEYS)}"
+        )
+    sampling = {"max_tokens": 64, "temperature": 0.0, "logprobs": 2} | sampling
+
+    raw_axes = data.get("axes", {}) or {}
+    if not isinstance(raw_axes, dict):
+        raise _fail(source, "axes", "expected a mapping of axis -> list of values")
+    axes: dict[str, list[Any]] = {}
+    for name, values in raw_axes.items():
+        if name not in AXES:
+            raise _fail(source, f"axes.{name}", f"unknown axis; known: {', '.join(AXES)}")
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise _fail(source, f"axes.{name}", "needs at least one value")
+        for v in values:
+            ok_types = AXIS_TYPES[name]
+            # bool is an int subclass: refuse True where an int is meant, and vice versa.
+            if not isinstance(v, ok_types) or (isinstance(v, bool) and bool not in ok_types):
+                kinds = "/".join(t.__name__ for t in ok_types)
+                raise _fail(source, f"axes.{name}", f"value {v!r} is not {kinds}")
+        if name == "dtype":
+            try:
+                values = [canonical_dtype(v) for v in values]
+            except LabError as exc:
+                raise _fail(source, "axes.dtype", str(exc)) from None
+        if name == "backend" and any(v not in ("hf", "vllm") for v in values):
+            raise _fail(source, "axes.backend", "values must be hf or vllm")
+        if name == "order" and any(v not in ORDERS for v in values):
+            raise _fail(source, "axes.order", f"values must be among {', '.join(ORDERS)}")
+        if name == "batch_size" and any(v < 1 for v in values):
+            raise _fail(source, "axes.batch_size", "values must be >= 1")
+        if len(set(map(repr, values))) != len(values):
+            raise _fail(source, f"axes.{name}", "values must be distinct")
+        axes[name] = list(values)
+    model = data.get("model", "smollm2-135m-instruct")
+    full_axes = {"model": [model]} | DEFAULT_AXES | axes
+    repeats = data.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise _fail(source, "repeats", "must be an integer >= 1")
+    prefix_lengths = data.get("prefix_lengths", [1, 64, 512, 2048])
+    if not (
+        isinstance(prefix_lengths, list)
+        and all(isinstance(x, int) and x >= 1 for x in prefix_lengths)
+    ):
+        raise _fail(source, "prefix_lengths", "must be a list of positive integers")
+    return SweepConfig(
+        name=str(data.get("name", "sweep")),
+        mode=mode,
+        prompts=prompts,
+        sampling=sampling,
+        axes=full_axes,
+        model=model,
+        repeats=repeats,
+        prefix_lengths=prefix_lengths,
+        answer_regex=data.get("answer_regex"),
+        device=str(data.get("device", "auto")),
+    )
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "parse"
+        raise ConfigError(f"{path}: {where}: invalid YAML") from exc
+    return parse_sweep_config(data, str(path), path.parent)

@@ -1,0 +1,370 @@
+"""Determinism metrics over a finished (or partial) sweep.
+
+Definitions (all per target prompt, then aggregated):
+- unique completions: distinct output token sequences over every ok cell and repeat; the share
+  of the most common one.
+- TARr@N (Atil et al., arXiv 2408.04667): share of targets whose N raw outputs (N = ok cells)
+  are identical. TARa@N: the same on parsed answers; a parse failure counts as disagreement.
+  Answers are the first group (or whole match) of the prompt's / config's answer_regex, else
+  the normalized text (lower-case, whitespace collapsed, trailing punctuation stripped).
+- per cell against the reference cell: first divergent token, both tokens and logprobs, the
+  reference's top-1/top-2 gap there, max / mean |delta logprob| over the common prefix.
+- Avg_Std@Output_Length: mean over targets of the std of output length across cells.
+- Std@Acc: std (ddof=1) across cells of per-cell accuracy (targets with `expected`); best /
+  worst possible accuracy: share of targets correct in at least one / in every cell.
+- attribution: for each swept axis, over the cells that differ from the reference only in that
+  axis, the share of targets whose tokens change (and whose logprobs change at all); "repeat"
+  does the same for re-running the reference cell unchanged.
+- identical mode, within each cell: unique completions among the copies of a prompt, the
+  modal completion's share, and where each other copy first diverges from the mode.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lab.backends.base import Generation
+from lab.determinism.compare import compare
+from lab.determinism.config import AXES, SweepConfig
+from lab.determinism.grid import Cell, differs_only_in, reference_cell, varying_axes
+from lab.determinism.modes import target_prompts
+
+
+def normalize_answer(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower().rstrip(".!?;:, ")
+
+
+def parse_answer(text: str, regex: str | None) -> str | None:
+    """The answer in an output; None when the regex finds nothing (a parse failure)."""
+    if regex is None:
+        return normalize_answer(text) or None
+    match = re.search(regex, text, flags=re.DOTALL)
+    if match is None:
+        return None
+    return normalize_answer(match.group(1) if match.groups() else match.group(0))
+
+
+def tar(values_per_target: list[list[Any]]) -> float | None:
+    """Share of targets whose values all agree; None counts as disagreement."""
+    scored = [v for v in values_per_target if v]
+    if not scored:
+        return None
+    agree = sum(1 for v in scored if None not in v and len(set(v)) == 1)
+    return agree / len(scored)
+
+
+def cell_of(entry: dict[str, Any]) -> Cell:
+    return Cell(tuple((k, entry["cell"][k]) for k in AXES), entry["repeat"])
+
+
+def generation_of(entry: dict[str, Any], target: str) -> Generation:
+    record = dict(entry["outputs"][target])
+    return Generation.from_dict(record | {"engine": entry["engine"], "sampling": entry["sampling"]})
+
+
+@dataclass
+class SweepMetrics:
+    summary: dict[str, Any]
+    per_target: list[dict[str, Any]]
+    per_cell: list[dict[str, Any]]
+    attribution: list[dict[str, Any]]
+    divergences: list[dict[str, Any]]
+    failed_cells: list[dict[str, Any]]
+    within_cell: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def compute_metrics(
+    config: SweepConfig,
+    entries: list[dict[str, Any]],
+    context: int,
+    decode: Callable[[list[int]], str] | None = None,
+) -> SweepMetrics:
+    """All metrics from the stored cells. `decode` turns token ids into text for the
+    side-by-side continuations (omitted: continuations show token ids)."""
+    targets = target_prompts(config, context)
+    ok = [e for e in entries if e["status"] == "ok"]
+    failed = [
+        {"cell": e["cell"], "repeat": e["repeat"], "error": e["error"]}
+        for e in entries
+        if e["status"] != "ok"
+    ]
+    varying = varying_axes(config)
+    ref_cell = reference_cell(config)
+    by_key = {cell_of(e).key(): e for e in ok}
+    reference = by_key.get(ref_cell.key()) or (ok[0] if ok else None)
+    reference_note = (
+        "reference cell"
+        if reference is not None and ref_cell.key() in by_key
+        else "reference cell failed or missing; first ok cell used"
+    )
+    target_ids = _target_ids(config, targets, ok)
+    regex_of = {p.id: p.answer_regex or config.answer_regex for p in targets}
+    expected_of = {p.id: p.expected for p in targets}
+
+    per_target: list[dict[str, Any]] = []
+    raw_all: list[list[Any]] = []
+    parsed_all: list[list[Any]] = []
+    for tid in target_ids:
+        base = tid.split("#")[0]
+        gens = [generation_of(e, tid) for e in ok if tid in e["outputs"]]
+        seqs = [tuple(g.output_token_ids) for g in gens]
+        counts = Counter(seqs)
+        answers = [parse_answer(g.text, regex_of.get(base)) for g in gens]
+        raw_all.append(seqs)
+        parsed_all.append(answers)
+        lengths = [len(s) for s in seqs]
+        per_target.append(
+            {
+                "target": tid,
+                "outputs": len(seqs),
+                "unique_completions": len(counts),
+                "mode_share": max(counts.values()) / len(seqs) if seqs else None,
+                "unique_answers": len(set(answers)),
+                "length_std": statistics.pstdev(lengths) if len(lengths) > 1 else 0.0,
+            }
+        )
+
+    per_cell: list[dict[str, Any]] = []
+    divergences: list[dict[str, Any]] = []
+    for e in ok:
+        cell = cell_of(e)
+        row: dict[str, Any] = {
+            "cell": cell.label(varying),
+            "axes": e["cell"],
+            "repeat": e["repeat"],
+            **e.get("timings", {}),
+        }
+        if reference is not None:
+            diffs = []
+            for tid in target_ids:
+                if tid not in e["outputs"] or tid not in reference["outputs"]:
+                    continue
+                ref_gen, gen = generation_of(reference, tid), generation_of(e, tid)
+                d = compare(ref_gen, gen)
+                diffs.append(d)
+                if not d.tokens_equal and e is not reference:
+                    divergences.append(
+                        _divergence_example(
+                            tid, cell.label(varying), ref_gen, gen, d.to_dict(), decode
+                        )
+                    )
+            row |= {
+                "targets": len(diffs),
+                "tokens_differ": sum(1 for d in diffs if not d.tokens_equal),
+                "logprobs_differ": sum(1 for d in diffs if d.positions_logprob_differs),
+                "max_abs_logprob_delta": max((d.max_abs_logprob_delta for d in diffs), default=0.0),
+                "mean_abs_logprob_delta": (
+                    statistics.fmean(d.mean_abs_logprob_delta for d in diffs) if diffs else 0.0
+                ),
+                "first_divergences": [
+                    d.first_divergence for d in diffs if d.first_divergence is not None
+                ],
+            }
+        accuracy = _accuracy(e, target_ids, expected_of, regex_of)
+        if accuracy is not None:
+            row["accuracy"] = accuracy
+        per_cell.append(row)
+
+    attribution = _attribution(config, ok, target_ids, ref_cell, varying)
+    accuracies = [r["accuracy"] for r in per_cell if "accuracy" in r]
+    correct_sets = _correct_matrix(ok, target_ids, expected_of, regex_of)
+    summary: dict[str, Any] = {
+        "mode": config.mode,
+        "cells_total": len(entries),
+        "cells_ok": len(ok),
+        "cells_failed": len(failed),
+        "targets": len(target_ids),
+        "reference": reference_note,
+        "N": len(ok),
+        "TARr@N": tar(raw_all),
+        "TARa@N": tar(parsed_all),
+        "targets_with_one_completion": sum(1 for t in per_target if t["unique_completions"] == 1),
+        "max_unique_completions": max((t["unique_completions"] for t in per_target), default=0),
+        "avg_std_output_length": (
+            statistics.fmean(t["length_std"] for t in per_target) if per_target else 0.0
+        ),
+        "divergent_comparisons": len(divergences),
+        "max_abs_logprob_delta": max(
+            (r.get("max_abs_logprob_delta", 0.0) for r in per_cell), default=0.0
+        ),
+    }
+    if accuracies:
+        summary["accuracy_mean"] = statistics.fmean(accuracies)
+        summary["std_at_acc"] = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+        summary["best_possible_accuracy"] = correct_sets[0]
+        summary["worst_possible_accuracy"] = correct_sets[1]
+    return SweepMetrics(
+        summary,
+        per_target,
+        per_cell,
+        attribution,
+        divergences,
+        failed,
+        _within_cells(config, ok, varying),
+    )
+
+
+def _target_ids(config: SweepConfig, targets: list[Any], ok: list[dict[str, Any]]) -> list[str]:
+    if config.mode != "identical":
+        return [p.id for p in targets]
+    seen: dict[str, None] = {}
+    for e in ok:
+        for tid in e["outputs"]:
+            seen.setdefault(tid, None)
+    return sorted(seen, key=lambda t: (t.split("#")[0], int(t.split("#")[1])))
+
+
+def _divergence_example(
+    tid: str,
+    label: str,
+    ref: Generation,
+    other: Generation,
+    d: dict[str, Any],
+    decode: Callable[[list[int]], str] | None,
+) -> dict[str, Any]:
+    at = d["first_divergence"]
+    before = max(0, at - 8)
+
+    def show(ids: list[int]) -> str | list[int]:
+        return decode(ids) if decode is not None else ids
+
+    return {
+        "target": tid,
+        "cell": label,
+        "first_divergence": at,
+        "reference_top_gap": d["reference_top_gap"],
+        "reference_logprob": d["reference_logprob"],
+        "other_logprob": d["other_logprob"],
+        "context": show(ref.output_token_ids[before:at]),
+        "reference_continuation": show(ref.output_token_ids[at : at + 24]),
+        "other_continuation": show(other.output_token_ids[at : at + 24]),
+    }
+
+
+def _accuracy(
+    entry: dict[str, Any],
+    target_ids: list[str],
+    expected_of: dict[str, str | None],
+    regex_of: dict[str, str | None],
+) -> float | None:
+    scored = []
+    for tid in target_ids:
+        base = tid.split("#")[0]
+        if expected_of.get(base) is None or tid not in entry["outputs"]:
+            continue
+        answer = parse_answer(entry["outputs"][tid]["text"], regex_of.get(base))
+        scored.append(answer == normalize_answer(expected_of[base] or ""))
+    return sum(scored) / len(scored) if scored else None
+
+
+def _correct_matrix(
+    ok: list[dict[str, Any]],
+    target_ids: list[str],
+    expected_of: dict[str, str | None],
+    regex_of: dict[str, str | None],
+) -> tuple[float | None, float | None]:
+    best, worst, scored = 0, 0, 0
+    for tid in target_ids:
+        base = tid.split("#")[0]
+        if expected_of.get(base) is None:
+            continue
+        results = [
+            parse_answer(e["outputs"][tid]["text"], regex_of.get(base))
+            == normalize_answer(expected_of[base] or "")
+            for e in ok
+            if tid in e["outputs"]
+        ]
+        if not results:
+            continue
+        scored += 1
+        best += any(results)
+        worst += all(results)
+    if not scored:
+        return None, None
+    return best / scored, worst / scored
+
+
+def _attribution(
+    config: SweepConfig,
+    ok: list[dict[str, Any]],
+    target_ids: list[str],
+    ref_cell: Cell,
+    varying: list[str],
+) -> list[dict[str, Any]]:
+    by_key = {cell_of(e).key(): e for e in ok}
+    reference = by_key.get(ref_cell.key())
+    if reference is None:
+        return []
+    rows = []
+    candidates: list[tuple[str, list[dict[str, Any]]]] = [
+        (axis, [e for e in ok if differs_only_in(cell_of(e), ref_cell, axis)]) for axis in varying
+    ]
+    repeats = [e for e in ok if cell_of(e).values == ref_cell.values and e["repeat"] > 0]
+    if repeats:
+        candidates.append(("repeat", repeats))
+    for axis, cells in candidates:
+        if not cells:
+            continue
+        token_changed, logprob_changed = 0, 0
+        for tid in target_ids:
+            if tid not in reference["outputs"]:
+                continue
+            ref = generation_of(reference, tid)
+            diffs = [compare(ref, generation_of(e, tid)) for e in cells if tid in e["outputs"]]
+            token_changed += any(not d.tokens_equal for d in diffs)
+            logprob_changed += any(d.positions_logprob_differs > 0 for d in diffs)
+        n = len([t for t in target_ids if t in reference["outputs"]])
+        rows.append(
+            {
+                "axis": axis,
+                "values": sorted(
+                    {str(e["cell"][axis]) if axis != "repeat" else str(e["repeat"]) for e in cells}
+                ),
+                "cells": len(cells),
+                "tokens_change_share": token_changed / n if n else None,
+                "logprobs_change_share": logprob_changed / n if n else None,
+            }
+        )
+    return rows
+
+
+def _within_cells(
+    config: SweepConfig, ok: list[dict[str, Any]], varying: list[str]
+) -> list[dict[str, Any]]:
+    """Identical mode: agreement among the copies of each prompt inside each cell."""
+    if config.mode != "identical":
+        return []
+    rows = []
+    for e in ok:
+        groups: dict[str, list[str]] = {}
+        for tid in e["outputs"]:
+            groups.setdefault(tid.split("#")[0], []).append(tid)
+        for base, tids in groups.items():
+            gens = [generation_of(e, t) for t in tids]
+            counts = Counter(tuple(g.output_token_ids) for g in gens)
+            modal_seq = counts.most_common(1)[0][0]
+            modal = next(g for g in gens if tuple(g.output_token_ids) == modal_seq)
+            positions = [
+                compare(modal, g).first_divergence
+                for g in gens
+                if tuple(g.output_token_ids) != modal_seq
+            ]
+            rows.append(
+                {
+                    "cell": cell_of(e).label(varying),
+                    "prompt": base,
+                    "copies": len(gens),
+                    "unique_completions": len(counts),
+                    "mode_count": counts[modal_seq],
+                    "first_divergences": positions,
+                }
+            )
+    return rows

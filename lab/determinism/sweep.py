@@ -1,0 +1,148 @@
+"""`lab sweep CONFIG.yaml`: run a determinism grid, one finished cell at a time.
+
+Every finished cell is appended to the run directory (`cells.jsonl`) as one line with its
+engine record; killing the process at any moment and running the same command again finishes
+the sweep with each cell present exactly once (`--fresh` starts over). A cell that fails (an
+engine that cannot start, an out-of-memory batch, a crash inside generate) is recorded with
+its error and the sweep goes on.
+
+    lab sweep experiments/feynman/config.yaml --out runs/feynman
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab import models
+from lab.backends import close_all, load_backend
+from lab.backends.base import Backend, Generation, SamplingConfig
+from lab.determinism.config import SweepConfig
+from lab.determinism.grid import Cell, expand, group_by_engine
+from lab.determinism.modes import build_cell_batches
+from lab.envinfo import environment_record
+from lab.store import RunStore
+
+CELLS = "cells"
+# Per-record fields that are the same for the whole cell; stored once per cell.
+_CELL_LEVEL = ("engine", "sampling")
+
+
+def context_length(config: SweepConfig) -> int:
+    """The smallest context among the swept models (prefix lengths must fit all of them)."""
+    lengths = []
+    for model in config.axes["model"]:
+        lengths.append(models.model_info(model).max_position_embeddings)
+    return min(lengths)
+
+
+def compact(generation: Generation) -> dict[str, Any]:
+    record = generation.to_dict()
+    for key in _CELL_LEVEL:
+        record.pop(key, None)
+    return record
+
+
+def run_cell(backend: Backend, config: SweepConfig, cell: Cell, context: int) -> dict[str, Any]:
+    """Generate one cell's batches; returns the payload to store."""
+    axes = cell.axes
+    seed = axes["seed"]
+    sampling = SamplingConfig(seed=seed, **config.sampling)
+    order_seed = (seed or 0) * 1000 + cell.repeat
+    outputs: dict[str, dict[str, Any]] = {}
+    engine: dict[str, Any] = {}
+    generate_s = 0.0
+    tokens = 0
+    for batch in build_cell_batches(config, axes["batch_size"], axes["order"], order_seed, context):
+        started = time.perf_counter()
+        gens = backend.generate(batch.requests, sampling)
+        generate_s += time.perf_counter() - started
+        for g in gens:
+            tokens += len(g.output_token_ids)
+            if g.request_id in batch.targets:
+                outputs[batch.targets[g.request_id]] = compact(g)
+                engine = engine or g.engine
+    return {
+        "status": "ok",
+        "error": None,
+        "cell": axes,
+        "repeat": cell.repeat,
+        "engine": engine,
+        "sampling": dataclasses.asdict(sampling),
+        "timings": {"generate_s": generate_s, "output_tokens": tokens},
+        "outputs": outputs,
+    }
+
+
+def failed(cell: Cell, error: BaseException | str) -> dict[str, Any]:
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {
+        "status": "failed",
+        "error": message,
+        "cell": cell.axes,
+        "repeat": cell.repeat,
+        "outputs": {},
+    }
+
+
+def run_sweep(
+    config: SweepConfig,
+    out_dir: str | Path,
+    fresh: bool = False,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
+) -> RunStore:
+    """Run (or resume) a sweep into out_dir; returns the store."""
+    store = RunStore.open(out_dir, config.to_dict(), fresh=fresh, environment=environment_record())
+    done = store.done_keys(CELLS)
+    cells = expand(config)
+    remaining = [c for c in cells if c.key() not in done]
+    context = context_length(config)
+    bar = _progress(len(cells), len(cells) - len(remaining), progress)
+    try:
+        for group in group_by_engine(remaining):
+            engine_config = group[0].engine_config(config.device)
+            started = time.perf_counter()
+            try:
+                backend = load_backend(engine_config, cache_dir)
+            except Exception as exc:  # noqa: BLE001 - an engine that cannot start fails its cells
+                for cell in group:
+                    store.append(CELLS, cell.key(), failed(cell, exc))
+                    bar.update(1)
+                continue
+            start_s = time.perf_counter() - started
+            for cell in group:
+                try:
+                    payload = run_cell(backend, config, cell, context)
+                    payload["timings"]["engine_start_s"] = start_s
+                except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
+                    payload = failed(cell, exc)
+                store.append(CELLS, cell.key(), payload)
+                if on_cell is not None:
+                    on_cell(cell, payload)
+                bar.update(1)
+    finally:
+        bar.close()
+        close_all()
+    return store
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, done: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="cell", desc="sweep", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Reports: Markdown and self-contained HTML pages (inline SVG, every model text escaped)."""

@@ -1,0 +1,359 @@
+"""`lab report RUN_DIR`: Markdown and HTML for a determinism sweep.
+
+Contents: the summary, the attribution table (which axis changes the output), a heatmap of
+unique-completion counts over two chosen axes, the histogram of first-divergence positions,
+the divergent continuations side by side, per-cell rows and the failed cells. All model text
+in the HTML is escaped.
+
+    lab report runs/feynman [--x batch_size --y dtype]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from lab.determinism.config import SweepConfig
+from lab.determinism.grid import varying_axes
+from lab.determinism.metrics import SweepMetrics
+from lab.report.svg import heatmap, histogram
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}"
+    return str(v)
+
+
+def unique_grid(
+    config: SweepConfig, metrics: SweepMetrics, entries: list[dict[str, Any]], x: str, y: str
+) -> tuple[list[str], list[str], list[list[float | None]]]:
+    """Mean unique completions per target over the cells at each (y, x) pair."""
+    xs = (
+        [str(v) for v in config.axes[x]]
+        if x != "repeat"
+        else [str(r) for r in range(config.repeats)]
+    )
+    ys = (
+        [str(v) for v in config.axes[y]]
+        if y != "repeat"
+        else [str(r) for r in range(config.repeats)]
+    )
+
+    def coord(entry: dict[str, Any], axis: str) -> str:
+        return str(entry["repeat"]) if axis == "repeat" else str(entry["cell"][axis])
+
+    grid: list[list[float | None]] = []
+    ok = [e for e in entries if e["status"] == "ok"]
+    for yv in ys:
+        row: list[float | None] = []
+        for xv in xs:
+            cells = [e for e in ok if coord(e, x) == xv and coord(e, y) == yv]
+            if not cells:
+                row.append(None)
+                continue
+            if config.mode == "identical":
+                per_prompt: dict[str, set[tuple[int, ...]]] = {}
+                for e in cells:
+                    for tid, out in e["outputs"].items():
+                        per_prompt.setdefault(tid.split("#")[0], set()).add(
+                            tuple(out["output_token_ids"])
+                        )
+            else:
+                per_prompt = {}
+                for e in cells:
+                    for tid, out in e["outputs"].items():
+                        per_prompt.setdefault(tid, set()).add(tuple(out["output_token_ids"]))
+            row.append(
+                statistics.fmean(len(s) for s in per_prompt.values()) if per_prompt else None
+            )
+        grid.append(row)
+    return ys, xs, grid
+
+
+def choose_axes(config: SweepConfig, x: str | None, y: str | None) -> tuple[str, str]:
+    varying = varying_axes(config) + (["repeat"] if config.repeats > 1 else [])
+    candidates = varying + [a for a in ("batch_size", "dtype", "backend") if a not in varying]
+    x = x or candidates[0]
+    y = y or next((a for a in candidates if a != x), "dtype")
+    return x, y
+
+
+def divergence_positions(metrics: SweepMetrics) -> list[float]:
+    positions = [float(p) for row in metrics.per_cell for p in row.get("first_divergences", [])]
+    positions += [
+        float(p) for row in metrics.within_cell for p in row["first_divergences"] if p is not None
+    ]
+    return positions
+
+
+def _continuation(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def render_markdown(
+    config: SweepConfig,
+    metrics: SweepMetrics,
+    x: str,
+    y: str,
+    grid: tuple[list[str], list[str], list[list[float | None]]],
+) -> str:
+    lines = [
+        f"# Determinism sweep: {config.name}",
+        "",
+        f"Mode `{config.mode}`, model `{config.model}`, sampling {config.sampling}.",
+        "",
+        "## Summary",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.summary.items()]
+    lines += [
+        "",
+        "## Attribution: which axis changes the output",
+        "",
+        "| axis | values | cells | share of targets whose tokens change | "
+        "share whose logprobs change |",
+        "|---|---|---|---|---|",
+    ]
+    for r in metrics.attribution:
+        lines.append(
+            f"| {r['axis']} | {', '.join(r['values'])} | {r['cells']} | "
+            f"{_fmt(r['tokens_change_share'])} | {_fmt(r['logprobs_change_share'])} |"
+        )
+    if not metrics.attribution:
+        lines.append("| (no axis varies, or the reference cell is missing) | | | | |")
+    ys, xs, values = grid
+    lines += [
+        "",
+        f"## Mean unique completions per prompt: {y} (rows) x {x} (columns)",
+        "",
+        "| " + y + " \\ " + x + " | " + " | ".join(xs) + " |",
+        "|---" * (len(xs) + 1) + "|",
+    ]
+    for yv, row in zip(ys, values, strict=True):
+        lines.append(f"| {yv} | " + " | ".join(_fmt(v) for v in row) + " |")
+    positions = divergence_positions(metrics)
+    lines += [
+        "",
+        "## First divergence positions",
+        "",
+        f"{len(positions)} divergent comparisons"
+        + (
+            f"; median position {statistics.median(positions):g}"
+            if positions
+            else ": the text never diverged. Logprob-level differences are in the per-cell "
+            "table (max |delta logprob|)."
+        ),
+    ]
+    lines += [
+        "",
+        "## Per cell (against the reference cell)",
+        "",
+        "| cell | tokens differ | logprobs differ | max abs dlogprob | generate s | "
+        "output tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in metrics.per_cell:
+        lines.append(
+            f"| {r['cell']} | {r.get('tokens_differ', '-')}/{r.get('targets', '-')} | "
+            f"{r.get('logprobs_differ', '-')} | {_fmt(r.get('max_abs_logprob_delta'))} | "
+            f"{_fmt(r.get('generate_s'))} | {r.get('output_tokens', '-')} |"
+        )
+    if metrics.within_cell:
+        lines += [
+            "",
+            "## Within each cell (identical prompts)",
+            "",
+            "| cell | prompt | copies | unique | modal count |",
+            "|---|---|---|---|---|",
+        ]
+        for r in metrics.within_cell:
+            lines.append(
+                f"| {r['cell']} | {r['prompt']} | {r['copies']} | "
+                f"{r['unique_completions']} | {r['mode_count']} |"
+            )
+    if metrics.divergences:
+        lines += ["", "## Divergent continuations (first 20)", ""]
+        for d in metrics.divergences[:20]:
+            lines += [
+                f"- **{d['target']}** in *{d['cell']}* at token {d['first_divergence']} "
+                f"(reference top1-top2 gap {_fmt(d['reference_top_gap'])}):",
+                f"  - context: `{_continuation(d['context'])}`",
+                f"  - reference: `{_continuation(d['reference_continuation'])}`",
+                f"  - other: `{_continuation(d['other_continuation'])}`",
+            ]
+    if metrics.failed_cells:
+        lines += ["", "## Failed cells", ""]
+        lines += [
+            f"- {json.dumps(f['cell'])} repeat {f['repeat']}: {f['error']}"
+            for f in metrics.failed_cells
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(
+    config: SweepConfig,
+    metrics: SweepMetrics,
+    x: str,
+    y: str,
+    grid: tuple[list[str], list[str], list[list[float | None]]],
+) -> str:
+    ys, xs, values = grid
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{escape(config.name)}: determinism sweep</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:left;vertical-align:top}pre{white-space:pre-wrap;margin:0}"
+        ".side{display:grid;grid-template-columns:1fr 1fr;gap:8px}</style></head><body>",
+        f"<h1>Determinism sweep: {escape(config.name)}</h1>",
+        f"<p>Mode <code>{escape(config.mode)}</code>, model <code>{escape(config.model)}</code>, "
+        f"sampling <code>{escape(json.dumps(config.sampling))}</code>.</p>",
+        "<h2>Summary</h2>",
+        _table(["metric", "value"], [[k, v] for k, v in metrics.summary.items()]),
+        "<h2>Attribution: which axis changes the output</h2>",
+        _table(
+            [
+                "axis",
+                "values",
+                "cells",
+                "tokens change (share of targets)",
+                "logprobs change (share)",
+            ],
+            [
+                [
+                    r["axis"],
+                    ", ".join(r["values"]),
+                    r["cells"],
+                    r["tokens_change_share"],
+                    r["logprobs_change_share"],
+                ]
+                for r in metrics.attribution
+            ],
+        ),
+        "<h2>Unique completions</h2>",
+        heatmap(ys, xs, values, f"mean unique completions per prompt: {y} x {x}"),
+        "<h2>First divergence positions</h2>",
+        histogram(divergence_positions(metrics), 20, "first divergent token index", "token index"),
+    ]
+    if metrics.divergences:
+        parts.append("<h2>Divergent continuations</h2>")
+        for d in metrics.divergences[:20]:
+            gap = escape(_fmt(d["reference_top_gap"]))
+            parts.append(
+                f"<p><b>{escape(d['target'])}</b> in <i>{escape(d['cell'])}</i> at token "
+                f"{d['first_divergence']} (reference top1-top2 gap {gap})"
+                f"</p><pre>{escape(_continuation(d['context']))}</pre><div class='side'>"
+                f"<pre>reference: {escape(_continuation(d['reference_continuation']))}</pre>"
+                f"<pre>other: {escape(_continuation(d['other_continuation']))}</pre></div>"
+            )
+    parts += [
+        "<h2>Per cell</h2>",
+        _table(
+            [
+                "cell",
+                "tokens differ",
+                "targets",
+                "logprobs differ",
+                "max |dlogprob|",
+                "generate s",
+                "output tokens",
+            ],
+            [
+                [
+                    r["cell"],
+                    r.get("tokens_differ"),
+                    r.get("targets"),
+                    r.get("logprobs_differ"),
+                    r.get("max_abs_logprob_delta"),
+                    r.get("generate_s"),
+                    r.get("output_tokens"),
+                ]
+                for r in metrics.per_cell
+            ],
+        ),
+    ]
+    if metrics.within_cell:
+        parts += [
+            "<h2>Within each cell (identical prompts)</h2>",
+            _table(
+                ["cell", "prompt", "copies", "unique", "modal count"],
+                [
+                    [r["cell"], r["prompt"], r["copies"], r["unique_completions"], r["mode_count"]]
+                    for r in metrics.within_cell
+                ],
+            ),
+        ]
+    if metrics.failed_cells:
+        parts += [
+            "<h2>Failed cells</h2>",
+            _table(
+                ["cell", "repeat", "error"],
+                [[json.dumps(f["cell"]), f["repeat"], f["error"]] for f in metrics.failed_cells],
+            ),
+        ]
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def write_sweep_report(
+    run_dir: str | Path, x: str | None = None, y: str | None = None, with_tokenizer: bool = True
+) -> dict[str, Path]:
+    """Compute metrics for a run directory and write metrics.json, report.md, report.html."""
+    from lab.determinism.metrics import compute_metrics
+    from lab.determinism.sweep import CELLS, context_length
+    from lab.errors import LabError
+    from lab.store import RunStore
+
+    root = Path(run_dir)
+    config_path = root / "config.json"
+    if not config_path.is_file():
+        raise LabError(f"{root}: not a sweep run directory (no config.json)")
+    raw = json.loads(config_path.read_text())
+    config = _config_from_dict(raw)
+    store = RunStore(root)
+    entries = list(store.entries(CELLS))
+    context = context_length(config)
+    decode = _decoder(config.model) if with_tokenizer else None
+    metrics = compute_metrics(config, entries, context, decode)
+    x, y = choose_axes(config, x, y)
+    grid = unique_grid(config, metrics, entries, x, y)
+    return {
+        "metrics": store.write_json("metrics.json", metrics.to_dict()),
+        "markdown": store.write_text("report.md", render_markdown(config, metrics, x, y, grid)),
+        "html": store.write_text("report.html", render_html(config, metrics, x, y, grid)),
+    }
+
+
+def _config_from_dict(raw: dict[str, Any]) -> SweepConfig:
+    from lab.determinism.config import SweepPrompt
+
+    return SweepConfig(**(raw | {"prompts": [SweepPrompt(**p) for p in raw["prompts"]]}))
+
+
+def _decoder(model: str) -> Any:
+    """tokenizer.decode for the swept model, or None when it cannot be loaded."""
+    try:
+        from transformers import AutoTokenizer
+
+        from lab import models
+
+        tokenizer = AutoTokenizer.from_pretrained(str(models.resolve(model, prepare=False)))
+    except Exception:  # noqa: BLE001 - the report then shows token ids
+        return None
+    return lambda ids: tokenizer.decode(ids)
