@@ -262,6 +262,22 @@ def sweep_cmd(
     click.echo(f"report: {paths['html']}")
 
 
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks: ratios measured side by side in one run (never asserted in tests)."""
+
+
+@bench_group.command("sweep")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True)
+@click.option("--max-tokens", type=int, default=16, show_default=True)
+@click.pass_obj
+def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
+    """Sweep machinery overhead over the engine's own generation time (12-cell grid)."""
+    from lab.determinism.bench import bench_sweep, format_bench
+
+    click.echo(format_bench(bench_sweep(backend, max_tokens, obj["cache_dir"])))
+
+
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
