@@ -278,6 +278,19 @@ def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
     click.echo(format_bench(bench_sweep(backend, max_tokens, obj["cache_dir"])))
 
 
+@bench_group.command("backends")
+@click.option("--backends", default="hf,vllm", show_default=True)
+@click.option("--max-tokens", type=int, default=64, show_default=True)
+@click.option("--dtype", default="fp32", show_default=True)
+@click.pass_obj
+def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtype: str) -> None:
+    """Engine start and greedy tokens/s at batch 1 and 16, per backend."""
+    from lab.backends.bench import bench_backends, format_backends
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    click.echo(format_backends(bench_backends(names, max_tokens, dtype, obj["cache_dir"])))
+
+
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--x", "x_axis", default=None, help="Heatmap column axis.")

@@ -62,9 +62,21 @@ def cell_of(entry: dict[str, Any]) -> Cell:
     return Cell(tuple((k, entry["cell"][k]) for k in AXES), entry["repeat"])
 
 
-def generation_of(entry: dict[str, Any], target: str) -> Generation:
-    record = dict(entry["outputs"][target])
+def generation_of(entry: dict[str, Any], output_id: str) -> Generation:
+    record = dict(entry["outputs"][output_id])
     return Generation.from_dict(record | {"engine": entry["engine"], "sampling": entry["sampling"]})
+
+
+def base_id(output_id: str) -> str:
+    """Identical mode stores copy i of prompt p as "p#i"; every copy measures prompt p."""
+    return output_id.split("#")[0]
+
+
+def outputs_of(entry: dict[str, Any], target: str) -> list[Generation]:
+    """Every output a cell produced for a target (identical mode: all its copies, in order)."""
+    ids = [o for o in entry["outputs"] if base_id(o) == target]
+    ids.sort(key=lambda o: int(o.split("#")[1]) if "#" in o else 0)
+    return [generation_of(entry, o) for o in ids]
 
 
 @dataclass
@@ -81,6 +93,9 @@ class SweepMetrics:
         return self.__dict__.copy()
 
 
+MAX_DIVERGENCE_EXAMPLES = 200
+
+
 def compute_metrics(
     config: SweepConfig,
     entries: list[dict[str, Any]],
@@ -88,7 +103,9 @@ def compute_metrics(
     decode: Callable[[list[int]], str] | None = None,
 ) -> SweepMetrics:
     """All metrics from the stored cells. `decode` turns token ids into text for the
-    side-by-side continuations (omitted: continuations show token ids)."""
+    side-by-side continuations (omitted: continuations show token ids).
+
+    Every output of a target is compared with the reference cell's first output of it."""
     targets = target_prompts(config, context)
     ok = [e for e in entries if e["status"] == "ok"]
     failed = [
@@ -105,22 +122,28 @@ def compute_metrics(
         if reference is not None and ref_cell.key() in by_key
         else "reference cell failed or missing; first ok cell used"
     )
-    target_ids = _target_ids(config, targets, ok)
+    target_ids = [p.id for p in targets]
     regex_of = {p.id: p.answer_regex or config.answer_regex for p in targets}
     expected_of = {p.id: p.expected for p in targets}
+    ref_outputs = {
+        tid: gens[0] for tid in target_ids if reference and (gens := outputs_of(reference, tid))
+    }
+
+    def correct(g: Generation, tid: str) -> bool:
+        return parse_answer(g.text, regex_of[tid]) == normalize_answer(expected_of[tid] or "")
 
     per_target: list[dict[str, Any]] = []
     raw_all: list[list[Any]] = []
     parsed_all: list[list[Any]] = []
+    best = worst = scored = 0
     for tid in target_ids:
-        base = tid.split("#")[0]
-        gens = [generation_of(e, tid) for e in ok if tid in e["outputs"]]
+        gens = [g for e in ok for g in outputs_of(e, tid)]
         seqs = [tuple(g.output_token_ids) for g in gens]
         counts = Counter(seqs)
-        answers = [parse_answer(g.text, regex_of.get(base)) for g in gens]
+        answers = [parse_answer(g.text, regex_of[tid]) for g in gens]
         raw_all.append(seqs)
         parsed_all.append(answers)
-        lengths = [len(s) for s in seqs]
+        lengths = [len(q) for q in seqs]
         per_target.append(
             {
                 "target": tid,
@@ -131,57 +154,62 @@ def compute_metrics(
                 "length_std": statistics.pstdev(lengths) if len(lengths) > 1 else 0.0,
             }
         )
+        if expected_of[tid] is not None and gens:
+            results = [correct(g, tid) for g in gens]
+            scored += 1
+            best += any(results)
+            worst += all(results)
 
     per_cell: list[dict[str, Any]] = []
     divergences: list[dict[str, Any]] = []
     for e in ok:
         cell = cell_of(e)
+        label = cell.label(varying)
         row: dict[str, Any] = {
-            "cell": cell.label(varying),
+            "cell": label,
             "axes": e["cell"],
             "repeat": e["repeat"],
             **e.get("timings", {}),
         }
-        if reference is not None:
-            diffs = []
-            for tid in target_ids:
-                if tid not in e["outputs"] or tid not in reference["outputs"]:
-                    continue
-                ref_gen, gen = generation_of(reference, tid), generation_of(e, tid)
-                d = compare(ref_gen, gen)
+        diffs = []
+        graded = []
+        for tid in target_ids:
+            gens = outputs_of(e, tid)
+            if expected_of[tid] is not None:
+                graded += [correct(g, tid) for g in gens]
+            if tid not in ref_outputs:
+                continue
+            for g in gens:
+                d = compare(ref_outputs[tid], g)
                 diffs.append(d)
-                if not d.tokens_equal and e is not reference:
+                if not d.tokens_equal and len(divergences) < MAX_DIVERGENCE_EXAMPLES:
                     divergences.append(
-                        _divergence_example(
-                            tid, cell.label(varying), ref_gen, gen, d.to_dict(), decode
-                        )
+                        _divergence_example(tid, label, ref_outputs[tid], g, d.to_dict(), decode)
                     )
-            row |= {
-                "targets": len(diffs),
-                "tokens_differ": sum(1 for d in diffs if not d.tokens_equal),
-                "logprobs_differ": sum(1 for d in diffs if d.positions_logprob_differs),
-                "max_abs_logprob_delta": max((d.max_abs_logprob_delta for d in diffs), default=0.0),
-                "mean_abs_logprob_delta": (
-                    statistics.fmean(d.mean_abs_logprob_delta for d in diffs) if diffs else 0.0
-                ),
-                "first_divergences": [
-                    d.first_divergence for d in diffs if d.first_divergence is not None
-                ],
-            }
-        accuracy = _accuracy(e, target_ids, expected_of, regex_of)
-        if accuracy is not None:
-            row["accuracy"] = accuracy
+        row |= {
+            "outputs_compared": len(diffs),
+            "tokens_differ": sum(1 for d in diffs if not d.tokens_equal),
+            "logprobs_differ": sum(1 for d in diffs if d.positions_logprob_differs),
+            "max_abs_logprob_delta": max((d.max_abs_logprob_delta for d in diffs), default=0.0),
+            "mean_abs_logprob_delta": (
+                statistics.fmean(d.mean_abs_logprob_delta for d in diffs) if diffs else 0.0
+            ),
+            "first_divergences": [
+                d.first_divergence for d in diffs if d.first_divergence is not None
+            ],
+        }
+        if graded:
+            row["accuracy"] = sum(graded) / len(graded)
         per_cell.append(row)
 
-    attribution = _attribution(config, ok, target_ids, ref_cell, varying)
     accuracies = [r["accuracy"] for r in per_cell if "accuracy" in r]
-    correct_sets = _correct_matrix(ok, target_ids, expected_of, regex_of)
     summary: dict[str, Any] = {
         "mode": config.mode,
         "cells_total": len(entries),
         "cells_ok": len(ok),
         "cells_failed": len(failed),
         "targets": len(target_ids),
+        "outputs": sum(t["outputs"] for t in per_target),
         "reference": reference_note,
         "N": len(ok),
         "TARr@N": tar(raw_all),
@@ -191,16 +219,16 @@ def compute_metrics(
         "avg_std_output_length": (
             statistics.fmean(t["length_std"] for t in per_target) if per_target else 0.0
         ),
-        "divergent_comparisons": len(divergences),
-        "max_abs_logprob_delta": max(
-            (r.get("max_abs_logprob_delta", 0.0) for r in per_cell), default=0.0
-        ),
+        "divergent_outputs": sum(r["tokens_differ"] for r in per_cell),
+        "outputs_with_logprob_differences": sum(r["logprobs_differ"] for r in per_cell),
+        "max_abs_logprob_delta": max((r["max_abs_logprob_delta"] for r in per_cell), default=0.0),
     }
     if accuracies:
         summary["accuracy_mean"] = statistics.fmean(accuracies)
         summary["std_at_acc"] = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-        summary["best_possible_accuracy"] = correct_sets[0]
-        summary["worst_possible_accuracy"] = correct_sets[1]
+        summary["best_possible_accuracy"] = best / scored if scored else None
+        summary["worst_possible_accuracy"] = worst / scored if scored else None
+    attribution = _attribution(ok, target_ids, ref_cell, varying, ref_outputs, by_key)
     return SweepMetrics(
         summary,
         per_target,
@@ -210,16 +238,6 @@ def compute_metrics(
         failed,
         _within_cells(config, ok, varying),
     )
-
-
-def _target_ids(config: SweepConfig, targets: list[Any], ok: list[dict[str, Any]]) -> list[str]:
-    if config.mode != "identical":
-        return [p.id for p in targets]
-    seen: dict[str, None] = {}
-    for e in ok:
-        for tid in e["outputs"]:
-            seen.setdefault(tid, None)
-    return sorted(seen, key=lambda t: (t.split("#")[0], int(t.split("#")[1])))
 
 
 def _divergence_example(
@@ -249,84 +267,38 @@ def _divergence_example(
     }
 
 
-def _accuracy(
-    entry: dict[str, Any],
-    target_ids: list[str],
-    expected_of: dict[str, str | None],
-    regex_of: dict[str, str | None],
-) -> float | None:
-    scored = []
-    for tid in target_ids:
-        base = tid.split("#")[0]
-        if expected_of.get(base) is None or tid not in entry["outputs"]:
-            continue
-        answer = parse_answer(entry["outputs"][tid]["text"], regex_of.get(base))
-        scored.append(answer == normalize_answer(expected_of[base] or ""))
-    return sum(scored) / len(scored) if scored else None
-
-
-def _correct_matrix(
-    ok: list[dict[str, Any]],
-    target_ids: list[str],
-    expected_of: dict[str, str | None],
-    regex_of: dict[str, str | None],
-) -> tuple[float | None, float | None]:
-    best, worst, scored = 0, 0, 0
-    for tid in target_ids:
-        base = tid.split("#")[0]
-        if expected_of.get(base) is None:
-            continue
-        results = [
-            parse_answer(e["outputs"][tid]["text"], regex_of.get(base))
-            == normalize_answer(expected_of[base] or "")
-            for e in ok
-            if tid in e["outputs"]
-        ]
-        if not results:
-            continue
-        scored += 1
-        best += any(results)
-        worst += all(results)
-    if not scored:
-        return None, None
-    return best / scored, worst / scored
-
-
 def _attribution(
-    config: SweepConfig,
     ok: list[dict[str, Any]],
     target_ids: list[str],
     ref_cell: Cell,
     varying: list[str],
+    ref_outputs: dict[str, Generation],
+    by_key: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    by_key = {cell_of(e).key(): e for e in ok}
-    reference = by_key.get(ref_cell.key())
-    if reference is None:
+    if ref_cell.key() not in by_key:
         return []
-    rows = []
     candidates: list[tuple[str, list[dict[str, Any]]]] = [
         (axis, [e for e in ok if differs_only_in(cell_of(e), ref_cell, axis)]) for axis in varying
     ]
     repeats = [e for e in ok if cell_of(e).values == ref_cell.values and e["repeat"] > 0]
     if repeats:
         candidates.append(("repeat", repeats))
+    rows = []
+    measured = [t for t in target_ids if t in ref_outputs]
     for axis, cells in candidates:
         if not cells:
             continue
-        token_changed, logprob_changed = 0, 0
-        for tid in target_ids:
-            if tid not in reference["outputs"]:
-                continue
-            ref = generation_of(reference, tid)
-            diffs = [compare(ref, generation_of(e, tid)) for e in cells if tid in e["outputs"]]
+        token_changed = logprob_changed = 0
+        for tid in measured:
+            diffs = [compare(ref_outputs[tid], g) for e in cells for g in outputs_of(e, tid)]
             token_changed += any(not d.tokens_equal for d in diffs)
             logprob_changed += any(d.positions_logprob_differs > 0 for d in diffs)
-        n = len([t for t in target_ids if t in reference["outputs"]])
+        n = len(measured)
         rows.append(
             {
                 "axis": axis,
                 "values": sorted(
-                    {str(e["cell"][axis]) if axis != "repeat" else str(e["repeat"]) for e in cells}
+                    {str(e["repeat"]) if axis == "repeat" else str(e["cell"][axis]) for e in cells}
                 ),
                 "cells": len(cells),
                 "tokens_change_share": token_changed / n if n else None,
@@ -344,11 +316,8 @@ def _within_cells(
         return []
     rows = []
     for e in ok:
-        groups: dict[str, list[str]] = {}
-        for tid in e["outputs"]:
-            groups.setdefault(tid.split("#")[0], []).append(tid)
-        for base, tids in groups.items():
-            gens = [generation_of(e, t) for t in tids]
+        for base in sorted({base_id(o) for o in e["outputs"]}):
+            gens = outputs_of(e, base)
             counts = Counter(tuple(g.output_token_ids) for g in gens)
             modal_seq = counts.most_common(1)[0][0]
             modal = next(g for g in gens if tuple(g.output_token_ids) == modal_seq)

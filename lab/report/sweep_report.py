@@ -18,7 +18,7 @@ from typing import Any
 
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import varying_axes
-from lab.determinism.metrics import SweepMetrics
+from lab.determinism.metrics import SweepMetrics, base_id
 from lab.report.svg import heatmap, histogram
 
 
@@ -57,18 +57,12 @@ def unique_grid(
             if not cells:
                 row.append(None)
                 continue
-            if config.mode == "identical":
-                per_prompt: dict[str, set[tuple[int, ...]]] = {}
-                for e in cells:
-                    for tid, out in e["outputs"].items():
-                        per_prompt.setdefault(tid.split("#")[0], set()).add(
-                            tuple(out["output_token_ids"])
-                        )
-            else:
-                per_prompt = {}
-                for e in cells:
-                    for tid, out in e["outputs"].items():
-                        per_prompt.setdefault(tid, set()).add(tuple(out["output_token_ids"]))
+            per_prompt: dict[str, set[tuple[int, ...]]] = {}
+            for e in cells:
+                for output_id, out in e["outputs"].items():
+                    per_prompt.setdefault(base_id(output_id), set()).add(
+                        tuple(out["output_token_ids"])
+                    )
             row.append(
                 statistics.fmean(len(s) for s in per_prompt.values()) if per_prompt else None
             )
@@ -162,7 +156,7 @@ def render_markdown(
     ]
     for r in metrics.per_cell:
         lines.append(
-            f"| {r['cell']} | {r.get('tokens_differ', '-')}/{r.get('targets', '-')} | "
+            f"| {r['cell']} | {r.get('tokens_differ', '-')}/{r.get('outputs_compared', '-')} | "
             f"{r.get('logprobs_differ', '-')} | {_fmt(r.get('max_abs_logprob_delta'))} | "
             f"{_fmt(r.get('generate_s'))} | {r.get('output_tokens', '-')} |"
         )
@@ -268,7 +262,7 @@ def render_html(
             [
                 "cell",
                 "tokens differ",
-                "targets",
+                "outputs compared",
                 "logprobs differ",
                 "max |dlogprob|",
                 "generate s",
@@ -278,7 +272,7 @@ def render_html(
                 [
                     r["cell"],
                     r.get("tokens_differ"),
-                    r.get("targets"),
+                    r.get("outputs_compared"),
                     r.get("logprobs_differ"),
                     r.get("max_abs_logprob_delta"),
                     r.get("generate_s"),

@@ -183,3 +183,46 @@ def test_html_report_escapes_model_text() -> None:
     assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;" in html
     assert "Divergent continuations" in render_markdown(cfg, metrics, "dtype", "batch_size", grid)
+
+
+def test_identical_mode_pools_every_copy_of_a_prompt() -> None:
+    cfg = parse_sweep_config(
+        {
+            "mode": "identical",
+            "prompts": [{"id": "f", "prompt": "x"}],
+            "axes": {"batch_size": [1, 3]},
+        }
+    )
+    axes1 = {k: v[0] for k, v in cfg.axes.items()}
+    axes3 = axes1 | {"batch_size": 3}
+
+    def cell(axes: dict[str, Any], outs: list[list[int]]) -> dict[str, Any]:
+        outputs = {}
+        for i, tokens in enumerate(outs):
+            record = make_generation(tokens, [-0.5] * len(tokens)).to_dict()
+            record.pop("engine"), record.pop("sampling")
+            outputs[f"f#{i}"] = record
+        return {
+            "status": "ok",
+            "error": None,
+            "cell": axes,
+            "repeat": 0,
+            "engine": {},
+            "sampling": {},
+            "timings": {},
+            "outputs": outputs,
+        }
+
+    entries = [cell(axes1, [[1, 2, 3]]), cell(axes3, [[1, 2, 3], [1, 2, 4], [1, 2, 3]])]
+    m = compute_metrics(cfg, entries, context=8192)
+    [target] = m.per_target
+    assert (target["outputs"], target["unique_completions"]) == (4, 2)
+    assert target["mode_share"] == 0.75
+    assert m.summary["TARr@N"] == 0.0 and m.summary["divergent_outputs"] == 1
+    batch3 = m.per_cell[1]
+    assert (batch3["outputs_compared"], batch3["tokens_differ"]) == (3, 1)
+    assert batch3["first_divergences"] == [2]
+    within = {r["cell"]: r for r in m.within_cell}
+    assert within["batch_size=3"]["unique_completions"] == 2
+    assert within["batch_size=3"]["mode_count"] == 2
+    assert within["batch_size=3"]["first_divergences"] == [2]
