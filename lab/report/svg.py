@@ -17,7 +17,9 @@ def heatmap(
 ) -> str:
     """A rows x cols grid coloured from white (min) to red (max); None cells are grey."""
     cell_w, cell_h, left, top = 90, 32, 160, 50
-    width, height = left + cell_w * len(cols) + 20, top + cell_h * len(rows) + 20
+    # Wide enough for the title too (about 7 px a character at 12 px sans-serif).
+    width = max(left + cell_w * len(cols) + 20, left + 7 * len(title))
+    height = top + cell_h * len(rows) + 20
     flat = [v for row in values for v in row if v is not None]
     lo, hi = (min(flat), max(flat)) if flat else (0.0, 1.0)
     parts = [

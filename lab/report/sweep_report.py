@@ -70,6 +70,32 @@ def unique_grid(
     return ys, xs, grid
 
 
+def logprob_grid(
+    config: SweepConfig, metrics: SweepMetrics, x: str, y: str
+) -> tuple[list[str], list[str], list[list[float | None]]]:
+    """Share of outputs whose logprobs differ from the reference at all, per (y, x) pair."""
+    xs, ys = _values(config, x), _values(config, y)
+
+    def coord(row: dict[str, Any], axis: str) -> str:
+        return str(row["repeat"]) if axis == "repeat" else str(row["axes"][axis])
+
+    grid: list[list[float | None]] = []
+    for yv in ys:
+        line: list[float | None] = []
+        for xv in xs:
+            rows = [r for r in metrics.per_cell if coord(r, x) == xv and coord(r, y) == yv]
+            compared = sum(r["outputs_compared"] for r in rows)
+            line.append(sum(r["logprobs_differ"] for r in rows) / compared if compared else None)
+        grid.append(line)
+    return ys, xs, grid
+
+
+def _values(config: SweepConfig, axis: str) -> list[str]:
+    if axis == "repeat":
+        return [str(r) for r in range(config.repeats)]
+    return [str(v) for v in config.axes[axis]]
+
+
 def choose_axes(config: SweepConfig, x: str | None, y: str | None) -> tuple[str, str]:
     varying = varying_axes(config) + (["repeat"] if config.repeats > 1 else [])
     candidates = varying + [a for a in ("batch_size", "dtype", "backend") if a not in varying]
@@ -241,7 +267,12 @@ def render_html(
             ],
         ),
         "<h2>Unique completions</h2>",
-        heatmap(ys, xs, values, f"mean unique completions per prompt: {y} x {x}"),
+        heatmap(ys, xs, values, f"mean unique completions per prompt ({y} rows, {x} columns)"),
+        heatmap(
+            *logprob_grid(config, metrics, x, y),
+            f"share of outputs whose logprobs differ from the reference ({y} rows, {x} columns)",
+            fmt="{:.2f}",
+        ),
         "<h2>First divergence positions</h2>",
         histogram(divergence_positions(metrics), 20, "first divergent token index", "token index"),
     ]
