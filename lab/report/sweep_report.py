@@ -76,16 +76,19 @@ def logprob_grid(
     """Share of outputs whose logprobs differ from the reference at all, per (y, x) pair."""
     xs, ys = _values(config, x), _values(config, y)
 
-    def coord(row: dict[str, Any], axis: str) -> str:
-        return str(row["repeat"]) if axis == "repeat" else str(row["axes"][axis])
+    def coord(row: dict[str, Any], axis: str) -> str | None:
+        if axis == "repeat":
+            return str(row.get("repeat"))
+        return str(row["axes"][axis]) if axis in row.get("axes", {}) else None
 
     grid: list[list[float | None]] = []
     for yv in ys:
         line: list[float | None] = []
         for xv in xs:
             rows = [r for r in metrics.per_cell if coord(r, x) == xv and coord(r, y) == yv]
-            compared = sum(r["outputs_compared"] for r in rows)
-            line.append(sum(r["logprobs_differ"] for r in rows) / compared if compared else None)
+            compared = sum(r.get("outputs_compared", 0) for r in rows)
+            differ = sum(r.get("logprobs_differ", 0) for r in rows)
+            line.append(differ / compared if compared else None)
         grid.append(line)
     return ys, xs, grid
 
