@@ -120,6 +120,18 @@ class SweepConfig:
 
         return asdict(self)
 
+    def generation_identity(self) -> dict[str, Any]:
+        """What decides the generated tokens: a resumed run must match it. Answer parsing
+        (answer_regex, expected) and the name only affect scoring, so they may change between
+        runs of the same directory."""
+        d = self.to_dict()
+        for key in ("answer_regex", "name"):
+            d.pop(key)
+        for prompt in d["prompts"]:
+            prompt.pop("expected")
+            prompt.pop("answer_regex")
+        return d
+
 
 def _fail(source: str, where: str, message: str) -> LabError:
     return ConfigError(f"{source}: {where}: {message}")

@@ -28,6 +28,7 @@ from lab.envinfo import environment_record
 from lab.store import RunStore
 
 CELLS = "cells"
+SWEEP_CONFIG = "sweep_config.json"
 # Per-record fields that are the same for the whole cell; stored once per cell.
 _CELL_LEVEL = ("engine", "sampling")
 
@@ -98,7 +99,10 @@ def run_sweep(
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> RunStore:
     """Run (or resume) a sweep into out_dir; returns the store."""
-    store = RunStore.open(out_dir, config.to_dict(), fresh=fresh, environment=environment_record())
+    store = RunStore.open(
+        out_dir, config.generation_identity(), fresh=fresh, environment=environment_record()
+    )
+    store.write_json(SWEEP_CONFIG, config.to_dict())  # the full config, scoring included
     done = store.done_keys(CELLS)
     cells = expand(config)
     remaining = [c for c in cells if c.key() not in done]

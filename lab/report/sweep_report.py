@@ -119,6 +119,11 @@ def _continuation(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
+def _inline(v: Any) -> str:
+    """One-line form for Markdown (newlines shown as \\n, backticks neutralised)."""
+    return _continuation(v).replace("\n", "\\n").replace("`", "'")
+
+
 def render_markdown(
     config: SweepConfig,
     metrics: SweepMetrics,
@@ -208,9 +213,9 @@ def render_markdown(
             lines += [
                 f"- **{d['target']}** in *{d['cell']}* at token {d['first_divergence']} "
                 f"(reference top1-top2 gap {_fmt(d['reference_top_gap'])}):",
-                f"  - context: `{_continuation(d['context'])}`",
-                f"  - reference: `{_continuation(d['reference_continuation'])}`",
-                f"  - other: `{_continuation(d['other_continuation'])}`",
+                f"  - context: `{_inline(d['context'])}`",
+                f"  - reference: `{_inline(d['reference_continuation'])}`",
+                f"  - other: `{_inline(d['other_continuation'])}`",
             ]
     if metrics.failed_cells:
         lines += ["", "## Failed cells", ""]
@@ -344,14 +349,14 @@ def write_sweep_report(
 ) -> dict[str, Path]:
     """Compute metrics for a run directory and write metrics.json, report.md, report.html."""
     from lab.determinism.metrics import compute_metrics
-    from lab.determinism.sweep import CELLS, context_length
+    from lab.determinism.sweep import CELLS, SWEEP_CONFIG, context_length
     from lab.errors import LabError
     from lab.store import RunStore
 
     root = Path(run_dir)
-    config_path = root / "config.json"
+    config_path = root / SWEEP_CONFIG
     if not config_path.is_file():
-        raise LabError(f"{root}: not a sweep run directory (no config.json)")
+        raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
     raw = json.loads(config_path.read_text())
     config = _config_from_dict(raw)
     store = RunStore(root)

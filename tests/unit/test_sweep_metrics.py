@@ -226,3 +226,11 @@ def test_identical_mode_pools_every_copy_of_a_prompt() -> None:
     assert within["batch_size=3"]["unique_completions"] == 2
     assert within["batch_size=3"]["mode_count"] == 2
     assert within["batch_size=3"]["first_divergences"] == [2]
+
+
+def test_scoring_fields_do_not_change_the_generation_identity() -> None:
+    a = config(answer_regex="(\\d+)")
+    b = config(answer_regex="(-?\\d+)(?!.*\\d)")
+    b.prompts[0].expected = "no"
+    assert a.generation_identity() == b.generation_identity()
+    assert a.generation_identity() != config(sampling={"max_tokens": 9}).generation_identity()
