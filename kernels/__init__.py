@@ -1,6 +1,20 @@
 """Batch-invariant kernels (installed as `lab.kernels`, never as the bare name `kernels`,
 which belongs to Hugging Face's PyPI package that transformers imports when present).
 
-Empty until the batch-invariant kernels land: the hf backend refuses `batch_invariant=True`
-with a clear error rather than running without them.
+    from lab.kernels import set_batch_invariant_mode
+    with set_batch_invariant_mode():
+        ...  # matmuls, norms, softmax and attention give the same bits for a row in any batch
+
+Modules: mode.py (the switch), cpu.py (CPU kernels), attention.py (padding-invariant attention),
+triton_ops.py (CUDA kernels; imports triton only when CUDA is asked for), probe.py (`lab probe`),
+bench.py (`lab bench kernels`).
 """
+
+from lab.kernels.mode import (
+    active_devices,
+    is_batch_invariant_mode,
+    kernel_name,
+    set_batch_invariant_mode,
+)
+
+__all__ = ["active_devices", "is_batch_invariant_mode", "kernel_name", "set_batch_invariant_mode"]

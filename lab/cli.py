@@ -303,6 +303,45 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     click.echo(f"report: {paths['html']}")
 
 
+@cli.command("probe")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16.")
+@click.option("--op", "ops", multiple=True, help="Only this operator (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def probe_cmd(device: str, dtype: str, ops: tuple[str, ...], as_json: bool) -> None:
+    """Which operators are batch-invariant here, with and without lab.kernels' mode."""
+    from lab.backends.base import canonical_dtype
+    from lab.devices import resolve_device
+    from lab.kernels.probe import format_probe, operators, probe
+
+    unknown = sorted(set(ops) - set(operators()))
+    if unknown:
+        raise LabError(f"--op: unknown operator(s) {unknown}; known: {operators()}")
+    rows = probe(resolve_device(device), canonical_dtype(dtype), list(ops) or None)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        click.echo(format_probe(rows))
+
+
+@bench_group.command("kernels")
+@click.option("--prompts", type=int, default=8, show_default=True)
+@click.option("--max-tokens", type=int, default=32, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end.")
+@click.pass_obj
+def bench_kernels_cmd(
+    obj: dict[str, Any], prompts: int, max_tokens: int, repeats: int, e2e: bool
+) -> None:
+    """CPU cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
+    from lab.kernels.bench import bench_generation, bench_ops, format_bench
+
+    timings = bench_ops(max(repeats, 3))
+    if e2e:
+        timings += bench_generation(prompts, max_tokens, repeats, cache_dir=obj["cache_dir"])
+    click.echo(format_bench(timings))
+
+
 def main() -> None:
     """Entry point: LabError -> one line on stderr, exit 2."""
     try:

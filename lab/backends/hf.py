@@ -13,6 +13,7 @@ expand the cache n times -> `decode_step` until every row stops or hits its leng
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -72,16 +73,17 @@ class HFBackend(Backend):
             raise ConfigError(
                 "tensor_parallel_size > 1 needs the vllm backend (transformers runs on one device)"
             )
-        if config.batch_invariant:
-            raise ConfigError(
-                "batch_invariant mode for the hf backend needs the lab's batch-invariant kernels, "
-                "which are not built yet; use --backend vllm or leave it off"
-            )
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = resolve_device(config.device)
         check_dtype_on_device(config.dtype, self.device)
+        #: batch_invariant: prefill and decode run inside lab.kernels' batch-invariant mode
+        self.kernels: str | None = None
+        if config.batch_invariant:
+            from lab.kernels import kernel_name
+
+            self.kernels = kernel_name(self.device)
         self.info = models.model_info(config.model, cache_dir)
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.info.path))
@@ -176,6 +178,14 @@ class HFBackend(Backend):
         )
         return out.logits[:, -1, :].float(), mask
 
+    def _kernel_mode(self) -> Any:
+        """The batch-invariant kernels for this device when the config asks for them."""
+        if not self.kernels:
+            return contextlib.nullcontext()
+        from lab.kernels import set_batch_invariant_mode
+
+        return set_batch_invariant_mode(device=self.device)
+
     def _generate_batch(
         self, chunk: list[tuple[Request, list[int]]], sampling: SamplingConfig
     ) -> list[list[Generation]]:
@@ -183,7 +193,7 @@ class HFBackend(Backend):
         n = sampling.n
         rows = len(chunk) * n
         started = time.perf_counter()
-        with torch.inference_mode():
+        with self._kernel_mode(), torch.inference_mode():
             logits, cache, mask, positions = self.prefill([ids for _, ids in chunk])
             if n > 1:  # one prefill per prompt, the cache expanded to n rows
                 logits = logits.repeat_interleave(n, dim=0)
@@ -251,6 +261,7 @@ class HFBackend(Backend):
                 positions = positions + 1
         total_seconds = time.perf_counter() - started
         engine = self.config.to_dict() | {"device": self.device}
+        engine["batch_invariant_kernels"] = self.kernels or False  # as the vllm backend records
         sampling_dict = dataclasses.asdict(sampling)
         out: list[list[Generation]] = []
         for req_index, (request, ids) in enumerate(chunk):

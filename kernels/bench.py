@@ -1,0 +1,178 @@
+"""What batch invariance costs: each operator and end-to-end generation, mode on vs off.
+
+Every figure is a ratio measured side by side in one run: off and on calls alternate, so load
+from other processes hits both alike, and the ratio uses the fastest of the repeats (the
+least disturbed). Operator shapes are SmolLM2-135M's: a decode step of 8 rows (and of 1 row:
+a prompt alone), a prefill of 8 prompts x 40 tokens. End to end: greedy generation with the
+hf backend, fp32, 8 chat prompts x 32 new tokens in one batch, and one prompt alone.
+
+    lab bench kernels [--prompts 8 --max-tokens 32 --repeats 3 --no-e2e]
+    .venv/bin/python scripts/bench_kernels.py
+
+Measured 2026-11-27 on the 2-core AMD EPYC (AVX-512), torch 2.13.0+cpu, 2 threads, with other
+jobs on the machine (load ~2-3): generation 8 prompts x 32 tokens 2535 -> 2912 ms (1.15x;
+1.13x with OMP_NUM_THREADS=1); 1 prompt alone 1330 -> 2070 ms (1.56x). Per operator: linears
+at 8 and 320 rows 1.00-1.05x, LM head at 8 rows 1.00x; a 1-row linear 3.2x and a 1-row LM
+head 1.8x (the row must take the GEMM path, not MKL's faster GEMV: the price of one row
+matching its batched bits); attention 3.1x decode / 1.5x prefill per call (one fused call
+per sequence); RMSNorm 1.7-2.5x and silu 1.7x on microsecond-sized calls. Decode steps are
+~15% slower, prefill ~4%. Extra ops and per-sequence attention calls are extra OpenMP
+regions, so the ratio grows when other processes contend for the cores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lab.kernels.mode import set_batch_invariant_mode
+
+PROMPTS = [
+    "Tell me about Richard Feynman.",
+    "What is the capital of France? Answer in one word.",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis in two sentences.",
+    "List three prime numbers.",
+    "Who wrote Hamlet?",
+    "Describe a cat in one sentence.",
+    "What is 2 + 2?",
+]
+
+
+@dataclass
+class Timing:
+    """One workload, stock kernels against batch-invariant ones."""
+
+    name: str
+    off_s: float
+    on_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.on_s / self.off_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ratio": self.ratio}
+
+
+def _side_by_side(
+    name: str, run: Callable[[bool, int], object], repeats: int, inner: int = 1
+) -> Timing:
+    """Fastest of `repeats` timings of run(on, inner) (inner calls), off and on alternating."""
+    best = {False: float("inf"), True: float("inf")}
+    for on in (False, True):  # warm-up (allocations, first-call costs)
+        run(on, 1)
+    for _ in range(repeats):
+        for on in (False, True):
+            started = time.perf_counter()
+            run(on, inner)
+            best[on] = min(best[on], (time.perf_counter() - started) / inner)
+    return Timing(name, best[False], best[True])
+
+
+def _op_workloads() -> list[tuple[str, Callable[[], object], int]]:
+    """(name, call, calls per timing) with SmolLM2-135M's shapes."""
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    w_up, w_down, head = randn(1536, 576), randn(576, 1536), randn(49152, 576)
+    x1, x8, x320 = randn(1, 576), randn(8, 576), randn(320, 576)
+    h8, h320 = randn(8, 1536), randn(320, 1536)
+    logits8 = randn(8, 49152)
+    norm8, norm320 = randn(8, 1, 576), randn(8, 40, 576)
+    # attention: decode over a 100-key cache, prefill of 40 tokens; rows left-padded
+    pads = torch.tensor([0, 3, 7, 1, 12, 5, 9, 2])
+    dq, dk, dv = randn(8, 9, 1, 64), randn(8, 9, 100, 64), randn(8, 9, 100, 64)
+    dmask = (torch.arange(100)[None, :] >= pads[:, None])[:, None, None, :]
+    pq, pk, pv = randn(8, 9, 40, 64), randn(8, 9, 40, 64), randn(8, 9, 40, 64)
+    keys = torch.arange(40)
+    real = keys[None, :] >= pads[:, None]
+    pmask = ((keys[None, :] <= keys[:, None])[None] & real[:, None, :] & real[:, :, None])[:, None]
+
+    def rms(x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+
+    sdpa = F.scaled_dot_product_attention
+    return [
+        ("linear 576->1536, 1 row (alone)", lambda: F.linear(x1, w_up), 200),
+        ("linear 576->1536, 8 rows (decode)", lambda: F.linear(x8, w_up), 200),
+        ("linear 1536->576, 8 rows (decode)", lambda: F.linear(h8, w_down), 200),
+        ("linear 576->1536, 320 rows (prefill)", lambda: F.linear(x320, w_up), 20),
+        ("linear 1536->576, 320 rows (prefill)", lambda: F.linear(h320, w_down), 20),
+        ("LM head 576->49152, 1 row (alone)", lambda: F.linear(x1, head), 10),
+        ("LM head 576->49152, 8 rows (decode)", lambda: F.linear(x8, head), 10),
+        ("log_softmax [8, 49152]", lambda: torch.log_softmax(logits8, -1), 50),
+        ("rms_norm [8, 1, 576]", lambda: rms(norm8), 500),
+        ("rms_norm [8, 40, 576]", lambda: rms(norm320), 100),
+        ("silu [8, 1, 1536]", lambda: F.silu(h8), 500),
+        ("attention decode [8,9,1,64] x 100 keys", lambda: sdpa(dq, dk, dv, attn_mask=dmask), 100),
+        ("attention prefill [8,9,40,64]", lambda: sdpa(pq, pk, pv, attn_mask=pmask), 20),
+    ]
+
+
+def bench_ops(repeats: int = 5) -> list[Timing]:
+    """Each CPU operator at the model's shapes, stock against batch-invariant."""
+    timings = []
+    with torch.inference_mode():
+        for name, call, inner in _op_workloads():
+
+            def run(on: bool, calls: int, call: Callable[[], object] = call) -> None:
+                with set_batch_invariant_mode(on, device="cpu"):  # switched once per timing
+                    for _ in range(calls):
+                        call()
+
+            timings.append(_side_by_side(name, run, repeats, inner))
+    return timings
+
+
+def bench_generation(
+    prompts: int = 8,
+    max_tokens: int = 32,
+    repeats: int = 3,
+    model: str = "smollm2-135m-instruct",
+    cache_dir: str | None = None,
+) -> list[Timing]:
+    """Greedy generation through the hf backend (fp32, CPU): a batch, and one prompt alone."""
+    from lab.backends.base import EngineConfig, SamplingConfig
+    from lab.backends.hf import HFBackend
+    from lab.prompts import chat
+
+    engines = {
+        on: HFBackend(
+            EngineConfig(backend="hf", model=model, device="cpu", batch_invariant=on), cache_dir
+        )
+        for on in (False, True)
+    }
+    requests = [chat(f"p{i}", PROMPTS[i % len(PROMPTS)]) for i in range(prompts)]
+    sampling = SamplingConfig(max_tokens=max_tokens, logprobs=5)
+    try:
+        return [
+            _side_by_side(
+                f"generate {prompts} prompts x {max_tokens} tokens (one batch)",
+                lambda on, _: engines[on].generate(requests, sampling),
+                repeats,
+            ),
+            _side_by_side(
+                f"generate 1 prompt x {max_tokens} tokens (alone)",
+                lambda on, _: engines[on].generate(requests[:1], sampling),
+                repeats,
+            ),
+        ]
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
+def format_bench(timings: list[Timing]) -> str:
+    """The timings as a text table: seconds per call off and on, and the ratio."""
+    lines = [f"{'workload':48} {'off':>10} {'on':>10} {'on/off':>7}"]
+    for t in timings:
+        lines.append(f"{t.name:48} {t.off_s * 1e3:8.2f}ms {t.on_s * 1e3:8.2f}ms {t.ratio:6.2f}x")
+    return "\n".join(lines)

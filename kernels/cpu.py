@@ -1,0 +1,262 @@
+"""Batch-invariant CPU kernels: matmul, reductions, softmax and attention, in plain torch.
+
+A kernel is batch-invariant when row i of its output is the same bits whatever else is in the
+batch: `op(x[:1]) == op(x)[:1]`. These functions are what `set_batch_invariant_mode()` routes
+the aten operators to on the CPU (see mode.py); they call only `.out` variants and other
+operators the mode does not override, so they never recurse into themselves.
+
+What breaks invariance on this CPU (MKL sgemm, AVX-512), measured with `lab probe`:
+
+- GEMM rows depend on M. M < 4 takes a GEMV-like path, and for M < 12 the M % 4 leftover rows
+  take yet another; for every M that is a multiple of 4 (and every M >= 12) each row goes
+  through the same micro-kernel with a K-blocking that depends on K and N only. So the GEMMs
+  here pad M up to a multiple of ROW_TILE = 8: the BLAS only ever sees M in {8, 16, 24, ...},
+  and a row's reduction order is the same whether it sits alone or among 2048 others.
+  (CPU_MATMUL_STRATEGY = "tiles" instead cuts M into fixed [8, K] tiles through one bmm, so
+  the BLAS sees M = 8 exactly; bitwise the same here, slower, kept for BLAS builds where the
+  single padded call is not invariant.)
+- A reduction with a single output and >= 32768 inputs is split across threads (two-pass), so
+  `x[:1].mean(-1)` on a [1, 49152] row differs from the same row inside a batch. mean_dim
+  always reduces a [R >= 2, N] contiguous view, one row per output, in a fixed vectorised
+  order that depends on N only.
+- Some elementwise kernels compute the last elements of a contiguous range (numel % 32 in
+  fp32) with a scalar formula that differs by an ulp from the vector one: fp32 silu, sigmoid,
+  gelu; bf16/fp16 rsqrt and gelu. Which values land in that tail depends on the batch size.
+  Those ops run on the flat tensor padded to a multiple of 64 x threads elements (each
+  thread's share of a parallel loop has its own tail).
+- Attention: a left-padded prompt's keys are blocked differently from the same prompt
+  alone; scaled_dot_product_attention runs each sequence trimmed and alone (attention.py).
+
+log_softmax / softmax along a contiguous last dimension are row-wise already (each row: max,
+sum of exp, in an order set by the row length only); the overrides pin that layout.
+
+    .venv/bin/python -m pytest -q tests/unit/test_kernels.py
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lab.kernels.attention import per_sequence_attention
+
+#: the BLAS sees M only as a multiple of this (see module docstring)
+ROW_TILE = 8
+#: "pad" (one GEMM on M padded to a multiple of ROW_TILE) or "tiles" (bmm over [ROW_TILE, K])
+CPU_MATMUL_STRATEGY = "pad"
+#: tail-safe elementwise ops pad to a multiple of this many elements (x threads): 2 vectors
+ELEMENTWISE_BLOCK = 64
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def _pad_rows(x: torch.Tensor, rows: int, dim: int) -> torch.Tensor:
+    """x with zero rows appended along `dim` up to `rows` (x itself when already there)."""
+    if x.shape[dim] == rows:
+        return x
+    shape = list(x.shape)
+    shape[dim] = rows
+    out = x.new_zeros(shape)
+    out.narrow(dim, 0, x.shape[dim]).copy_(x)
+    return out
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [M, K] @ b [K, N] -> [M, N]; each row's result independent of M."""
+    return addmm(None, a, b)
+
+
+def addmm(
+    bias: torch.Tensor | None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    beta: Any = 1,
+    alpha: Any = 1,
+) -> torch.Tensor:
+    """beta * bias + alpha * (a [M, K] @ b [K, N]) -> [M, N], row-invariant (see ROW_TILE)."""
+    if not a.is_floating_point():  # integer GEMM is exact: nothing to pin
+        out = a.new_empty((a.shape[0], b.shape[1]))
+        if bias is None:
+            return torch.mm(a, b, out=out)
+        return torch.addmm(bias, a, b, beta=beta, alpha=alpha, out=out)
+    m = a.shape[0]
+    rows = _round_up(m, ROW_TILE)
+    a_pad = _pad_rows(a, rows, 0)  # [rows, K]
+    if bias is not None and bias.dim() == 2 and bias.shape[0] == m != rows:
+        bias = _pad_rows(bias, rows, 0)  # a full [M, N] bias: pad it alongside
+    if CPU_MATMUL_STRATEGY == "tiles":  # always, so the bias epilogue is the same for every M
+        tiles = a_pad.reshape(rows // ROW_TILE, ROW_TILE, a.shape[1])  # [T, 8, K]
+        out = torch.bmm(
+            tiles,
+            b.expand(tiles.shape[0], *b.shape),
+            out=a.new_empty((tiles.shape[0], ROW_TILE, b.shape[1])),
+        ).view(rows, b.shape[1])
+        if alpha != 1:
+            out = out * alpha
+        if bias is not None:  # the GEMM's own epilogue: alpha * AB + beta * C
+            out = out + (bias * beta if beta != 1 else bias)
+    else:
+        out = a.new_empty((rows, b.shape[1]))  # [rows, N]
+        if bias is None:
+            torch.mm(a_pad, b, out=out)
+        else:
+            torch.addmm(bias, a_pad, b, beta=beta, alpha=alpha, out=out)
+    return out if rows == m else out[:m]
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [Bt, M, K] @ b [Bt, K, N] -> [Bt, M, N]; each matrix independent of Bt, each row of M."""
+    if not a.is_floating_point():
+        return torch.bmm(a, b, out=a.new_empty((a.shape[0], a.shape[1], b.shape[2])))
+    m = a.shape[1]
+    rows = _round_up(m, ROW_TILE)
+    a_pad = _pad_rows(a, rows, 1)  # [Bt, rows, K]
+    out = torch.bmm(a_pad, b, out=a.new_empty((a.shape[0], rows, b.shape[2])))
+    return out if rows == m else out[:, :m].contiguous()
+
+
+def _reduced_dims(x: torch.Tensor, dim: Any) -> list[int]:
+    if dim is None or (isinstance(dim, list | tuple) and len(dim) == 0):
+        return list(range(x.dim()))
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return sorted({d % max(x.dim(), 1) for d in dims})
+
+
+def mean_dim(
+    x: torch.Tensor, dim: Any, keepdim: bool = False, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """mean over `dim`: each output reduced alone, in an order set by the reduced size only."""
+    out_dtype = dtype or x.dtype
+    if x.dim() == 0:
+        return x.to(out_dtype).clone()
+    dims = _reduced_dims(x, dim)
+    kept = [d for d in range(x.dim()) if d not in dims]
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    r = 1
+    for d in kept:
+        r *= x.shape[d]
+    if r >= 2 and x.is_contiguous() and dims == list(range(len(kept), x.dim())):
+        # Already [R, N] rows in memory (RMSNorm's mean over the hidden dim): reduce in place.
+        total = torch.sum(x, dim=dims, keepdim=keepdim, dtype=out_dtype)
+        return total.div_(n)
+    rows = x.permute(*kept, *dims).reshape(r, n)  # [R, N]; a copy only if not already so
+    # R >= 2 keeps ATen on its one-row-per-output path (R == 1 with N >= 32768 splits the row
+    # across threads, which changes the summation order).
+    rows = _pad_rows(rows.contiguous(), max(r, 2), 0)
+    # Same arithmetic as ATen's CPU mean (sum in the output dtype's accumulator, then divide).
+    total = torch.sum(
+        rows, dim=-1, dtype=out_dtype, out=rows.new_empty(rows.shape[0], dtype=out_dtype)
+    )
+    result = total[:r].div_(n)
+    out_shape = [x.shape[d] for d in kept]
+    result = result.reshape(out_shape)
+    if keepdim:
+        for d in dims:
+            result = result.unsqueeze(d)
+    return result
+
+
+def row_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dim, each row alone in an order set by the row length (>= 2 rows
+    keep ATen off its split-one-row path)."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = torch.sum(_pad_rows(rows.contiguous(), max(rows.shape[0], 2), 0), dim=-1)
+    return out[: rows.shape[0]].view(x.shape[:-1])
+
+
+def _lastdim_call(x: torch.Tensor, dim: int, fn: Any, half_to_float: bool) -> torch.Tensor:
+    """Run a row-wise kernel on x with `dim` moved last and contiguous, then move it back."""
+    dim = dim % max(x.dim(), 1)
+    if half_to_float:  # ATen's CPU kernels refuse it: upcast first (what CUDA does inside)
+        x = x.float()
+    moved = x.movedim(dim, -1).contiguous() if x.dim() else x
+    out = torch.empty(moved.shape, dtype=x.dtype, device=x.device)
+    fn(moved, -1 if x.dim() else 0, False, out=out)
+    return out.movedim(-1, dim) if x.dim() else out
+
+
+def log_softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
+    """aten::_log_softmax with the reduced dim laid out last and contiguous (row-wise kernel)."""
+    return _lastdim_call(x, dim, torch.ops.aten._log_softmax.out, half_to_float)
+
+
+def softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
+    """aten::_softmax with the reduced dim laid out last and contiguous (row-wise kernel)."""
+    return _lastdim_call(x, dim, torch.ops.aten._softmax.out, half_to_float)
+
+
+def _tail_safe(op_out: Any) -> Any:
+    """An elementwise aten op run with no element in a scalar tail (see module docstring)."""
+
+    def kernel(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        n = x.numel()
+        # Each thread's share of a parallel loop has its own tail, hence the thread count.
+        block = ELEMENTWISE_BLOCK * max(1, torch.get_num_threads())
+        if n % block == 0 and x.is_contiguous():
+            return op_out(x, **kwargs, out=torch.empty_like(x))
+        flat = _pad_rows(x.contiguous().view(-1), _round_up(n, block), 0)
+        return op_out(flat, **kwargs, out=torch.empty_like(flat))[:n].view(x.shape)
+
+    return kernel
+
+
+#: fp32 silu / sigmoid / gelu and bf16 / fp16 rsqrt / gelu: the scalar tail rounds differently
+silu = _tail_safe(torch.ops.aten.silu.out)
+sigmoid = _tail_safe(torch.ops.aten.sigmoid.out)
+gelu = _tail_safe(torch.ops.aten.gelu.out)
+rsqrt = _tail_safe(torch.ops.aten.rsqrt.out)
+
+
+def _flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    is_causal: bool,
+    mask: torch.Tensor | None,
+    scale: float | None,
+) -> torch.Tensor:
+    """ATen's fused CPU attention for one sequence (not overridden by the mode)."""
+    out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, 0.0, is_causal, attn_mask=mask, scale=scale
+    )
+    return out[0]
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    *,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """aten::scaled_dot_product_attention, one trimmed sequence at a time (attention.py)."""
+    return per_sequence_attention(
+        query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+        kernel=_flash_attention,
+    )  # fmt: skip
+
+
+#: aten operator name -> kernel, as registered for the CPU dispatch key
+OVERRIDES = {
+    "mm": mm,
+    "addmm": addmm,
+    "bmm": bmm,
+    "mean.dim": mean_dim,
+    "_log_softmax": log_softmax,
+    "_softmax": softmax,
+    "silu": silu,
+    "sigmoid": sigmoid,
+    "gelu": gelu,
+    "rsqrt": rsqrt,
+    "scaled_dot_product_attention": scaled_dot_product_attention,
+}

@@ -1,0 +1,200 @@
+"""lab.kernels' Triton kernels: bitwise batch invariance and accuracy on a CUDA GPU, plus one
+check that runs anywhere: the same kernels in Triton's CPU interpreter.
+
+The CUDA tests are skipped without a GPU ("needs a CUDA GPU"). On a GPU machine without the
+bundled model they need nothing else: a tiny random-weight Llama stands in for the model.
+
+    .venv/bin/python -m pytest -q tests/gpu/test_triton_kernels.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+BATCHES = (1, 3, 8, 33)
+# Largest |error| against float64 per dtype, for O(1) outputs of K ~ 500 sums (stated
+# tolerances, not bitwise claims): fp32 FMA chains ~1e-5, bf16/fp16 output rounding.
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.5, torch.float16: 0.1}
+
+
+def slices_equal(fn, *xs: torch.Tensor, batched: int = 1) -> bool:  # type: ignore[no-untyped-def]
+    full = fn(*xs)
+
+    def part(lo: int, hi: int) -> torch.Tensor:
+        return fn(*[t[lo:hi] if i < batched else t for i, t in enumerate(xs)])
+
+    checks = [torch.equal(part(0, b), full[:b]) for b in BATCHES if b <= xs[0].shape[0]]
+    return all(checks) and torch.equal(part(5, 8), full[5:8])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@needs_cuda
+@pytest.mark.gpu
+def test_cuda_matmuls(dtype: torch.dtype) -> None:
+    from lab.kernels import triton_ops as T
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(33, 576, device="cuda", generator=g).to(dtype)
+    w = torch.randn(1536, 576, device="cuda", generator=g).to(dtype)
+    bias = torch.randn(1536, device="cuda", generator=g).to(dtype)
+    assert slices_equal(lambda x: T.mm(x, w.t()), a)
+    assert slices_equal(lambda x: T.addmm(bias, x, w.t()), a)
+    ref = a.double() @ w.t().double() + bias.double()
+    assert (T.addmm(bias, a, w.t()).double() - ref).abs().max() < TOLERANCE[dtype] * 20
+    x = torch.randn(33, 5, 64, device="cuda", generator=g).to(dtype)
+    y = torch.randn(33, 64, 40, device="cuda", generator=g).to(dtype)
+    assert slices_equal(T.bmm, x, y, batched=2)
+    assert (T.bmm(x, y).double() - x.double() @ y.double()).abs().max() < TOLERANCE[dtype] * 5
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_cuda_row_kernels() -> None:
+    from lab.kernels import triton_ops as T
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(33, 49152, device="cuda", generator=g) * 4
+    assert slices_equal(lambda t: T.log_softmax(t, -1, False), x)
+    assert slices_equal(lambda t: T.softmax(t, -1, False), x)
+    assert slices_equal(lambda t: T.mean_dim(t, [-1], True), x)
+    ref = torch.log_softmax(x.double(), -1)
+    assert (T.log_softmax(x, -1, False).double() - ref).abs().max() < 1e-4
+    assert (T.mean_dim(x, [-1]).double() - x.double().mean(-1)).abs().max() < 1e-6
+    h = torch.randn(33, 7, 576, device="cuda", generator=g).bfloat16()
+    assert T.log_softmax(h, -1, True).dtype == torch.float32
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_attention_alone_equals_left_padded(dtype: torch.dtype) -> None:
+    import torch.nn.functional as F
+
+    from lab.kernels import set_batch_invariant_mode
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    b, t, length = 8, 90, 77
+    q, k, v = (torch.randn(b, 9, t, 64, device="cuda", generator=g).to(dtype) for _ in range(3))
+    keys = torch.arange(t, device="cuda")
+    pads = torch.tensor([t - length, 0, 3, 50, 1, 89, 7, 20], device="cuda")
+    real = keys[None, :] >= pads[:, None]
+    mask = ((keys[None, :] <= keys[:, None])[None] & real[:, None, :] & real[:, :, None])[:, None]
+    with set_batch_invariant_mode(device="cuda"):
+        batch = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        alone = F.scaled_dot_product_attention(
+            q[:1, :, -length:], k[:1, :, -length:], v[:1, :, -length:], is_causal=True
+        )
+        step = F.scaled_dot_product_attention(q[:, :, -1:], k, v, attn_mask=real[:, None, None])
+        step_alone = F.scaled_dot_product_attention(
+            q[:1, :, -1:], k[:1, :, -length:], v[:1, :, -length:]
+        )
+    assert torch.equal(alone[0], batch[0, :, -length:])
+    assert torch.equal(step_alone[0], step[0])
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    rows = real  # queries that see a key
+    err = (batch.double() - ref).permute(0, 2, 1, 3)[rows].abs().max()
+    assert err < (1e-5 if dtype == torch.float32 else 2e-2)
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_cuda_tiny_llama_alone_equals_padded_batch() -> None:
+    """A random-weight Llama (no tokenizer needed): the last-token logits of a prompt alone
+    and left-padded inside a batch are bitwise equal with the mode on."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lab.kernels import set_batch_invariant_mode
+
+    config = LlamaConfig(
+        vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).cuda().eval()
+    lengths = [37, 80, 5, 64]
+    width = max(lengths)
+    ids = torch.randint(1, 1000, (len(lengths), width), device="cuda")
+    mask = (
+        torch.arange(width, device="cuda")[None, :]
+        >= (width - torch.tensor(lengths, device="cuda"))[:, None]
+    )
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode(), set_batch_invariant_mode(device="cuda"):
+        batch = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions).logits
+        for row, n in enumerate(lengths):
+            alone = model(input_ids=ids[row : row + 1, width - n :]).logits
+            assert torch.equal(alone[0, -1], batch[row, -1]), row
+
+
+INTERPRETER_CHECK = textwrap.dedent(
+    """
+    import torch
+    from lab.kernels import triton_ops as T
+    from lab.kernels.attention import fixed_order_attention
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(130, 70, generator=g), torch.randn(70, 150, generator=g)
+    bias = torch.randn(150, generator=g)
+    c = T.mm(a, b)
+    assert (c.double() - a.double() @ b.double()).abs().max() < 1e-4
+    # Rows keep their place in their 128-row tile: the interpreter's dot is numpy's BLAS,
+    # which (unlike a GPU's MMA) may round a row differently at another place in the tile.
+    assert torch.equal(T.mm(a[:1], b), c[:1]) and torch.equal(T.mm(a[:3], b), c[:3])
+    assert torch.equal(T.mm(a[128:130], b), c[128:130])  # the second M tile, alone
+    assert torch.equal(T.mm(a, b.t().contiguous().t()), c)  # strides
+    ref = 0.5 * bias.double() + 2.0 * (a.double() @ b.double())
+    assert (T.addmm(bias, a, b, beta=0.5, alpha=2.0).double() - ref).abs().max() < 1e-3
+    x, y = torch.randn(5, 9, 70, generator=g), torch.randn(5, 70, 33, generator=g)
+    o = T.bmm(x, y)
+    assert (o.double() - x.double() @ y.double()).abs().max() < 1e-4
+    assert torch.equal(T.bmm(x[:1], y[:1]), o[:1]) and torch.equal(T.bmm(x[2:4], y[2:4]), o[2:4])
+    z = torch.randn(7, 2100, generator=g)
+    for fn, ref in ((T.log_softmax, torch.log_softmax), (T.softmax, torch.softmax)):
+        out = fn(z, -1, False)
+        assert (out.double() - ref(z.double(), -1)).abs().max() < 1e-5
+        assert torch.equal(fn(z[:1], -1, False), out[:1])
+        assert torch.equal(fn(z[3:5], -1, False), out[3:5])
+    assert (T.log_softmax(z, 0, False) - torch.log_softmax(z, 0)).abs().max() < 1e-5
+    m = T.mean_dim(z, [-1], True)
+    assert m.shape == (7, 1) and (m.double() - z.double().mean(-1, keepdim=True)).abs().max() < 1e-6
+    assert torch.equal(T.mean_dim(z[2:5], [-1]), T.mean_dim(z, [-1])[2:5])
+    assert T.mean_dim(torch.randn(3, 4, 5, generator=g), [0, 2]).shape == (4,)
+    q = torch.randn(2, 4, 5, 16, generator=g)
+    k, v = torch.randn(2, 2, 5, 16, generator=g), torch.randn(2, 2, 5, 16, generator=g)
+    out = T.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), is_causal=True, enable_gqa=True
+    )
+    assert (out.double() - ref).abs().max() < 1e-5
+    print("ok")
+    """
+)
+
+
+@needs_triton
+def test_triton_kernels_in_the_cpu_interpreter() -> None:
+    """Runs on any machine: the Triton kernels' logic (tiling, masks, strides, no split-K)
+    through Triton's interpreter on CPU tensors, in a subprocess because TRITON_INTERPRET
+    must be set before triton is imported."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, "-c", INTERPRETER_CHECK],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
