@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -301,6 +302,83 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
 
     paths = write_sweep_report(run_dir, x_axis, y_axis)
     click.echo(f"report: {paths['html']}")
+
+
+@cli.command("sample")
+@click.argument(
+    "config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(dir_okay=False)
+)
+@click.option(
+    "--cases", default=None, help="bundled:NAME, .jsonl/.yaml/.csv, or a saved dataset dir."
+)
+@click.option("--k", type=int, default=None, help="Samples per case (default 32).")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
+@click.option("--model", default=None, help="Default smollm2-135m-instruct.")
+@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
+@click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
+@click.option("--temperature", type=float, default=None, help="Default 0.7.")
+@click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
+@click.option("--top-k", type=int, default=None, help="Default 0 (off).")
+@click.option("--max-tokens", type=int, default=None, help="Default 64.")
+@click.option("--seed", type=int, default=None, help="Base seed (default 0); sample i: seed + i.")
+@click.option(
+    "--independent-seeds/--shared-seeds",
+    default=None,
+    help="One call per case so no two cases share seeds (slower); default shared.",
+)
+@click.option("--max-num-seqs", type=int, default=None)
+@click.option("--rows-per-call", type=int, default=None, help="Samples per engine call.")
+@click.option("--embedder", default=None, help="sentence-transformers model name or path.")
+@click.option("--cluster-threshold", type=float, default=None)
+@click.option("--price-in", type=float, default=None, help="Price per million input tokens.")
+@click.option("--price-out", type=float, default=None, help="Price per million output tokens.")
+@click.option(
+    "--gate",
+    multiple=True,
+    help="Threshold NAME=VALUE: min_mean, min_p5, "
+    "max_mean_over_p5, min_pass_hat_k (repeat or comma-separate).",
+)
+@click.option("--out", default=None, help="Run directory (resumed when it exists).")
+@click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
+@click.pass_obj
+def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
+    """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss)."""
+    from lab.backends import close_all
+    from lab.variance.config import load_config
+    from lab.variance.runner import run_sample
+
+    config = load_config(config_path, flags)
+    try:
+        outcome = run_sample(
+            config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
+        )
+    finally:
+        close_all()
+    _print_sample_result(outcome.path, outcome.metrics)
+
+
+@cli.command("sample-report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--gate", multiple=True, help="Threshold NAME=VALUE (see lab sample).")
+@click.option("--cluster-threshold", type=float, default=None)
+@click.option("--price-in", type=float, default=None)
+@click.option("--price-out", type=float, default=None)
+def sample_report_cmd(run_dir: str, **flags: Any) -> None:
+    """Rebuild a sample run's report from its directory, without sampling."""
+    from lab.variance.report import rebuild_report
+
+    _print_sample_result(
+        run_dir, rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True))
+    )
+
+
+def _print_sample_result(path: Any, metrics: dict[str, Any] | None) -> None:
+    if metrics is None:
+        return
+    click.echo((Path(path) / "summary.md").read_text())
+    if not metrics["gate"]["passed"]:
+        click.echo("gate failed: " + "; ".join(metrics["gate"]["reasons"]), err=True)
+        sys.exit(1)
 
 
 @cli.command("probe")

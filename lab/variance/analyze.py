@@ -1,0 +1,269 @@
+"""From a run's samples to its metrics: checks, per-case statistics, tails, diversity, cost.
+
+`analyze(cases, entries, config)` returns (metrics, rows): `metrics` is the JSON-ready dict
+written to metrics.json (see lab/variance/stats.py for every definition), `rows` one dict per
+sample for samples.parquet.
+
+Majority vote (maj@k): each sample's answer is what its first extracting check pulled out (the
+number, the label, canonical JSON, the normalized text), else its normalized text. The majority
+answer is the most frequent one (ties: the one seen first); the case counts as solved under
+maj@k when at least half of the samples giving that answer passed.
+
+Worst output of a case: among its failing samples if any, else among all, the one least
+similar on average to the case's other samples (lowest embedding typicality).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from lab.data import Case
+from lab.variance import stats
+from lab.variance.checks import normalize_text, run_checks
+from lab.variance.config import SampleConfig
+from lab.variance.diversity import Embedder, diversity
+
+
+def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
+    """Checks on one sample -> passed, reason per check, extracted answer."""
+    if gen.get("finish_reason") == "error":
+        return {"passed": False, "reasons": [f"generation error: {gen.get('error')}"], "answer": ""}
+    text = gen["text"]
+    results = run_checks(case.checks, text, case)
+    answer = next((r.answer for r in results if r.answer is not None), None)
+    if answer is None:
+        answer = normalize_text(text)[:200]
+    return {
+        "passed": all(r.passed for r in results),
+        "reasons": [f"{c.type}: {r.reason}" for c, r in zip(case.checks, results, strict=True)],
+        "answer": answer,
+    }
+
+
+def majority(answers: list[str], passed: list[bool]) -> tuple[str, float, bool]:
+    """(majority answer, its share, whether its samples mostly passed)."""
+    answer, count = Counter(answers).most_common(1)[0]  # ties: first inserted wins
+    group = [p for a, p in zip(answers, passed, strict=True) if a == answer]
+    return answer, count / len(answers), sum(group) * 2 >= len(group)
+
+
+def _finite(x: float) -> float | None:
+    return x if isinstance(x, float | int) and math.isfinite(x) else None
+
+
+def cost_frame(entries: list[dict[str, Any]], prices: dict[str, float]) -> dict[str, Any]:
+    gens = [g for e in entries for g in e["generations"]]
+    tokens_in = sum(len(g["prompt_token_ids"]) for g in gens)
+    tokens_out = sum(len(g["output_token_ids"]) for g in gens)
+    prefill = sum(len(e["generations"][0]["prompt_token_ids"]) for e in entries if e["generations"])
+    wall = sum(float(e.get("wall_s", 0.0)) for e in entries)
+    out: dict[str, Any] = {
+        "inferences": len(gens),
+        "tokens_in": tokens_in,
+        "tokens_in_unique_prompts": prefill,
+        "tokens_out": tokens_out,
+        "wall_s": wall,
+        "tokens_out_per_s": tokens_out / wall if wall > 0 else None,
+        "tokens_total_per_s": (tokens_in + tokens_out) / wall if wall > 0 else None,
+        "truncated_share": sum(g["finish_reason"] == "length" for g in gens) / max(len(gens), 1),
+        "errors": sum(g["finish_reason"] == "error" for g in gens),
+    }
+    if prices:
+        price = tokens_in / 1e6 * prices.get("input", 0.0) + tokens_out / 1e6 * prices.get(
+            "output", 0.0
+        )
+        out["price"] = price
+        out["price_per_inference"] = price / max(len(gens), 1)
+        out["prices_per_million"] = dict(prices)
+    return out
+
+
+def analyze(
+    cases: list[Case],
+    entries: list[dict[str, Any]],
+    config: SampleConfig,
+    embedder: Embedder | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    by_id = {e["case_id"]: e for e in entries}
+    cases = [c for c in cases if c.id in by_id]
+    if not cases:
+        raise ValueError("no sampled cases to analyze")
+    k = config.k
+    gens = [sorted(by_id[c.id]["generations"], key=lambda g: g["sample_index"]) for c in cases]
+    evals = [[evaluate_sample(c, g) for g in gs] for c, gs in zip(cases, gens, strict=True)]
+    passed = np.array([[e["passed"] for e in row] for row in evals], dtype=bool)  # [C, k]
+
+    embedder = embedder or Embedder(config.embedder, config.embed_device)
+    emb = embedder.embed_cases([[g["text"] for g in gs] for gs in gens])  # [C, k, d], one pass
+    div = diversity(emb, config.cluster_threshold)
+    typicality = div.typicality.cpu().numpy()
+    labels = div.labels.cpu().numpy()
+
+    ks = stats.k_grid(k)
+    per_case: list[dict[str, Any]] = []
+    for i, case in enumerate(cases):
+        c = int(passed[i].sum())
+        answers = [e["answer"] for e in evals[i]]
+        maj_answer, maj_share, maj_ok = majority(answers, passed[i].tolist())
+        failing = np.flatnonzero(~passed[i])
+        pool = failing if len(failing) else np.arange(k)
+        worst = int(pool[np.argmin(typicality[i, pool])])
+        lo, hi = stats.wilson_interval(c, k)
+        per_case.append(
+            {
+                "id": case.id,
+                "tags": case.tags,
+                "n": k,
+                "successes": c,
+                "rate": c / k,
+                "wilson_95": [lo, hi],
+                "pass_at": {str(j): stats.pass_at_k(k, c, j) for j in ks},
+                "pass_hat": {str(j): stats.pass_hat_k(k, c, j) for j in ks},
+                "majority_answer": maj_answer,
+                "majority_share": maj_share,
+                "majority_correct": maj_ok,
+                "mean_distance": float(div.mean_distance[i]),
+                "vendi": float(div.vendi[i]),
+                "clusters": int(div.clusters[i]),
+                "semantic_entropy": float(div.semantic_entropy[i]),
+                "worst": {
+                    "sample_index": worst,
+                    "passed": bool(passed[i, worst]),
+                    "text": gens[i][worst]["text"],
+                    "reasons": evals[i][worst]["reasons"],
+                    "seed": gens[i][worst]["seed"],
+                },
+            }
+        )
+
+    rates = passed.mean(axis=1)  # [C]
+    tails = stats.tail_summary(rates)
+    p_at_k = np.array([stats.pass_at_k(k, int(x), k) for x in passed.sum(axis=1)])
+    p_hat_k = np.array([stats.pass_hat_k(k, int(x), k) for x in passed.sum(axis=1)])
+    maj = np.array([row["majority_correct"] for row in per_case], dtype=float)
+    runs = stats.run_rates(passed)
+    headline = tails | {
+        "high_variance": stats.high_variance(tails["mean"], tails["p5"]),
+        "pass@1": float(rates.mean()),
+        "pass@k": float(np.nanmean(p_at_k)),
+        "pass^k": float(np.nanmean(p_hat_k)),
+        "maj@k": float(maj.mean()),
+        "cv_across_runs": stats.coefficient_of_variation(runs),
+        "run_rate_min": float(runs.min()),
+        "run_rate_max": float(runs.max()),
+        "mean_vendi": float(div.vendi.mean()),
+        "mean_semantic_entropy": float(div.semantic_entropy.float().mean()),
+    }
+    intervals = stats.bootstrap_intervals(
+        {"rate": rates, "pass_at_k": p_at_k, "pass_hat_k": p_hat_k, "maj": maj},
+        {
+            "mean": lambda d: d["rate"].mean(axis=1),
+            "p5": lambda d: stats.p5_rows(d["rate"]),
+            "pass@k": lambda d: stats.nanmean_rows(d["pass_at_k"]),
+            "pass^k": lambda d: stats.nanmean_rows(d["pass_hat_k"]),
+            "maj@k": lambda d: d["maj"].mean(axis=1),
+        },
+        np.random.default_rng(config.bootstrap_seed),
+        samples=config.bootstrap_samples,
+    )
+    curves = {
+        "k": ks,
+        "pass@k": [
+            float(np.nanmean([stats.pass_at_k(k, int(x), j) for x in passed.sum(1)])) for j in ks
+        ],
+        "pass^k": [
+            float(np.nanmean([stats.pass_hat_k(k, int(x), j) for x in passed.sum(1)])) for j in ks
+        ],
+    }
+    cohorts: dict[str, Any] = {}
+    for tag in sorted({t for c in cases for t in c.tags}):
+        mask = np.array([tag in c.tags for c in cases])
+        cohorts[tag] = stats.tail_summary(rates[mask])
+
+    rows = []
+    for i, case in enumerate(cases):
+        for j, g in enumerate(gens[i]):
+            lps = g["token_logprobs"]
+            rows.append(
+                {
+                    "case_id": case.id,
+                    "sample_index": g["sample_index"],
+                    "seed": g["seed"],
+                    "tags": case.tags,
+                    "text": g["text"],
+                    "passed": bool(passed[i, j]),
+                    "reasons": "; ".join(evals[i][j]["reasons"]),
+                    "answer": evals[i][j]["answer"],
+                    "finish_reason": g["finish_reason"],
+                    "prompt_tokens": len(g["prompt_token_ids"]),
+                    "output_tokens": len(g["output_token_ids"]),
+                    "mean_logprob": float(np.mean(lps)) if lps else None,
+                    "typicality": float(typicality[i, j]),
+                    "cluster": int(labels[i, j]),
+                    "output_token_ids": g["output_token_ids"],
+                    "token_logprobs": lps,
+                }
+            )
+    metrics = {
+        "run": {
+            "cases": len(cases),
+            "k": k,
+            "samples": int(passed.size),
+            "backend": config.backend,
+            "model": config.model,
+            "dtype": config.dtype,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": config.top_k,
+            "max_tokens": config.max_tokens,
+            "seed": config.seed,
+            "independent_seeds": config.independent_seeds,
+            "embedder": embedder.name,
+            "embed_device": embedder.device,
+            "cluster_threshold": config.cluster_threshold,
+            "bootstrap_samples": config.bootstrap_samples,
+        },
+        "headline": headline,
+        "intervals_95": {name: list(iv) for name, iv in intervals.items()},
+        "curves": curves,
+        "run_rates": runs.tolist(),
+        "cost": cost_frame([by_id[c.id] for c in cases], config.prices),
+        "cohorts": cohorts,
+        "cases": per_case,
+        "definitions": DEFINITIONS,
+    }
+    return sanitize(metrics), rows
+
+
+DEFINITIONS = {
+    "quantiles": "numpy 'linear' (Hyndman & Fan type 7) over per-case success rates",
+    "pass@k": "mean over cases of 1 - C(n-c,k)/C(n,k) (unbiased, product form); NaN if n < k",
+    "pass^k": "mean over cases of C(c,k)/C(n,k) (tau-bench); NaN if n < k",
+    "maj@k": "share of cases whose most frequent answer (ties: first seen) mostly passed",
+    "cv_across_runs": "sample std (ddof=1) / mean of the k run success rates; run j = sample j",
+    "high_variance": "mean success > 2 x p5 of per-case success",
+    "intervals_95": "percentile bootstrap over cases (cases resampled with replacement)",
+    "wilson_95": "Wilson score interval, z = 1.96",
+    "vendi": "exp(entropy of eigenvalues of S/k), S = cosine similarity of the k outputs",
+    "clusters": "connected components of cosine similarity >= cluster_threshold",
+    "semantic_entropy": "entropy (nats) of the cluster shares",
+    "tokens_in": "prompt tokens summed over every sample (what an API bills)",
+    "tokens_in_unique_prompts": "prompt tokens summed over cases (what a prefix cache prefills)",
+}
+
+
+def sanitize(value: Any) -> Any:
+    """JSON-safe: NaN -> None, +-inf -> "inf"/"-inf", numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitize(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

@@ -1,0 +1,237 @@
+"""The configuration of an n-of-k variance run (`lab sample`), from YAML and/or flags.
+
+A YAML file holds the same keys as the fields below (flags override it), e.g.
+
+    cases: bundled:basic
+    k: 32
+    backend: vllm
+    temperature: 0.7
+    max_tokens: 64
+    out: runs/basic-k32
+    prices: {input: 0.10, output: 0.40}      # per million tokens
+    gate: {min_mean: 0.5, min_p5: 0.1, max_mean_over_p5: 4, min_pass_hat_k: 0.1}
+
+Only the fields that change samples (cases, engine, sampling, seeds) define the run's identity
+in the run directory; analysis settings (gate, prices, diversity, bootstrap) can change when a
+report is rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import LabError
+from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
+
+
+@dataclass
+class GateConfig:
+    """Launch thresholds; a run that falls short of any exits 1 with the reasons."""
+
+    #: lowest acceptable mean success over cases (expected success rate)
+    min_mean: float | None = None
+    #: lowest acceptable 5th percentile of per-case success (worst-case users)
+    min_p5: float | None = None
+    #: highest acceptable mean / p5 (2 is the "high-variance feature" line)
+    max_mean_over_p5: float | None = None
+    #: lowest acceptable pass^k at the run's k (all k samples of a case pass)
+    min_pass_hat_k: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in dataclasses.asdict(self).values())
+
+
+GATE_ALIASES = {
+    "mean": "min_mean",
+    "p5": "min_p5",
+    "ratio": "max_mean_over_p5",
+    "max_ratio": "max_mean_over_p5",
+    "max_mean_p5_ratio": "max_mean_over_p5",
+    "pass_hat_k": "min_pass_hat_k",
+    "min_pass^k": "min_pass_hat_k",
+}
+
+
+def parse_gate(items: list[str] | dict[str, Any] | None) -> GateConfig:
+    """From {"min_mean": 0.5} or ["min_mean=0.5", "min_p5=0.1,max_mean_over_p5=3"]."""
+    if not items:
+        return GateConfig()
+    pairs: dict[str, Any] = {}
+    if isinstance(items, dict):
+        pairs = dict(items)
+    else:
+        for item in items:
+            for part in item.split(","):
+                if not part.strip():
+                    continue
+                if "=" not in part:
+                    raise LabError(f"--gate {part!r}: expected NAME=VALUE, e.g. min_p5=0.2")
+                key, value = part.split("=", 1)
+                pairs[key.strip()] = value.strip()
+    known = {f.name for f in dataclasses.fields(GateConfig)}
+    out: dict[str, float] = {}
+    for key, value in pairs.items():
+        if value is None:
+            continue
+        name = GATE_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in known:
+            raise LabError(f"gate: unknown threshold {key!r}; use {', '.join(sorted(known))}")
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            raise LabError(f"gate: {key} must be a number, got {value!r}") from None
+    return GateConfig(**out)
+
+
+@dataclass
+class SampleConfig:
+    """One n-of-k run. Defaults suit the bundled model on a CPU."""
+
+    #: case source: bundled:NAME, a .jsonl / .yaml / .csv file, or a saved datasets dir
+    cases: str = "bundled:basic"
+    #: samples per case
+    k: int = 32
+    #: "vllm" or "hf"
+    backend: str = "vllm"
+    #: bundled model name, checkpoint directory or hub id
+    model: str = "smollm2-135m-instruct"
+    #: fp32 / bf16 / fp16
+    dtype: str = "fp32"
+    #: auto / cpu / cuda[:N]
+    device: str = "auto"
+    temperature: float = 0.7
+    top_p: float = 1.0
+    #: 0 disables top-k
+    top_k: int = 0
+    max_tokens: int = 64
+    #: base seed: sample i of every case uses seed + i (see independent_seeds)
+    seed: int = 0
+    #: one engine call per case with seeds seed + case_index * k + i, so no two samples of the
+    #: run share a seed (costs throughput: one call per case instead of a few large ones)
+    independent_seeds: bool = False
+    #: top alternatives kept per token (0: only the chosen token's logprob; keeps logs small)
+    logprobs: int = 0
+    #: vLLM max_num_seqs / hf rows per forward pass
+    max_num_seqs: int = 64
+    #: samples per engine call (one progress line and one resume point per call);
+    #: None: 8 x max_num_seqs for vLLM, max_num_seqs for hf
+    rows_per_call: int | None = None
+    #: vLLM prefix caching (each prompt prefilled once for its k samples)
+    prefix_caching: bool = True
+    #: run directory (None: runs/sample-<cases>-<backend>-k<k>)
+    out: str | None = None
+    #: sentence-transformers model for diversity (name or path)
+    embedder: str = DEFAULT_EMBEDDER
+    #: cosine similarity at or above which two outputs share a semantic cluster
+    cluster_threshold: float = DEFAULT_THRESHOLD
+    #: device for embeddings and similarity matrices
+    embed_device: str = "auto"
+    #: bootstrap resamples for the headline intervals, and their seed
+    bootstrap_samples: int = 1000
+    bootstrap_seed: int = 0
+    #: price per million tokens: {"input": x, "output": y} (empty: no price in the report)
+    prices: dict[str, float] = field(default_factory=dict)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        if self.backend not in ("hf", "vllm"):
+            raise LabError(f"backend must be hf or vllm, got {self.backend!r}")
+        if self.k < 1:
+            raise LabError(f"k must be >= 1, got {self.k}")
+        if not 0 < self.cluster_threshold <= 1:
+            raise LabError(f"cluster_threshold must be in (0, 1], got {self.cluster_threshold}")
+        if isinstance(self.gate, dict):
+            self.gate = parse_gate(self.gate)
+        bad = set(self.prices) - {"input", "output"}
+        if bad:
+            raise LabError(f"prices: unknown key {sorted(bad)[0]!r}; use input and output")
+        if self.rows_per_call is not None and self.rows_per_call < 1:
+            raise LabError(f"rows_per_call must be >= 1, got {self.rows_per_call}")
+
+    def _check_types(self) -> None:
+        """YAML gives whatever was typed: `k: "32"` must fail here, not deep in an engine."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type).replace(" | None", "")
+            if value is None and "None" in str(f.type):
+                continue
+            ok = {
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str),
+            }.get(kind, True)
+            if not ok:
+                raise LabError(f"setting {f.name!r} must be {kind}, got {value!r}")
+            if kind == "float":
+                setattr(self, f.name, float(value))
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        stem = Path(self.cases.split(":", 1)[-1].partition("#")[0]).stem or "cases"
+        return Path("runs") / f"sample-{stem}-{self.backend}-k{self.k}"
+
+    def calls_rows(self) -> int:
+        if self.rows_per_call is not None:
+            return self.rows_per_call
+        return self.max_num_seqs * (8 if self.backend == "vllm" else 1)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the samples: a resumed run must match it exactly."""
+        keep = (
+            "k backend model dtype device temperature top_p top_k max_tokens seed "
+            "independent_seeds logprobs max_num_seqs prefix_caching"
+        ).split()
+        return {name: getattr(self, name) for name in keep}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleConfig:
+    """SampleConfig from an optional YAML file, then flags (None = not given)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise LabError(f"{path}: cannot read ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise LabError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise LabError(f"{path}: expected a mapping of settings")
+        values.update(loaded)
+    known = {f.name for f in dataclasses.fields(SampleConfig)}
+    for key in values:
+        if key not in known:
+            raise LabError(f"{path}: unknown setting {key!r}; see lab/variance/config.py")
+    if path is not None and isinstance(values.get("cases"), str):
+        # A relative case path in a config file is relative to the file.
+        cases = values["cases"]
+        if not cases.startswith("bundled:") and not Path(cases).is_absolute():
+            values["cases"] = str(Path(path).parent / cases)
+    for key, value in overrides.items():
+        if value is None or value == () or value == []:
+            continue
+        if key == "gate":
+            merged = dataclasses.asdict(parse_gate(values.get("gate")))
+            merged.update(
+                {k: v for k, v in dataclasses.asdict(parse_gate(value)).items() if v is not None}
+            )
+            values["gate"] = merged
+        elif key in ("price_in", "price_out"):
+            values.setdefault("prices", {})["input" if key == "price_in" else "output"] = value
+        else:
+            values[key] = value
+    try:
+        return SampleConfig(**values)
+    except TypeError as exc:
+        raise LabError(f"bad setting: {exc}") from None

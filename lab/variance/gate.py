@@ -1,0 +1,35 @@
+"""The launch gate: thresholds on a run's headline numbers; `lab sample --gate` exits 1 on a miss.
+
+from lab.variance.gate import evaluate_gate
+reasons = evaluate_gate(metrics["headline"], GateConfig(min_p5=0.2))   # [] = pass
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lab.variance.config import GateConfig
+
+
+def _num(value: Any) -> float:
+    """metrics.json spells inf as "inf" and NaN as null."""
+    if value is None:
+        return math.nan
+    return float(value)
+
+
+def evaluate_gate(headline: dict[str, Any], gate: GateConfig) -> list[str]:
+    """Reasons the run falls short (empty when it passes). A NaN metric fails its threshold."""
+    reasons = []
+    mean, p5 = _num(headline.get("mean")), _num(headline.get("p5"))
+    ratio, pass_hat = _num(headline.get("mean_over_p5")), _num(headline.get("pass^k"))
+    if gate.min_mean is not None and not mean >= gate.min_mean:
+        reasons.append(f"mean success {mean:.3f} < min_mean {gate.min_mean:g}")
+    if gate.min_p5 is not None and not p5 >= gate.min_p5:
+        reasons.append(f"p5 of per-case success {p5:.3f} < min_p5 {gate.min_p5:g}")
+    if gate.max_mean_over_p5 is not None and not ratio <= gate.max_mean_over_p5:
+        reasons.append(f"mean / p5 = {ratio:.3g} > max_mean_over_p5 {gate.max_mean_over_p5:g}")
+    if gate.min_pass_hat_k is not None and not pass_hat >= gate.min_pass_hat_k:
+        reasons.append(f"pass^k {pass_hat:.3f} < min_pass_hat_k {gate.min_pass_hat_k:g}")
+    return reasons

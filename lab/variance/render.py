@@ -1,0 +1,231 @@
+"""Render a run's metrics as the Markdown summary and the self-contained HTML report.
+
+The HTML has no external resources (inline CSS and SVG); every piece of model text, case id,
+tag and check reason goes through html.escape.
+
+    from lab.variance.render import markdown_summary, html_report
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from lab.variance import plots
+
+HEADLINE_ROWS = [
+    ("mean", "expected success (mean over cases and samples)"),
+    ("p5", "worst-case users: p5 of per-case success"),
+    ("p10", "p10"),
+    ("p50", "p50"),
+    ("p90", "p90"),
+    ("mean_over_p5", "mean / p5"),
+    ("pass@1", "pass@1"),
+    ("pass@k", "pass@k"),
+    ("pass^k", "pass^k (all k pass)"),
+    ("maj@k", "maj@k"),
+    ("cv_across_runs", "CV of success across the k runs"),
+]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if value == "inf":
+        return "inf"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _interval(metrics: dict[str, Any], name: str) -> str:
+    iv = metrics["intervals_95"].get(name)
+    if not iv or iv[0] is None:
+        return ""
+    return f"[{fmt(iv[0])}, {fmt(iv[1])}]"
+
+
+def _md_cell(text: str, limit: int = 80) -> str:
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def _cost_lines(cost: dict[str, Any]) -> list[str]:
+    lines = [
+        f"inferences {cost['inferences']}, tokens in {cost['tokens_in']} "
+        f"(unique prompts {cost['tokens_in_unique_prompts']}), tokens out {cost['tokens_out']}",
+        f"generation wall time {fmt(cost['wall_s'], 1)} s, {fmt(cost['tokens_out_per_s'], 1)} "
+        f"output tok/s ({fmt(cost['tokens_total_per_s'], 1)} in+out tok/s)",
+        f"truncated at max_tokens: {100 * cost['truncated_share']:.1f}% of samples, "
+        f"errors {cost['errors']}",
+    ]
+    if "price" in cost:
+        p = cost["prices_per_million"]
+        lines.append(
+            f"price {cost['price']:.6f} at {p.get('input', 0)} in / {p.get('output', 0)} out "
+            f"per million tokens ({cost['price_per_inference']:.2e} per inference)"
+        )
+    return lines
+
+
+def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
+    run, head = metrics["run"], metrics["headline"]
+    out = [
+        f"# n-of-k variance: {run['cases']} cases x k={run['k']}",
+        "",
+        f"{run['backend']} / {run['model']} / {run['dtype']}, temperature {run['temperature']}, "
+        f"top_p {run['top_p']}, top_k {run['top_k']}, max_tokens {run['max_tokens']}, "
+        f"seed {run['seed']}",
+        "",
+        "| metric | value | 95% bootstrap |",
+        "|---|---|---|",
+    ]
+    for key, label in HEADLINE_ROWS:
+        out.append(f"| {label} | {fmt(head.get(key))} | {_interval(metrics, key)} |")
+    flag = "**yes**: mean > 2 x p5" if head["high_variance"] else "no"
+    out += ["", f"High-variance feature: {flag}", "", "## Cost", ""]
+    out += [f"- {line}" for line in _cost_lines(metrics["cost"])]
+    if metrics["cohorts"]:
+        out += ["", "## Cohorts (tags)", "", "| tag | cases | mean | p5 | p10 | p50 | p90 |"]
+        out.append("|---|---|---|---|---|---|---|")
+        for tag, t in metrics["cohorts"].items():
+            out.append(
+                f"| {_md_cell(tag)} | {int(t['cases'])} | {fmt(t['mean'])} | {fmt(t['p5'])} | "
+                f"{fmt(t['p10'])} | {fmt(t['p50'])} | {fmt(t['p90'])} |"
+            )
+    out += [
+        "",
+        "## Lowest-success cases",
+        "",
+        "| case | success | majority answer | worst output |",
+    ]
+    out.append("|---|---|---|---|")
+    for case in sorted(metrics["cases"], key=lambda c: (c["rate"], c["id"]))[:10]:
+        out.append(
+            f"| {_md_cell(case['id'])} | {case['successes']}/{case['n']} | "
+            f"{_md_cell(case['majority_answer'], 30)} ({case['majority_share']:.2f}) | "
+            f"{_md_cell(case['worst']['text'])} |"
+        )
+    out += ["", "## Gate", ""]
+    if not gate["thresholds"]:
+        out.append("no gate thresholds given")
+    elif gate["passed"]:
+        out.append(f"PASSED ({', '.join(f'{k}={v}' for k, v in gate['thresholds'].items())})")
+    else:
+        out.append("FAILED:")
+        out += [f"- {r}" for r in gate["reasons"]]
+    return "\n".join(out) + "\n"
+
+
+CSS = """
+body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:left;vertical-align:top;font-size:13px}th{background:#f4f4f4}
+pre{white-space:pre-wrap;background:#f8f8f8;padding:6px;margin:0;max-width:640px;font-size:12px}
+.fail{color:#b03a2e}.pass{color:#1e8449}.flag{background:#fdebd0;padding:6px}
+"""
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """Cells must already be escaped HTML."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
+    e = html.escape
+    run, head, cases = metrics["run"], metrics["headline"], metrics["cases"]
+    rates = [c["rate"] for c in cases]
+    ids = [c["id"] for c in cases]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>n-of-k variance: {run['cases']} cases x k={run['k']}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>n-of-k variance: {run['cases']} cases x k={run['k']}</h1>",
+        f"<p>{e(str(run['backend']))} / {e(str(run['model']))} / {e(str(run['dtype']))}, "
+        f"temperature {run['temperature']}, top_p {run['top_p']}, top_k {run['top_k']}, "
+        f"max_tokens {run['max_tokens']}, seed {run['seed']}</p>",
+    ]
+    if head["high_variance"]:
+        parts.append(
+            "<p class='flag'><b>High-variance feature:</b> mean success is more than twice the "
+            "5th percentile of per-case success.</p>"
+        )
+    if gate["thresholds"]:
+        verdict = "PASSED" if gate["passed"] else "FAILED: " + "; ".join(gate["reasons"])
+        cls = "pass" if gate["passed"] else "fail"
+        parts.append(f"<p class='{cls}'><b>Gate {e(verdict)}</b></p>")
+    parts.append("<h2>Headline</h2>")
+    parts.append(
+        _table(
+            ["metric", "value", "95% bootstrap"],
+            [
+                [e(label), fmt(head.get(key)), _interval(metrics, key)]
+                for key, label in HEADLINE_ROWS
+            ],
+        )
+    )
+    parts.append("<h2>Per-case success, sorted</h2>")
+    marks = {"p5": head["p5"], "p50": head["p50"], "mean": head["mean"]}
+    parts.append(plots.sorted_bars(rates, ids, marks))
+    parts.append("<h2>Distribution of per-case success</h2>")
+    parts.append(plots.histogram([c["successes"] for c in cases], run["k"]))
+    parts.append("<h2>pass@k and pass^k</h2>")
+    curves = metrics["curves"]
+    parts.append(
+        plots.curves(curves["k"], {"pass@k": curves["pass@k"], "pass^k": curves["pass^k"]})
+    )
+    parts.append("<h2>Diversity against success</h2>")
+    vendi = [c["vendi"] if c["vendi"] is not None else float("nan") for c in cases]
+    parts.append(
+        plots.scatter(vendi, rates, ids, "Vendi score (effective number of outputs)", "success")
+    )
+    parts.append(
+        "<h2>Cost</h2><ul>"
+        + "".join(f"<li>{e(x)}</li>" for x in _cost_lines(metrics["cost"]))
+        + "</ul>"
+    )
+    if metrics["cohorts"]:
+        parts.append("<h2>Cohorts (tags)</h2>")
+        rows = [
+            [e(tag), str(int(t["cases"]))]
+            + [fmt(t[q]) for q in ("mean", "p5", "p10", "p50", "p90")]
+            for tag, t in metrics["cohorts"].items()
+        ]
+        parts.append(_table(["tag", "cases", "mean", "p5", "p10", "p50", "p90"], rows))
+    parts.append("<h2>Cases and their worst outputs</h2>")
+    rows = []
+    for c in sorted(cases, key=lambda c: (c["rate"], c["id"])):
+        worst = c["worst"]
+        lo, hi = c["wilson_95"]
+        rows.append(
+            [
+                e(c["id"]) + "<br><small>" + e(", ".join(c["tags"])) + "</small>",
+                f"{c['successes']}/{c['n']}<br><small>[{fmt(lo, 2)}, {fmt(hi, 2)}]</small>",
+                f"<pre>{e(c['majority_answer'])}</pre><small>{c['majority_share']:.2f}</small>",
+                f"{fmt(c['vendi'], 2)} / {c['clusters']} / {fmt(c['semantic_entropy'], 2)}",
+                f"<pre>{e(worst['text'])}</pre>"
+                f"<small class='{'pass' if worst['passed'] else 'fail'}'>"
+                f"sample {worst['sample_index']} (seed {worst['seed']}): "
+                f"{e('; '.join(worst['reasons']))}</small>",
+            ]
+        )
+    parts.append(
+        _table(
+            [
+                "case",
+                "success [Wilson 95%]",
+                "majority answer (share)",
+                "Vendi / clusters / entropy",
+                "worst output",
+            ],
+            rows,
+        )
+    )
+    defs = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in metrics["definitions"].items())
+    parts.append(f"<h2>Definitions</h2><ul>{defs}</ul></body></html>")
+    return "\n".join(parts)

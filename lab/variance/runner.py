@@ -1,0 +1,213 @@
+"""Sample every case k times through one engine, resumably, then analyze and write the report.
+
+Throughput: cases go to the backend in as few calls as the resume granularity allows
+(`rows_per_call` samples per call; vLLM gets n=k per request and schedules the call as one
+continuous batch; the hf backend prefills each prompt once and expands it to k rows). After
+each call every case's k samples are appended to `samples.jsonl` as ONE line through
+lab.store.RunStore, so a killed run resumes at the next unfinished case and never duplicates.
+Progress (samples done, output tokens/s, ETA) goes to stderr.
+
+Seeds: one SamplingConfig per call, so sample i of every case in a call uses seed + i (the
+lab's convention; each Generation records its seed). With `independent_seeds` each case gets
+its own call and seeds seed + case_index * k + i, so no two samples share random numbers.
+
+    lab sample --cases bundled:basic --k 32 --backend vllm --out runs/basic
+    from lab.variance.runner import run_sample
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load_backend
+from lab.data import Case, cases_fingerprint, load_cases
+from lab.envinfo import environment_record
+from lab.errors import LabError
+from lab.store import RunStore
+from lab.variance.config import SampleConfig
+
+LOG = "samples"
+
+
+@dataclass
+class RunOutcome:
+    path: Path
+    #: cases sampled now (not counting those a previous run finished)
+    sampled_cases: int
+    #: all cases finished (False when stopped early)
+    complete: bool
+    metrics: dict[str, Any] | None = None
+
+
+def engine_config(config: SampleConfig) -> EngineConfig:
+    return EngineConfig(
+        backend=config.backend,
+        model=config.model,
+        dtype=config.dtype,
+        device=config.device,
+        max_num_seqs=config.max_num_seqs,
+        prefix_caching=config.prefix_caching and config.backend == "vllm",
+    )
+
+
+def sampling_config(config: SampleConfig, seed: int) -> SamplingConfig:
+    return SamplingConfig(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        max_tokens=config.max_tokens,
+        seed=seed,
+        n=config.k,
+        logprobs=config.logprobs,
+    )
+
+
+def plan_calls(cases: list[tuple[int, Case]], config: SampleConfig) -> list[list[tuple[int, Case]]]:
+    """Group (case index, case) into engine calls."""
+    if config.independent_seeds:
+        return [[item] for item in cases]
+    per_call = max(1, config.calls_rows() // config.k)
+    return [cases[i : i + per_call] for i in range(0, len(cases), per_call)]
+
+
+def open_run(
+    config: SampleConfig, cases: list[Case], backend_config: EngineConfig, fresh: bool
+) -> RunStore:
+    identity = config.identity() | {
+        "engine": backend_config.to_dict(),
+        "cases_source": config.cases,
+        "cases_fingerprint": cases_fingerprint(cases),
+    }
+    store = RunStore.open(config.out_dir(), identity, fresh=fresh, environment=environment_record())
+    # The cases as run: the report can be rebuilt from the run directory alone.
+    store.write_json("cases.json", [c.to_dict() for c in cases])
+    store.write_json("settings.json", config.to_dict())
+    return store
+
+
+class Progress:
+    """Samples done, output tokens per second and ETA, one line per engine call."""
+
+    def __init__(self, total: int, done: int, emit: Callable[[str], None]) -> None:
+        self.total, self.done, self.emit = total, done, emit
+        self.tokens = 0
+        self.started = time.perf_counter()
+        self.new = 0
+
+    def update(self, samples: int, tokens: int) -> None:
+        self.done += samples
+        self.new += samples
+        self.tokens += tokens
+        elapsed = time.perf_counter() - self.started
+        rate = self.tokens / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / self.new * (self.total - self.done) if self.new else 0.0
+        self.emit(
+            f"sampled {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.0f}%)  "
+            f"{rate:.1f} tok/s out  elapsed {elapsed:.0f}s  eta {eta:.0f}s"
+        )
+
+
+def sample_cases(
+    config: SampleConfig,
+    backend: Backend,
+    store: RunStore,
+    cases: list[Case],
+    emit: Callable[[str], None],
+    stop_after_cases: int | None = None,
+) -> tuple[int, bool]:
+    """Sample the unfinished cases; returns (cases sampled now, whether all are done)."""
+    done = store.done_keys(LOG)
+    todo = [(i, c) for i, c in enumerate(cases) if c.id not in done]
+    progress = Progress(len(cases) * config.k, len(done) * config.k, emit)
+    if done:
+        emit(f"resuming: {len(done)} of {len(cases)} cases already sampled in {store.path}")
+    sampled = 0
+    for call in plan_calls(todo, config):
+        if stop_after_cases is not None and sampled >= stop_after_cases:
+            return sampled, False
+        if stop_after_cases is not None:
+            call = call[: stop_after_cases - sampled]
+        seed = config.seed + (call[0][0] * config.k if config.independent_seeds else 0)
+        started = time.perf_counter()
+        records = backend.generate([c.request() for _, c in call], sampling_config(config, seed))
+        wall = time.perf_counter() - started
+        by_case: dict[str, list[Generation]] = {}
+        for g in records:
+            by_case.setdefault(g.request_id, []).append(g)
+        rows = sum(len(v) for v in by_case.values())
+        for _, case in call:
+            gens = sorted(by_case.get(case.id, []), key=lambda g: g.sample_index)
+            if len(gens) != config.k:
+                raise LabError(
+                    f"case {case.id!r}: backend returned {len(gens)} of {config.k} samples"
+                )
+            store.append(
+                LOG,
+                case.id,
+                {
+                    "case_id": case.id,
+                    # this case's share of the call's wall time, by sample count
+                    "wall_s": wall * len(gens) / max(rows, 1),
+                    "call_wall_s": wall,
+                    "call_cases": len(call),
+                    "generations": [g.to_dict() for g in gens],
+                },
+            )
+        sampled += len(call)
+        progress.update(rows, sum(len(g.output_token_ids) for g in records))
+    return sampled, True
+
+
+def run_sample(
+    config: SampleConfig,
+    backend: Backend | None = None,
+    fresh: bool = False,
+    emit: Callable[[str], None] = print,
+    stop_after_cases: int | None = None,
+    cache_dir: str | None = None,
+) -> RunOutcome:
+    """The whole job: sample (resuming), then analyze and write every artifact.
+
+    `backend`: an already running engine to use (tests pass their session engine); its own
+    config is what the run records. `stop_after_cases` stops after that many newly sampled
+    cases without writing the report (what a kill leaves behind).
+    """
+    cases = load_cases(config.cases)
+    backend_config = backend.config if backend is not None else engine_config(config)
+    if backend is not None and backend_config.backend != config.backend:
+        config = dataclasses.replace(config, backend=backend_config.backend)
+    store = open_run(config, cases, backend_config, fresh)
+    emit(f"run directory {store.path}: {len(cases)} cases x k={config.k}")
+    if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
+        emit("all cases already sampled; rebuilding the report")
+    else:
+        backend = backend or load_backend(backend_config, cache_dir)
+    sampled, complete = (0, True)
+    if backend is not None:
+        sampled, complete = sample_cases(config, backend, store, cases, emit, stop_after_cases)
+    if not complete:
+        return RunOutcome(store.path, sampled, False)
+    from lab.variance.report import build_report
+
+    metrics = build_report(store.path, config, emit=emit)
+    return RunOutcome(store.path, sampled, True, metrics)
+
+
+def load_entries(path: Path) -> list[dict[str, Any]]:
+    """The finished cases of a run directory, in log order."""
+    return list(RunStore(Path(path)).entries(LOG))
+
+
+def read_settings(path: Path) -> SampleConfig:
+    """The SampleConfig a run directory was produced with."""
+    try:
+        values = json.loads((Path(path) / "settings.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LabError(f"{path}: not a sample run directory ({exc})") from None
+    return SampleConfig(**values)

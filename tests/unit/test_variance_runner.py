@@ -1,0 +1,105 @@
+"""The sampling loop with a fake engine: call grouping, seeds, resume, progress (no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
+from lab.data import load_cases
+from lab.store import RunStore
+from lab.variance.config import SampleConfig
+from lab.variance.runner import LOG, open_run, sample_cases
+
+
+class FakeBackend(Backend):
+    """Answers "Paris" to even samples; records every call."""
+
+    def __init__(self) -> None:
+        super().__init__(EngineConfig(backend="hf"))
+        self.calls: list[tuple[list[str], SamplingConfig]] = []
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:
+        self.calls.append(([r.id for r in requests], sampling))
+        return [
+            Generation(
+                request_id=r.id, sample_index=i, seed=sampling.sample_seed(i), backend="hf",
+                prompt_token_ids=[1, 2], output_token_ids=[3, 4, 5],
+                token_logprobs=[-0.1] * 3, top_logprobs=[[], [], []],
+                text="Paris" if i % 2 == 0 else "London", finish_reason="stop",
+                timings={}, engine={}, sampling={},
+            )
+            for r in requests
+            for i in range(sampling.n)
+        ]  # fmt: skip
+
+
+@pytest.fixture
+def cases_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cases.jsonl"
+    rows = [{"id": f"c{i}", "prompt": f"q{i}", "checks": [{"contains": "Paris"}]} for i in range(5)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def start(cases_file: Path, tmp_path: Path, **kw: object) -> tuple[SampleConfig, RunStore]:
+    settings: dict[str, object] = {
+        "cases": str(cases_file), "k": 4, "backend": "hf", "seed": 50, "out": str(tmp_path / "r"),
+    }  # fmt: skip
+    config = SampleConfig(**(settings | kw))  # type: ignore[arg-type]
+    cases = load_cases(config.cases)
+    return config, open_run(config, cases, EngineConfig(backend="hf"), fresh=False)
+
+
+def test_cases_are_packed_into_calls_of_rows_per_call(cases_file: Path, tmp_path: Path) -> None:
+    config, store = start(cases_file, tmp_path, rows_per_call=8)  # 2 cases x k=4 per call
+    fake = FakeBackend()
+    messages: list[str] = []
+    sampled, complete = sample_cases(config, fake, store, load_cases(config.cases), messages.append)
+    assert (sampled, complete) == (5, True)
+    assert [ids for ids, _ in fake.calls] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
+    assert all(s.n == 4 and s.seed == 50 for _, s in fake.calls)
+    entries = list(store.entries(LOG))
+    assert [e["key"] for e in entries] == ["c0", "c1", "c2", "c3", "c4"]
+    assert [g["seed"] for g in entries[0]["generations"]] == [50, 51, 52, 53]
+    assert messages[-1].startswith("sampled 20/20 (100%)")
+    assert "tok/s" in messages[-1]
+
+
+def test_independent_seeds_never_repeat(cases_file: Path, tmp_path: Path) -> None:
+    config, store = start(cases_file, tmp_path, independent_seeds=True)
+    fake = FakeBackend()
+    sample_cases(config, fake, store, load_cases(config.cases), lambda m: None)
+    assert len(fake.calls) == 5  # one call per case
+    seeds = [g["seed"] for e in store.entries(LOG) for g in e["generations"]]
+    assert seeds == list(range(50, 50 + 5 * 4))
+
+
+def test_stop_and_resume_never_duplicates(cases_file: Path, tmp_path: Path) -> None:
+    config, store = start(cases_file, tmp_path, rows_per_call=8)
+    cases = load_cases(config.cases)
+    fake = FakeBackend()
+    assert sample_cases(config, fake, store, cases, lambda m: None, stop_after_cases=3) == (
+        3,
+        False,
+    )
+    assert [ids for ids, _ in fake.calls] == [["c0", "c1"], ["c2"]]
+    config, store = start(cases_file, tmp_path, rows_per_call=8)  # a new process, same run
+    messages: list[str] = []
+    assert sample_cases(config, fake, store, cases, messages.append) == (2, True)
+    assert fake.calls[-1][0] == ["c3", "c4"]
+    assert messages[0].startswith("resuming: 3 of 5 cases")
+    keys = [json.loads(line)["key"] for line in store.log_path(LOG).read_text().splitlines()]
+    assert keys == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_missing_samples_are_an_error(cases_file: Path, tmp_path: Path) -> None:
+    class Short(FakeBackend):
+        def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:
+            return super().generate(requests, sampling)[:-1]
+
+    config, store = start(cases_file, tmp_path)
+    with pytest.raises(Exception, match="returned 3 of 4 samples"):
+        sample_cases(config, Short(), store, load_cases(config.cases), lambda m: None)
