@@ -239,6 +239,44 @@ def demo_cmd(
             json.dump(payload, fh, indent=2)
 
 
+@cli.command("quickstart")
+@click.option("--out", default="runs/quickstart", show_default=True, help="Run directory.")
+@click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
+@click.option("--backend", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
+@click.option("--cases", default="bundled:basic", show_default=True, help="Case set to sample.")
+@click.option("--max-tokens", type=int, default=48, show_default=True)
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def quickstart_cmd(
+    obj: dict[str, Any],
+    out: str,
+    k: int,
+    backend: str,
+    cases: str,
+    max_tokens: int,
+    fresh: bool,
+    no_progress: bool,
+) -> None:
+    """The main job: a small determinism sweep and an n-of-k report, ending with index.html."""
+    from lab.quickstart import run_quickstart
+
+    result = run_quickstart(
+        out=out,
+        k=k,
+        backend=backend,
+        cases=cases,
+        max_tokens=max_tokens,
+        fresh=fresh,
+        cache_dir=obj["cache_dir"],
+        progress=not no_progress,
+        emit=lambda line: click.echo(line, err=True),
+    )
+    click.echo(f"sweep report: {result.sweep_report}")
+    click.echo(f"variance report: {result.sample_report}")
+    click.echo(f"report: {result.index}")
+
+
 @cli.command("sweep")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
@@ -320,11 +358,14 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
 @click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
 @click.option("--top-k", type=int, default=None, help="Default 0 (off).")
 @click.option("--max-tokens", type=int, default=None, help="Default 64.")
-@click.option("--seed", type=int, default=None, help="Base seed (default 0); sample i: seed + i.")
+@click.option(
+    "--seed", type=int, default=None, help="Base seed (default 0); case j sample i: seed+j*k+i."
+)
 @click.option(
     "--independent-seeds/--shared-seeds",
     default=None,
-    help="One call per case so no two cases share seeds (slower); default shared.",
+    help="Default independent: no two samples share a seed. Shared: sample i of every case "
+    "uses seed + i.",
 )
 @click.option("--max-num-seqs", type=int, default=None)
 @click.option("--rows-per-call", type=int, default=None, help="Samples per engine call.")
@@ -363,6 +404,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @click.option("--cluster-threshold", type=float, default=None)
 @click.option("--price-in", type=float, default=None)
 @click.option("--price-out", type=float, default=None)
+@click.option("--cohorts", default=None, help="YAML with a cohorts: section (new buckets).")
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
     from lab.variance.report import rebuild_report

@@ -5,7 +5,8 @@ backends (transformers in hf.py, vLLM in vllm.py) write exactly this schema, so 
 downstream metric works on either, and records from two engines can be compared token by token.
 
 Seeds: sample i of a request sampled with base seed s uses seed s + i (vLLM's own convention for
-n > 1). Each record stores its own seed, so any one sample can be regenerated with n=1.
+n > 1); s is the request's own seed when it has one (Request.seed), else the call's. Each
+record stores its own seed, so any one sample can be regenerated with n=1.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Request:
     id: str
     prompt: str | None = None
     messages: list[dict[str, str]] | None = None
+    #: this request's base seed, replacing SamplingConfig.seed (sample i uses seed + i), so
+    #: requests in one call need not share random numbers. None: the call's seed.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
@@ -88,8 +92,14 @@ class SamplingConfig:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def sample_seed(self, index: int) -> int | None:
-        return None if self.seed is None else self.seed + index
+    def sample_seed(self, index: int, request: Request | None = None) -> int | None:
+        """Seed of sample `index` of `request`: its own base seed when it has one."""
+        base = request.seed if request is not None and request.seed is not None else self.seed
+        return None if base is None else base + index
+
+    def request_seed(self, request: Request) -> int | None:
+        """The base seed `request` is sampled with."""
+        return self.sample_seed(0, request)
 
 
 @dataclass

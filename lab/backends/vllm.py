@@ -70,7 +70,7 @@ class VLLMBackend(Backend):
             )
         settings.set_env("VLLM_BATCH_INVARIANT", "1" if config.batch_invariant else "0")
         if settings.env_value("VLLM_LOGGING_LEVEL") is None:
-            settings.set_env("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown our output
+            settings.set_env("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO and WARNING lines drown ours
         if settings.env_value("VLLM_ENABLE_V1_MULTIPROCESSING") is None:
             settings.set_env("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if not on_gpu and config.tensor_parallel_size > 1:
@@ -141,7 +141,13 @@ class VLLMBackend(Backend):
                 )
                 results[request.id] = [
                     error_generation(
-                        request, i, sampling.sample_seed(i), message, self.config, sampling, ids
+                        request,
+                        i,
+                        sampling.sample_seed(i, request),
+                        message,
+                        self.config,
+                        sampling,
+                        ids,
                     )
                     for i in range(sampling.n)
                 ]
@@ -155,7 +161,7 @@ class VLLMBackend(Backend):
                     top_p=sampling.top_p,
                     top_k=sampling.top_k,
                     max_tokens=min(sampling.max_tokens, self.context_length - len(ids)),
-                    seed=sampling.seed,
+                    seed=sampling.request_seed(request),
                     logprobs=sampling.logprobs,
                 )
             )
@@ -208,7 +214,7 @@ class VLLMBackend(Backend):
         return {
             "request_id": request.id,
             "sample_index": int(completion.index),
-            "seed": sampling.sample_seed(int(completion.index)),
+            "seed": sampling.sample_seed(int(completion.index), request),
             "backend": "vllm",
             "prompt_token_ids": list(prompt_ids),
             "output_token_ids": token_ids,

@@ -110,11 +110,12 @@ class SampleConfig:
     #: 0 disables top-k
     top_k: int = 0
     max_tokens: int = 64
-    #: base seed: sample i of every case uses seed + i (see independent_seeds)
+    #: base seed: sample i of case j (its index in the case list) uses seed + j * k + i
     seed: int = 0
-    #: one engine call per case with seeds seed + case_index * k + i, so no two samples of the
-    #: run share a seed (costs throughput: one call per case instead of a few large ones)
-    independent_seeds: bool = False
+    #: True: the seeds above, so no two samples of the run share random numbers (cases still
+    #: share engine calls). False: sample i of every case uses seed + i (correlated noise
+    #: across cases; the scheme before per-request seeds).
+    independent_seeds: bool = True
     #: top alternatives kept per token (0: only the chosen token's logprob; keeps logs small)
     logprobs: int = 0
     #: vLLM max_num_seqs / hf rows per forward pass

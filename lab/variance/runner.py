@@ -7,9 +7,11 @@ each call every case's k samples are appended to `samples.jsonl` as ONE line thr
 lab.store.RunStore, so a killed run resumes at the next unfinished case and never duplicates.
 Progress (samples done, output tokens/s, ETA) goes to stderr.
 
-Seeds: one SamplingConfig per call, so sample i of every case in a call uses seed + i (the
-lab's convention; each Generation records its seed). With `independent_seeds` each case gets
-its own call and seeds seed + case_index * k + i, so no two samples share random numbers.
+Seeds: case j (its index in the case list) is sent with its own base seed seed + j * k
+(Request.seed), so sample i of case j uses seed + j * k + i and no two samples of the run share
+random numbers, while cases still share one engine call. Each Generation records its seed, so
+any sample regenerates alone. `independent_seeds: false` gives the older shared scheme (sample i
+of every case uses seed + i), which correlates the noise across cases within a run.
 
     lab sample --cases bundled:basic --k 32 --backend vllm --out runs/basic
     from lab.variance.runner import run_sample
@@ -68,10 +70,13 @@ def sampling_config(config: SampleConfig, seed: int) -> SamplingConfig:
     )
 
 
+def case_seed(config: SampleConfig, case_index: int) -> int:
+    """Base seed of a case: sample i of case j uses seed + j * k + i (independent seeds)."""
+    return config.seed + (case_index * config.k if config.independent_seeds else 0)
+
+
 def plan_calls(cases: list[tuple[int, Case]], config: SampleConfig) -> list[list[tuple[int, Case]]]:
-    """Group (case index, case) into engine calls."""
-    if config.independent_seeds:
-        return [[item] for item in cases]
+    """Group (case index, case) into engine calls of about rows_per_call samples."""
     per_call = max(1, config.calls_rows() // config.k)
     return [cases[i : i + per_call] for i in range(0, len(cases), per_call)]
 
@@ -133,9 +138,11 @@ def sample_cases(
             return sampled, False
         if stop_after_cases is not None:
             call = call[: stop_after_cases - sampled]
-        seed = config.seed + (call[0][0] * config.k if config.independent_seeds else 0)
+        requests = [
+            dataclasses.replace(c.request(), seed=case_seed(config, index)) for index, c in call
+        ]
         started = time.perf_counter()
-        records = backend.generate([c.request() for _, c in call], sampling_config(config, seed))
+        records = backend.generate(requests, sampling_config(config, config.seed))
         wall = time.perf_counter() - started
         by_case: dict[str, list[Generation]] = {}
         for g in records:

@@ -49,6 +49,22 @@ def test_any_sample_regenerates_alone_from_its_recorded_seed(backend: Backend) -
     assert alone.output_token_ids == third.output_token_ids
 
 
+def test_per_request_seed_overrides_the_call_seed_and_regenerates_alone(backend: Backend) -> None:
+    """Two requests in one call with their own seeds: each sample is the one drawn alone."""
+    sampling = SamplingConfig(temperature=1.0, max_tokens=12, seed=0, n=2)
+    a = Request(id="a", messages=FEYNMAN.messages, seed=100)
+    b = Request(id="b", messages=FEYNMAN.messages, seed=200)
+    together = backend.generate([a, b], sampling)
+    assert [g.seed for g in together] == [100, 101, 200, 201]
+    # same prompt, different seeds: the two requests do not share random numbers
+    assert together[0].output_token_ids != together[2].output_token_ids
+    [alone] = backend.generate(
+        [Request(id="b", messages=FEYNMAN.messages)],
+        SamplingConfig(temperature=1.0, max_tokens=12, seed=201, n=1),
+    )
+    assert alone.output_token_ids == together[3].output_token_ids
+
+
 def test_n8_returns_8_records_with_distinct_seeds(backend: Backend) -> None:
     gens = backend.generate([FRANCE], SamplingConfig(temperature=0.8, max_tokens=12, seed=5, n=8))
     assert len(gens) == 8

@@ -25,7 +25,7 @@ class FakeBackend(Backend):
         self.calls.append(([r.id for r in requests], sampling))
         return [
             Generation(
-                request_id=r.id, sample_index=i, seed=sampling.sample_seed(i), backend="hf",
+                request_id=r.id, sample_index=i, seed=sampling.sample_seed(i, r), backend="hf",
                 prompt_token_ids=[1, 2], output_token_ids=[3, 4, 5],
                 token_logprobs=[-0.1] * 3, top_logprobs=[[], [], []],
                 text="Paris" if i % 2 == 0 else "London", finish_reason="stop",
@@ -64,17 +64,27 @@ def test_cases_are_packed_into_calls_of_rows_per_call(cases_file: Path, tmp_path
     entries = list(store.entries(LOG))
     assert [e["key"] for e in entries] == ["c0", "c1", "c2", "c3", "c4"]
     assert [g["seed"] for g in entries[0]["generations"]] == [50, 51, 52, 53]
+    assert [g["seed"] for g in entries[1]["generations"]] == [54, 55, 56, 57]
     assert messages[-1].startswith("sampled 20/20 (100%)")
     assert "tok/s" in messages[-1]
 
 
-def test_independent_seeds_never_repeat(cases_file: Path, tmp_path: Path) -> None:
-    config, store = start(cases_file, tmp_path, independent_seeds=True)
+def test_independent_seeds_never_repeat_and_still_share_calls(
+    cases_file: Path, tmp_path: Path
+) -> None:
+    config, store = start(cases_file, tmp_path)  # independent seeds are the default
     fake = FakeBackend()
     sample_cases(config, fake, store, load_cases(config.cases), lambda m: None)
-    assert len(fake.calls) == 5  # one call per case
+    assert len(fake.calls) == 1  # all 5 cases x k=4 fit one call
     seeds = [g["seed"] for e in store.entries(LOG) for g in e["generations"]]
     assert seeds == list(range(50, 50 + 5 * 4))
+
+
+def test_shared_seeds_repeat_across_cases(cases_file: Path, tmp_path: Path) -> None:
+    config, store = start(cases_file, tmp_path, independent_seeds=False)
+    sample_cases(config, FakeBackend(), store, load_cases(config.cases), lambda m: None)
+    seeds = [[g["seed"] for g in e["generations"]] for e in store.entries(LOG)]
+    assert seeds == [[50, 51, 52, 53]] * 5
 
 
 def test_stop_and_resume_never_duplicates(cases_file: Path, tmp_path: Path) -> None:

@@ -1,0 +1,186 @@
+"""`lab quickstart`: the lab's main job on the bundled model, in a few minutes on a 2-core CPU.
+
+Two steps, each resumable (run the same command again after a kill and it finishes):
+
+1. A small temperature-zero determinism sweep: eight checked arithmetic prompts mixed with
+   fillers, fp32 against bf16 and batch 8 against batch 16, through vLLM. It answers "which
+   axis changes the output, and by how much" (unique completions, first divergence, logprob
+   deltas, accuracy per cell).
+2. An n-of-k variance report: the 50 bundled cases sampled k=8 times each at temperature 0.7,
+   checked, with the expected success rate beside the worst-case (p5) user experience, pass@k
+   beside pass^k, and the semantic diversity of the k outputs.
+
+It ends with `index.html`: one self-contained page with the headline numbers of both, linking
+the two full reports.
+
+    lab quickstart [--out runs/quickstart] [--k 8] [--backend vllm|hf] [--fresh]
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.determinism.config import parse_sweep_config
+
+# The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
+# an accuracy change, not only as different text.
+_ARITHMETIC = [
+    ("add-1", "What is 17 + 25?", "42"),
+    ("add-2", "What is 134 + 289?", "423"),
+    ("sub-1", "What is 90 - 37?", "53"),
+    ("mul-1", "What is 7 times 8?", "56"),
+    ("mul-2", "What is 12 times 12?", "144"),
+    ("div-1", "What is 81 divided by 9?", "9"),
+    ("word-1", "Tom has 3 apples and buys 5 more. How many apples does he have?", "8"),
+    ("word-2", "A box holds 6 eggs. How many eggs are in 4 boxes?", "24"),
+]
+
+
+def sweep_spec(backend: str, max_tokens: int) -> dict[str, Any]:
+    """The quickstart sweep as a config mapping (the same schema as `lab sweep` YAML)."""
+    return {
+        "name": "quickstart-sweep",
+        "mode": "mixed",
+        "answer_regex": r"(-?\d+)(?!.*\d)",  # the last number in the answer
+        "prompts": [
+            {
+                "id": pid,
+                "messages": [
+                    {"role": "user", "content": f"{question} Reply with the number only."}
+                ],
+                "expected": answer,
+            }
+            for pid, question, answer in _ARITHMETIC
+        ],
+        "sampling": {"max_tokens": max_tokens, "temperature": 0.0, "logprobs": 2},
+        "axes": {"backend": [backend], "dtype": ["fp32", "bf16"], "batch_size": [8, 16]},
+    }
+
+
+@dataclass
+class QuickstartResult:
+    index: Path
+    sweep_report: Path
+    sample_report: Path
+    sweep_summary: dict[str, Any]
+    headline: dict[str, Any]
+
+
+def run_quickstart(
+    out: str | Path = "runs/quickstart",
+    k: int = 8,
+    backend: str = "vllm",
+    cases: str = "bundled:basic",
+    max_tokens: int = 48,
+    fresh: bool = False,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    emit: Callable[[str], None] = print,
+) -> QuickstartResult:
+    """Run (or resume) both steps into `out` and write `out/index.html`."""
+    from lab.determinism.sweep import run_sweep
+    from lab.report.sweep_report import write_sweep_report
+    from lab.variance.config import SampleConfig
+    from lab.variance.runner import run_sample
+
+    root = Path(out)
+    sweep_dir, sample_dir = root / "sweep", root / "variance"
+
+    emit("== 1/2 determinism sweep: fp32 vs bf16 x batch 8 vs 16, greedy, 8 checked prompts ==")
+    config = parse_sweep_config(sweep_spec(backend, max_tokens), "quickstart")
+    run_sweep(config, sweep_dir, fresh=fresh, cache_dir=cache_dir, progress=progress)
+    paths = write_sweep_report(sweep_dir)
+    sweep_metrics = json.loads(paths["metrics"].read_text())
+    for line in sweep_lines(sweep_metrics):
+        emit(line)
+
+    emit(f"== 2/2 n-of-k variance: {cases}, k={k}, temperature 0.7 ==")
+    sample_config = SampleConfig(
+        cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir)
+    )
+    outcome = run_sample(sample_config, fresh=fresh, emit=emit, cache_dir=cache_dir)
+    assert outcome.metrics is not None  # complete: run_sample stops early only when asked
+    headline = outcome.metrics["headline"]
+    for line in variance_lines(outcome.metrics):
+        emit(line)
+
+    index = write_index(root, sweep_metrics, outcome.metrics)
+    return QuickstartResult(
+        index=index,
+        sweep_report=paths["html"],
+        sample_report=sample_dir / "report.html",
+        sweep_summary=sweep_metrics["summary"],
+        headline=headline,
+    )
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}"
+    return "n/a" if value is None else str(value)
+
+
+def sweep_lines(metrics: dict[str, Any]) -> list[str]:
+    """The sweep's answer in a few lines: unique completions, blamed axes, first divergence."""
+    s = metrics["summary"]
+    lines = [
+        f"cells {s['cells_ok']}/{s['cells_total']} ok; {s['targets']} prompts; "
+        f"max unique completions per prompt {s['max_unique_completions']}; "
+        f"TARr@N {_num(s['TARr@N'])}, TARa@N {_num(s['TARa@N'])}; "
+        f"max |delta logprob| {_num(s['max_abs_logprob_delta'])}",
+    ]
+    for row in metrics.get("attribution", []):
+        lines.append(
+            f"axis {row['axis']}: tokens change in {_num(row['tokens_change_share'])} of "
+            f"prompts, logprobs in {_num(row['logprobs_change_share'])}"
+        )
+    for d in metrics.get("divergences", [])[:3]:
+        lines.append(
+            f"first divergence: {d['target']} in [{d['cell']}] at token {d['first_divergence']} "
+            f"(reference top-1/top-2 gap {_num(d['reference_top_gap'])})"
+        )
+    return lines
+
+
+def variance_lines(metrics: dict[str, Any]) -> list[str]:
+    h, run = metrics["headline"], metrics["run"]
+    return [
+        f"{run['cases']} cases x k={run['k']}: expected success {_num(h['mean'])}, "
+        f"worst-case (p5) {_num(h['p5'])}, p50 {_num(h['p50'])}; "
+        f"pass@k {_num(h['pass@k'])} vs pass^k {_num(h['pass^k'])}; "
+        f"high-variance feature: {'yes' if h['high_variance'] else 'no'}",
+    ]
+
+
+def write_index(root: Path, sweep: dict[str, Any], variance: dict[str, Any]) -> Path:
+    """One self-contained page: both headlines and links to the full reports (atomic write)."""
+
+    def items(lines: list[str]) -> str:
+        return "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>determinism lab quickstart</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+li{{margin:.3rem 0}}</style></head><body>
+<h1>determinism and variance lab: quickstart</h1>
+<h2>1. Temperature-zero determinism sweep</h2>
+<ul>{items(sweep_lines(sweep))}</ul>
+<p><a href="sweep/report.html">full sweep report</a></p>
+<h2>2. n-of-k variance</h2>
+<ul>{items(variance_lines(variance))}</ul>
+<p><a href="variance/report.html">full variance report</a></p>
+</body></html>
+"""
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".index.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    os.replace(tmp, root / "index.html")
+    return root / "index.html"

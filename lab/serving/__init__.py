@@ -1,0 +1,1 @@
+"""Serving mode: a managed OpenAI-compatible server and load generation against it."""

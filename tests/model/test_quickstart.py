@@ -1,0 +1,47 @@
+"""`lab quickstart` on the real model (hf, tiny settings): both steps, index.html, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.quickstart import run_quickstart
+
+pytestmark = pytest.mark.model
+
+
+def test_quickstart_writes_both_reports_and_resumes(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "- id: france\n"
+        "  prompt: What is the capital of France? Answer in one word.\n"
+        "  checks: [{contains: Paris}]\n"
+        "- id: sum\n"
+        "  prompt: What is 2 + 2? Reply with the number only.\n"
+        "  checks: [{numeric: 4}]\n"
+    )
+    out = tmp_path / "qs"
+    lines: list[str] = []
+    result = run_quickstart(
+        out, k=2, backend="hf", cases=str(cases), max_tokens=12, progress=False,
+        emit=lines.append,
+    )  # fmt: skip
+    assert result.index == out / "index.html"
+    assert result.sweep_summary["cells_total"] == 4  # fp32/bf16 x batch 8/16
+    assert result.sweep_summary["cells_ok"] == 4
+    assert result.sweep_summary["targets"] == 8
+    assert 0.0 <= result.headline["mean"] <= 1.0
+    for path in (result.sweep_report, result.sample_report, out / "variance/samples.parquet"):
+        assert path.is_file(), path
+    page = result.index.read_text()
+    assert 'href="sweep/report.html"' in page and 'href="variance/report.html"' in page
+    assert "2 cases x k=2" in page and "TARr@N" in page
+    assert any(line.startswith("axis dtype:") for line in lines)
+
+    again: list[str] = []
+    run_quickstart(
+        out, k=2, backend="hf", cases=str(cases), max_tokens=12, progress=False,
+        emit=again.append,
+    )  # fmt: skip
+    assert any("already sampled" in line for line in again)  # resumed, nothing regenerated
