@@ -87,6 +87,10 @@ def process_logits(logits: Any, sampling: SamplingConfig) -> Any:
 class HFBackend(Backend):
     """One transformers model on one device, in one dtype."""
 
+    #: drop finished rows from the batch during decoding (False: keep them decoding padding,
+    #: the older behaviour; scripts/bench_sampling.py compares the two)
+    drop_finished_rows: bool = True
+
     def __init__(self, config: EngineConfig, cache_dir: str | None = None) -> None:
         super().__init__(config)
         if config.backend != "hf":
@@ -248,37 +252,47 @@ class HFBackend(Backend):
             top_lps: list[list[list[float]]] = [[] for _ in range(rows)]
             finish = [""] * rows
             k = sampling.logprobs
+            # active[b]: the row (index into the per-row lists above) that batch row b holds.
+            # Finished rows are dropped from the batch (KV cache, mask, positions) once enough
+            # of them accumulate, so one long sample does not keep k-1 finished ones decoding.
+            active = list(range(rows))
             for step in range(max(limits)):
-                logprobs = process_logits(logits, sampling)  # [R, V]
+                logprobs = process_logits(logits, sampling)  # [A, V]
                 if generators is None:
-                    next_tokens = logprobs.argmax(dim=-1)  # [R]
+                    next_tokens = logprobs.argmax(dim=-1)  # [A]
                 else:
-                    next_tokens = sample_rows(logprobs, generators)
-                chosen = logprobs.gather(-1, next_tokens[:, None])[:, 0]  # [R]
+                    next_tokens = sample_rows(logprobs, [generators[r] for r in active])
+                chosen = logprobs.gather(-1, next_tokens[:, None])[:, 0]  # [A]
                 next_list = next_tokens.tolist()
                 chosen_list = chosen.tolist()
                 if k:
                     top = torch.topk(logprobs, k, dim=-1)
                     step_ids, step_lps = top.indices.tolist(), top.values.tolist()
-                for r in range(rows):
+                for b, r in enumerate(active):
                     if finish[r]:
                         continue
-                    tokens_out[r].append(next_list[r])
-                    chosen_lp[r].append(chosen_list[r])
+                    tokens_out[r].append(next_list[b])
+                    chosen_lp[r].append(chosen_list[b])
                     if k:
-                        top_ids[r].append(step_ids[r])
-                        top_lps[r].append(step_lps[r])
-                    if next_list[r] in self.eos_ids:
+                        top_ids[r].append(step_ids[b])
+                        top_lps[r].append(step_lps[b])
+                    if next_list[b] in self.eos_ids:
                         finish[r] = "stop"
                     elif step + 1 >= limits[r]:
                         finish[r] = "length"
                 if all(finish):
                     break
-                # Finished rows keep decoding padding so the batch stays rectangular.
+                # Rows finished but not yet dropped decode padding (the batch stays rectangular).
                 feed = torch.tensor(
-                    [self.pad_id if finish[r] else next_list[r] for r in range(rows)],
+                    [self.pad_id if finish[r] else next_list[b] for b, r in enumerate(active)],
                     device=self.device,
                 )
+                keep = [b for b, r in enumerate(active) if not finish[r]]
+                if self.drop_finished_rows and len(active) - len(keep) >= max(1, len(active) // 8):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    feed, mask, positions = feed[index], mask[index], positions[index]
+                    active = [active[b] for b in keep]
                 logits, mask = self.decode_step(feed, cache, mask, positions)
                 positions = positions + 1
         total_seconds = time.perf_counter() - started

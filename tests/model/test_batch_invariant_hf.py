@@ -89,3 +89,21 @@ def test_without_the_mode_logprobs_move(
         diff = compare(off[rid][0], alone_on)
         assert diff.common_prefix >= 8, rid
         assert diff.max_abs_logprob_delta < 1e-3, rid
+
+
+def test_dropping_finished_rows_changes_no_sample_in_the_mode(bi_backend: HFBackend) -> None:
+    """Rows that finish early leave the batch (KV cache rows dropped); with the mode on the
+    surviving rows' tokens and logprobs are bitwise those of the full rectangular batch."""
+    sampling = SamplingConfig(temperature=0.9, max_tokens=24, seed=11, n=4, logprobs=0)
+    requests = [FRANCE, BATCH[-1], FEYNMAN]  # short answers finish long before Feynman's
+    try:
+        bi_backend.drop_finished_rows = False
+        kept = bi_backend.generate(requests, sampling)
+        bi_backend.drop_finished_rows = True
+        dropped = bi_backend.generate(requests, sampling)
+    finally:
+        bi_backend.drop_finished_rows = True
+    lengths = [len(g.output_token_ids) for g in dropped]
+    assert min(lengths) < max(lengths)  # some rows really were dropped before the end
+    assert [g.output_token_ids for g in dropped] == [g.output_token_ids for g in kept]
+    assert [g.token_logprobs for g in dropped] == [g.token_logprobs for g in kept]
