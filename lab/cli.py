@@ -18,6 +18,9 @@ from typing import Any
 
 import click
 
+import lab.comparison.commands
+import lab.longtail.commands_library
+import lab.longtail.commands_tail
 from lab.errors import LabError
 
 
@@ -460,6 +463,13 @@ def bench_kernels_cmd(
     if e2e:
         timings += bench_generation(prompts, max_tokens, repeats, cache_dir=obj["cache_dir"])
     click.echo(format_bench(timings))
+
+
+# Commands that live in their own packages: each `register(cli)` adds its commands to the group.
+# (One line per package; keep this block just above main().)
+lab.longtail.commands_library.register(cli)
+lab.longtail.commands_tail.register(cli)
+lab.comparison.commands.register(cli)
 
 
 def main() -> None:

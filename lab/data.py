@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -152,8 +153,14 @@ def _checks(value: Any) -> list[Check]:
     return checks
 
 
-def case_from_record(record: dict[str, Any], strict: bool, source: str) -> Case:
-    """One case from a mapping; raises _FieldError naming the field."""
+def case_from_record(
+    record: dict[str, Any], strict: bool, source: str, require_checks: bool = True
+) -> Case:
+    """One case from a mapping; raises _FieldError naming the field.
+
+    `require_checks=False` accepts a case without checks (a production sample compared with
+    `lab shift` has inputs only); checks that are given are still validated.
+    """
     record = {k: v for k, v in record.items() if v is not None}
     extra = {k: v for k, v in record.items() if k not in FIELDS}
     if extra and strict:
@@ -186,16 +193,30 @@ def case_from_record(record: dict[str, Any], strict: bool, source: str) -> Case:
         messages=_messages(record["messages"]) if has_messages else None,
         system=system,
         raw=raw,
-        checks=_checks(record.get("checks")),
+        checks=_checks(record.get("checks")) if require_checks or "checks" in record else [],
         tags=_tags(record.get("tags")),
         metadata=metadata | extra,
         source=source,
     )
 
 
+def read_text(path: Path) -> str:
+    """A case file's text (a UTF-8 BOM is dropped); invalid UTF-8 is a LabError naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LabError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8"
+        ) from None
+
+
 def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    # split("\n"), not splitlines(): U+2028 or U+0085 inside a JSON string is not a line end.
+    for number, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -209,7 +230,7 @@ def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _records_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    text = path.read_text()
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -233,7 +254,7 @@ def _records_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def _yaml_field_lines(path: Path) -> dict[tuple[int, str], int]:
     """(case start line, field) -> the field's own line, for precise YAML errors."""
-    root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
     if isinstance(root, yaml.MappingNode):
         root = next((v for k, v in root.value if k.value == "cases"), None)
     out: dict[tuple[int, str], int] = {}
@@ -246,14 +267,20 @@ def _yaml_field_lines(path: Path) -> dict[tuple[int, str], int]:
 
 def _records_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
     out = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
+    missing: Any = object()  # restval: marks a row with fewer values than the header
+    with io.StringIO(read_text(path), newline="") as fh:
+        reader = csv.DictReader(fh, restval=missing)
         if not reader.fieldnames or "id" not in reader.fieldnames:
             raise LabError(f"{path}:1: field 'id': the header needs an 'id' column")
         line = reader.line_num
         for row in reader:
             if None in row:
                 raise LabError(f"{path}:{line + 1}: more values than header columns")
+            if any(v is missing for v in row.values()):
+                got = sum(v is not missing for v in row.values())
+                raise LabError(
+                    f"{path}:{line + 1}: {got} values, the header has {len(row)} columns"
+                )
             out.append((line + 1, {k: (v if v != "" else None) for k, v in row.items()}))
             line = reader.line_num
     return out
@@ -281,8 +308,11 @@ def _records_dataset(spec: str) -> list[tuple[int, dict[str, Any]]]:
     return [(i, dict(row)) for i, row in enumerate(ds)]
 
 
-def load_cases(source: str | Path) -> list[Case]:
-    """Cases from a bundled set name, a file, or a saved dataset directory."""
+def load_cases(source: str | Path, require_checks: bool = True) -> list[Case]:
+    """Cases from a bundled set name, a file, or a saved dataset directory.
+
+    `require_checks=False`: inputs without checks are fine (production samples).
+    """
     text = str(source)
     if text.startswith("bundled:"):
         path = bundled_cases_path(text.split(":", 1)[1])
@@ -293,6 +323,8 @@ def load_cases(source: str | Path) -> list[Case]:
     strict, label = True, "line"
     field_lines: dict[tuple[int, str], int] = {}
     suffix = path.suffix.lower()
+    if path.is_file() and not read_text(path).strip():
+        raise LabError(f"{path}: empty file (no cases)")
     if path.is_dir():
         records = _records_dataset(text)
         strict, label = False, "row"
@@ -313,7 +345,7 @@ def load_cases(source: str | Path) -> list[Case]:
     for line, record in records:
         where = f"{path}:{line}" if label == "line" else f"{path}: row {line}"
         try:
-            case = case_from_record(record, strict, where)
+            case = case_from_record(record, strict, where, require_checks)
         except _FieldError as exc:
             at = field_lines.get((line, exc.field.split(".")[0].split("[")[0]), line)
             where = f"{path}:{at}" if label == "line" else where

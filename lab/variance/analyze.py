@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lab.data import Case
+from lab.longtail.cohorts import cohort_tails
 from lab.variance import stats
 from lab.variance.checks import normalize_text, run_checks
 from lab.variance.config import SampleConfig
@@ -179,10 +180,8 @@ def analyze(
             float(np.nanmean([stats.pass_hat_k(k, int(x), j) for x in passed.sum(1)])) for j in ks
         ],
     }
-    cohorts: dict[str, Any] = {}
-    for tag in sorted({t for c in cases for t in c.tags}):
-        mask = np.array([tag in c.tags for c in cases])
-        cohorts[tag] = stats.tail_summary(rates[mask])
+    # per tag and per configured bucket (locale, length band, schema, intent), worst tail first
+    cohorts, cohort_info = cohort_tails(cases, rates, config.cohorts, config.model)
 
     rows = []
     for i, case in enumerate(cases):
@@ -233,6 +232,7 @@ def analyze(
         "run_rates": runs.tolist(),
         "cost": cost_frame([by_id[c.id] for c in cases], config.prices),
         "cohorts": cohorts,
+        "cohort_buckets": cohort_info,
         "cases": per_case,
         "definitions": DEFINITIONS,
     }

@@ -12,8 +12,8 @@ A YAML file holds the same keys as the fields below (flags override it), e.g.
     gate: {min_mean: 0.5, min_p5: 0.1, max_mean_over_p5: 4, min_pass_hat_k: 0.1}
 
 Only the fields that change samples (cases, engine, sampling, seeds) define the run's identity
-in the run directory; analysis settings (gate, prices, diversity, bootstrap) can change when a
-report is rebuilt.
+in the run directory; analysis settings (gate, prices, diversity, bootstrap, cohorts) can change
+when a report is rebuilt.
 """
 
 from __future__ import annotations
@@ -139,9 +139,15 @@ class SampleConfig:
     #: price per million tokens: {"input": x, "output": y} (empty: no price in the report)
     prices: dict[str, float] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
+    #: cohort buckets for the report (locale, length_bands, schema_shape, intent, tokenizer;
+    #: see lab/longtail/cohorts.py); analysis only, not part of the run's identity
+    cohorts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_types()
+        from lab.longtail.cohorts import parse_cohorts  # here: lab.longtail imports lab.data
+
+        self.cohorts = parse_cohorts(self.cohorts).to_dict()
         if self.backend not in ("hf", "vllm"):
             raise LabError(f"backend must be hf or vllm, got {self.backend!r}")
         if self.k < 1:

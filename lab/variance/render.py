@@ -47,6 +47,13 @@ def _interval(metrics: dict[str, Any], name: str) -> str:
     return f"[{fmt(iv[0])}, {fmt(iv[1])}]"
 
 
+def worst_cohorts_first(cohorts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Cohorts ordered by p5, then p10, then mean (lab.longtail.cohorts.tail_order)."""
+    from lab.longtail.cohorts import tail_order
+
+    return sorted(cohorts.items(), key=lambda kv: (*tail_order(kv[1]), kv[0]))
+
+
 def _md_cell(text: str, limit: int = 80) -> str:
     text = " ".join(str(text).split())
     text = text if len(text) <= limit else text[: limit - 3] + "..."
@@ -89,11 +96,12 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     out += ["", f"High-variance feature: {flag}", "", "## Cost", ""]
     out += [f"- {line}" for line in _cost_lines(metrics["cost"])]
     if metrics["cohorts"]:
-        out += ["", "## Cohorts (tags)", "", "| tag | cases | mean | p5 | p10 | p50 | p90 |"]
-        out.append("|---|---|---|---|---|---|---|")
-        for tag, t in metrics["cohorts"].items():
+        out += ["", "## Cohorts, worst tail first", ""]
+        out += ["| cohort | kind | cases | mean | p5 | p10 | p50 | p90 |", "|---" * 8 + "|"]
+        for tag, t in worst_cohorts_first(metrics["cohorts"]):
             out.append(
-                f"| {_md_cell(tag)} | {int(t['cases'])} | {fmt(t['mean'])} | {fmt(t['p5'])} | "
+                f"| {_md_cell(tag)} | {t.get('kind', 'tag')} | {int(t['cases'])} | "
+                f"{fmt(t['mean'])} | {fmt(t['p5'])} | "
                 f"{fmt(t['p10'])} | {fmt(t['p50'])} | {fmt(t['p90'])} |"
             )
     out += [
@@ -190,13 +198,14 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         + "</ul>"
     )
     if metrics["cohorts"]:
-        parts.append("<h2>Cohorts (tags)</h2>")
+        parts.append("<h2>Cohorts, worst tail first</h2>")
         rows = [
-            [e(tag), str(int(t["cases"]))]
+            [e(tag), e(str(t.get("kind", "tag"))), str(int(t["cases"]))]
             + [fmt(t[q]) for q in ("mean", "p5", "p10", "p50", "p90")]
-            for tag, t in metrics["cohorts"].items()
+            for tag, t in worst_cohorts_first(metrics["cohorts"])
         ]
-        parts.append(_table(["tag", "cases", "mean", "p5", "p10", "p50", "p90"], rows))
+        heads = ["cohort", "kind", "cases", "mean", "p5", "p10", "p50", "p90"]
+        parts.append(_table(heads, rows))
     parts.append("<h2>Cases and their worst outputs</h2>")
     rows = []
     for c in sorted(cases, key=lambda c: (c["rate"], c["id"])):

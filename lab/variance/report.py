@@ -10,9 +10,10 @@
     RUN_DIR/summary.md         the Markdown summary
     RUN_DIR/report.html        the self-contained HTML report (inline SVG plots)
 
-Rebuild a report with other analysis settings (gate, prices, threshold) without sampling:
+Rebuild a report with other analysis settings (gate, prices, threshold, cohort buckets)
+without sampling:
 
-    lab sample-report RUN_DIR [--gate min_p5=0.2]
+    lab sample-report RUN_DIR [--gate min_p5=0.2] [--cohorts cohorts.yaml]
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def rebuild_report(
     root = Path(path)
     base = dataclasses.asdict(read_settings(root))
     allowed = {"gate", "cluster_threshold", "price_in", "price_out", "embedder", "embed_device"}
+    allowed.add("cohorts")  # cohort buckets are analysis only
     unknown = sorted(
         k for k, v in overrides.items() if v not in (None, (), []) and k not in allowed
     )
@@ -101,6 +103,10 @@ def rebuild_report(
         raise LabError(f"sample-report cannot change {unknown[0]!r}: it changes the samples")
     # Only flags actually given; thresholds given now replace the run's own gate.
     flags = {k: v for k, v in overrides.items() if k in allowed and v not in (None, (), [])}
+    if isinstance(flags.get("cohorts"), str | Path):  # --cohorts FILE: new buckets, same samples
+        from lab.longtail.cohorts import load_cohorts_file
+
+        flags["cohorts"] = load_cohorts_file(flags["cohorts"])
     config = load_config(None, base | flags)
     RunStore(root).write_json("settings.json", config.to_dict())
     return build_report(root, config, emit=emit)

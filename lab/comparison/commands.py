@@ -1,0 +1,106 @@
+"""CLI: `lab compare` (paired run / sweep comparison, drift) and `lab plan` (sample sizes).
+
+    lab compare RUN_A RUN_B [RUN_C ...] [--out DIR] [--intersection] [--alpha 0.05]
+                [--seed 0] [--bootstrap 2000]
+    lab plan --baseline RUN --delta 0.05 [--power 0.8] [--alpha 0.05] [--design paired]
+
+Registered in lab/cli.py with `lab.comparison.commands.register(cli)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from lab.errors import LabError
+
+
+def default_out(paths: list[str]) -> Path:
+    names = "-vs-".join(Path(p).name for p in paths[:3]) + ("-etc" if len(paths) > 3 else "")
+    return Path("runs") / f"compare-{names}"
+
+
+def run_compare(
+    paths: list[str], out: Path, intersection: bool, alpha: float, seed: int, bootstrap: int
+) -> tuple[dict[str, Path], str]:
+    """Compare the runs (sample or sweep), write the report; returns (paths, Markdown)."""
+    from lab.comparison.analysis import CompareOptions, compare_runs
+    from lab.comparison.load import load_sample_run, run_kind
+    from lab.comparison.render import markdown_sample, markdown_sweep, write_comparison
+    from lab.comparison.sweeps import compare_sweeps
+    from lab.variance.analyze import sanitize
+
+    if len(paths) < 2:
+        raise LabError("lab compare needs at least two run directories")
+    if not 0 < alpha < 1:
+        raise LabError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    if bootstrap < 1:
+        raise LabError(f"--bootstrap must be >= 1, got {bootstrap}")
+    kinds = [run_kind(p) for p in paths]
+    if "sweep" in kinds:
+        if kinds != ["sweep", "sweep"]:
+            raise LabError(
+                "sweeps compare two at a time, and only with sweeps: give two sweep dirs"
+            )
+        result = compare_sweeps(Path(paths[0]), Path(paths[1]))
+        written = write_comparison(result, out)
+        return written, markdown_sweep(sanitize(result))
+    runs = [load_sample_run(p) for p in paths]
+    names = [r.name for r in runs]
+    for i, run in enumerate(runs):  # two dirs with one basename would make the report ambiguous
+        if names.count(run.name) > 1:
+            run.name = f"{run.name}#{i + 1}"
+    options = CompareOptions(alpha=alpha, seed=seed, bootstrap=bootstrap)
+    result = compare_runs(runs, options, intersection)
+    written = write_comparison(result, out)
+    return written, markdown_sample(sanitize(result))
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("compare")
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+    @click.option("--out", default=None, help="Report directory (default runs/compare-A-vs-B).")
+    @click.option(
+        "--intersection", is_flag=True, help="Compare on the shared cases when case sets differ."
+    )
+    @click.option("--alpha", type=float, default=0.05, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap/permutations.")
+    @click.option("--bootstrap", type=int, default=2000, show_default=True)
+    def compare_cmd(
+        runs: tuple[str, ...],
+        out: str | None,
+        intersection: bool,
+        alpha: float,
+        seed: int,
+        bootstrap: int,
+    ) -> None:
+        """Paired comparison of n-of-k runs (all vs the first) or of two sweeps."""
+        target = Path(out) if out else default_out(list(runs))
+        written, markdown = run_compare(list(runs), target, intersection, alpha, seed, bootstrap)
+        click.echo(markdown)
+        click.echo(f"report: {written['html']}", err=True)
+
+    @cli.command("plan")
+    @click.option("--baseline", required=True, type=click.Path(file_okay=False, exists=True))
+    @click.option("--delta", type=float, required=True, help="Change in mean success to detect.")
+    @click.option("--power", "target", type=float, default=0.8, show_default=True)
+    @click.option("--alpha", type=float, default=0.05, show_default=True)
+    @click.option(
+        "--design",
+        type=click.Choice(["paired", "independent"]),
+        default="paired",
+        show_default=True,
+        help="paired: the same cases in both runs (what lab compare tests).",
+    )
+    def plan_cmd(baseline: str, delta: float, target: float, alpha: float, design: str) -> None:
+        """Cases and samples per case needed to detect a change in mean success."""
+        from lab.comparison.load import load_sample_run
+        from lab.comparison.plan import format_plan, plan_from_rates
+
+        run = load_sample_run(baseline)
+        rates = np.array([c.rate for c in run.cases.values()])
+        ks = {c.k for c in run.cases.values()}
+        plan = plan_from_rates(rates, min(ks), delta, target, alpha, design)
+        click.echo(format_plan(plan))

@@ -1,0 +1,229 @@
+"""Load finished runs for comparison and check that they can be compared.
+
+A sample run (`lab sample`) is read from its directory: config.json (identity: engine,
+sampling, case fingerprint), cases.json (the case specs as run), metrics.json (per-case
+diversity) and samples.parquet (one row per sample: passed, text, seed). A sweep run
+(`lab sweep`) is recognised by its cells.jsonl.
+
+Runs are comparable when they hold the same cases with the same specs (prompt, checks, tags):
+`align_cases` refuses anything else with one line naming the cases, or, with
+`intersection=True`, keeps the cases present with identical specs in every run and says how
+many were dropped.
+
+    run = load_sample_run("runs/a")
+    ids, note = align_cases([run_a, run_b], intersection=False)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lab.errors import LabError
+
+# Identity fields a re-run of the same configuration may change (where the case file lives
+# does not matter: cases_fingerprint and cases.json carry what the cases are).
+RERUN_FIELDS = ("seed", "cases_source")
+
+
+@dataclass
+class CaseData:
+    id: str
+    spec: dict[str, Any]
+    tags: list[str]
+    #: outcome of each sample, in sample_index order
+    passed: np.ndarray
+    seeds: list[int | None]
+    texts: list[str]
+    reasons: list[str]
+    #: semantic diversity of the case's k outputs (metrics.json): mean_distance, vendi, ...
+    diversity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return len(self.passed)
+
+    @property
+    def successes(self) -> int:
+        return int(self.passed.sum())
+
+    @property
+    def rate(self) -> float:
+        return float(self.passed.mean()) if len(self.passed) else float("nan")
+
+
+@dataclass
+class SampleRun:
+    path: Path
+    name: str
+    identity: dict[str, Any]
+    environment: dict[str, Any]
+    cases: dict[str, CaseData]
+
+    @property
+    def k(self) -> int:
+        return max((c.k for c in self.cases.values()), default=0)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise LabError(f"{path}: not valid JSON ({exc})") from None
+
+
+def run_kind(path: str | Path) -> str:
+    """'sample' or 'sweep'; LabError for anything else."""
+    root = Path(path)
+    if not root.is_dir():
+        raise LabError(f"{root}: no such run directory")
+    if (root / "cells.jsonl").is_file():
+        return "sweep"
+    if (root / "cases.json").is_file() and (root / "config.json").is_file():
+        return "sample"
+    raise LabError(f"{root}: neither a sample run (cases.json) nor a sweep run (cells.jsonl)")
+
+
+def _samples(root: Path) -> list[dict[str, Any]]:
+    path = root / "samples.parquet"
+    if not path.is_file():
+        raise LabError(f"{path}: missing; run `lab sample-report {root}` to write it")
+    import pyarrow.parquet as pq
+
+    columns = ["case_id", "sample_index", "seed", "text", "passed", "reasons"]
+    try:
+        return pq.read_table(path, columns=columns).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is a user-facing problem
+        raise LabError(f"{path}: cannot read samples ({exc})") from None
+
+
+def load_sample_run(path: str | Path) -> SampleRun:
+    """Everything a comparison needs from a finished sample run directory."""
+    root = Path(path)
+    if run_kind(root) != "sample":
+        raise LabError(f"{root}: a sweep run cannot be compared with sample runs")
+    identity = _read_json(root / "config.json")
+    specs = _read_json(root / "cases.json")
+    metrics_path = root / "metrics.json"
+    if not metrics_path.is_file():
+        raise LabError(f"{metrics_path}: missing; the run is not finished (rerun lab sample)")
+    metrics = _read_json(metrics_path)
+    env_path = root / "environment.json"
+    environment = _read_json(env_path) if env_path.is_file() else {}
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for row in _samples(root):
+        by_case.setdefault(row["case_id"], []).append(row)
+    diversity = {
+        c["id"]: {
+            key: c.get(key)
+            for key in ("mean_distance", "vendi", "semantic_entropy", "clusters")
+            if isinstance(c.get(key), int | float)
+        }
+        for c in metrics.get("cases", [])
+    }
+    cases: dict[str, CaseData] = {}
+    for index, spec in enumerate(specs):
+        case_id = spec.get("id") if isinstance(spec, dict) else None
+        if not isinstance(case_id, str):
+            raise LabError(f"{root}/cases.json[{index}]: a case without an id")
+        rows = sorted(by_case.get(case_id, []), key=lambda r: r["sample_index"])
+        if not rows:
+            raise LabError(f"{root}/samples.parquet: no samples for case {case_id!r}")
+        cases[case_id] = CaseData(
+            id=case_id,
+            spec=spec,
+            tags=list(spec.get("tags", [])),
+            passed=np.array([bool(r["passed"]) for r in rows]),
+            seeds=[r["seed"] for r in rows],
+            texts=[r["text"] or "" for r in rows],
+            reasons=[r["reasons"] or "" for r in rows],
+            diversity=diversity.get(case_id, {}),
+        )
+    return SampleRun(
+        path=root,
+        name=root.name,
+        identity=identity,
+        environment=environment,
+        cases=cases,
+    )
+
+
+def _canonical(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+def _names(ids: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def align_cases(runs: list[SampleRun], intersection: bool) -> tuple[list[str], str | None]:
+    """The case ids to compare (baseline order) and a note on dropped cases.
+
+    Refuses (LabError, one line) when case sets or specs differ, unless `intersection`."""
+    base = runs[0]
+    keep = list(base.cases)
+    problems: list[str] = []
+    for other in runs[1:]:
+        only_base = [i for i in base.cases if i not in other.cases]
+        only_other = [i for i in other.cases if i not in base.cases]
+        changed = [
+            i
+            for i in base.cases
+            if i in other.cases
+            and _canonical(base.cases[i].spec) != _canonical(other.cases[i].spec)
+        ]
+        if only_base:
+            problems.append(f"{len(only_base)} only in {base.name} ({_names(only_base)})")
+        if only_other:
+            problems.append(f"{len(only_other)} only in {other.name} ({_names(only_other)})")
+        if changed:
+            problems.append(
+                f"{len(changed)} with different prompts/checks/tags in {other.name} "
+                f"({_names(changed)})"
+            )
+        bad = set(only_base) | set(changed)
+        keep = [i for i in keep if i not in bad]
+    if not problems:
+        return keep, None
+    reason = "cases differ: " + "; ".join(problems)
+    if not intersection:
+        raise LabError(f"{reason}; pass --intersection to compare the cases they share")
+    if not keep:
+        raise LabError(f"{reason}; no case is shared with identical specs")
+    dropped = len(set().union(*(set(r.cases) for r in runs))) - len(keep)
+    note = f"compared on the intersection: {len(keep)} cases kept, {dropped} dropped ({reason})"
+    return keep, note
+
+
+def identity_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """'field: A -> B' for every leaf of the run identities that differs."""
+    out: list[str] = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += identity_differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def same_config(a: SampleRun, b: SampleRun) -> tuple[bool, list[str]]:
+    """(same configuration apart from the seed, the identity fields that differ)."""
+    diffs = identity_differences(a.identity, b.identity)
+    significant = [d for d in diffs if d.split(":")[0] not in RERUN_FIELDS]
+    return not significant, diffs
+
+
+def environment_differences(a: SampleRun, b: SampleRun) -> list[str]:
+    """Package versions, device and lab commit that changed between the two runs."""
+    keep = ("packages", "lab_commit", "lab_version", "gpu", "cpu", "python", "platform")
+    ea = {k: v for k, v in a.environment.items() if k in keep}
+    eb = {k: v for k, v in b.environment.items() if k in keep}
+    return identity_differences(ea, eb)

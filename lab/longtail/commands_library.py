@@ -1,0 +1,196 @@
+"""The worst-case input library's commands: `lab perturb` and `lab library add|run|show`.
+
+    lab perturb bundled:basic --out perturbed.jsonl --seed 0 --kinds typos,mojibake
+    lab library add runs/basic --library evals/library.yaml --threshold 0.5
+    lab library run --library evals/library.yaml --k 8 --backend hf
+    lab library show --library evals/library.yaml
+
+Parsing and printing only: the work is in lab.longtail.perturb and lab.longtail.library.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from lab.errors import LabError
+from lab.longtail.library import DEFAULT_LIBRARY
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command("perturb")
+@click.argument("cases")
+@click.option("--out", required=True, help="Case file to write (.jsonl or .yaml).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--kinds",
+    default=None,
+    help="Comma-separated families: typos, truncation, mojibake, locale, noise, fields, "
+    "paraphrase (default: all).",
+)
+@click.option("--rate", type=float, default=0.05, show_default=True, help="Typo rate.")
+@click.option(
+    "--keep", type=float, default=None, help="Truncation: share kept (default drawn per variant)."
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="Model whose tokenizer truncation counts tokens with (default: whitespace words).",
+)
+@click.option("--variants-per-case", type=int, default=1, show_default=True)
+@click.option("--with-source", is_flag=True, help="Also write the unperturbed cases.")
+@click.option("--drop-flagged", is_flag=True, help="Leave out variants marked answer-may-change.")
+@click.pass_obj
+def perturb_cmd(
+    obj: dict[str, Any],
+    cases: str,
+    out: str,
+    seed: int,
+    kinds: str | None,
+    rate: float,
+    keep: float | None,
+    tokenizer: str | None,
+    variants_per_case: int,
+    with_source: bool,
+    drop_flagged: bool,
+) -> None:
+    """Write perturbed variants of each case, linked to their source (deterministic by seed)."""
+    from lab.data import load_cases
+    from lab.longtail.library import write_case_file
+    from lab.longtail.perturb import (
+        MAY_CHANGE_TAG,
+        PerturbOptions,
+        load_tokenizer,
+        parse_kinds,
+        perturb_cases,
+    )
+
+    if not 0 <= rate <= 1:
+        raise LabError(f"--rate must be in [0, 1], got {rate}")
+    if keep is not None and not 0 < keep < 1:
+        raise LabError(f"--keep must be in (0, 1), got {keep}")
+    chosen = parse_kinds(kinds)
+    source = load_cases(cases)
+    options = PerturbOptions(rate=rate, keep=keep)
+    if tokenizer is not None:
+        options.tokenizer = load_tokenizer(tokenizer, obj.get("cache_dir") if obj else None)
+    result = perturb_cases(source, chosen, seed, variants_per_case, options, source=cases)
+    variants = result.variants
+    if drop_flagged:
+        variants = [c for c in variants if MAY_CHANGE_TAG not in c.tags]
+    specs = ([c.to_dict() for c in source] if with_source else []) + [c.to_dict() for c in variants]
+    if not specs:
+        raise LabError(f"{cases}: no variant could be made with kinds {','.join(chosen)}")
+    write_case_file(out, specs)
+    skipped = ", ".join(f"{k} {n}" for k, n in sorted(result.skipped.items()))
+    click.echo(
+        f"wrote {out}: {len(variants)} variants of {len(source)} cases "
+        f"({result.flagged} marked {MAY_CHANGE_TAG}"
+        f"{', left out' if drop_flagged else ''}; not applicable: {skipped or 'none'})"
+    )
+
+
+@click.group("library")
+def library_group() -> None:
+    """The worst-case input library: a case file that grows from failed cases."""
+
+
+@library_group.command("add")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Add cases whose success rate is under this.",
+)
+@click.option(
+    "--floor",
+    multiple=True,
+    help="Set the library's floor, NAME=VALUE (min_mean, min_p5, ...); "
+    "default for a new library min_mean=0.5,min_p5=0.1.",
+)
+def library_add_cmd(
+    run_dir: str, library_path: str, threshold: float, floor: tuple[str, ...]
+) -> None:
+    """Add the cases of a `lab sample` run whose success fell under the threshold."""
+    from lab.longtail.library import add_from_run
+    from lab.variance.config import parse_gate
+
+    floor_values = None
+    if floor:
+        floor_values = {k: v for k, v in vars(parse_gate(list(floor))).items() if v is not None}
+    result = add_from_run(run_dir, library_path, threshold, floor_values)
+    click.echo(
+        f"{result.library}: {result.below} cases under {threshold:g} in {run_dir}; "
+        f"added {len(result.added)}, already there {len(result.duplicates)}; "
+        f"{result.total} cases in the library"
+    )
+
+
+@library_group.command("run")
+@click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
+@click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
+@click.option("--model", default=None, help="Default smollm2-135m-instruct.")
+@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
+@click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
+@click.option("--temperature", type=float, default=None, help="Default 0.7.")
+@click.option("--top-p", type=float, default=None)
+@click.option("--top-k", type=int, default=None)
+@click.option("--max-tokens", type=int, default=None, help="Default 64.")
+@click.option("--seed", type=int, default=None)
+@click.option("--max-num-seqs", type=int, default=None)
+@click.option("--rows-per-call", type=int, default=None)
+@click.option("--embedder", default=None)
+@click.option("--cluster-threshold", type=float, default=None)
+@click.option("--price-in", type=float, default=None)
+@click.option("--price-out", type=float, default=None)
+@click.option("--out", default=None, help="Run directory (default: one per library content).")
+@click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
+@click.pass_obj
+def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags: Any) -> None:
+    """Sample the library k times per case; exit 1 with reasons when under its floor."""
+    from lab.backends import close_all
+    from lab.longtail.library import run_library
+
+    try:
+        run = run_library(
+            library_path, flags, fresh=fresh, emit=_echo_err, cache_dir=obj["cache_dir"]
+        )
+    finally:
+        close_all()
+    if run.metrics is None:
+        return
+    click.echo((run.path / "summary.md").read_text())
+    if run.reasons:
+        click.echo("library under its floor: " + "; ".join(run.reasons), err=True)
+        sys.exit(1)
+    click.echo(f"library holds its floor ({run.path})")
+
+
+@library_group.command("show")
+@click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def library_show_cmd(library_path: str, as_json: bool) -> None:
+    """Size, floor, sources and perturbation kinds of a library."""
+    from pathlib import Path
+
+    from lab.longtail.library import format_summary, read_library, summarize
+
+    if not Path(library_path).exists():
+        raise LabError(f"{library_path}: no such library; lab library add RUN_DIR creates it")
+    summary = summarize(read_library(library_path))
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(perturb_cmd)
+    cli.add_command(library_group)

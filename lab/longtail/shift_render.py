@@ -1,0 +1,129 @@
+"""Write a distribution-shift report: gaps.json, shift.md and a self-contained shift.html.
+
+Every file is written to a temporary file in the output directory and renamed into place
+(lab.store.RunStore.write_*), so a reader never sees half a report. All case text in the HTML
+goes through html.escape; the length histograms are inline SVG (lab/report/svg.py).
+
+    from lab.longtail.shift_render import write_outputs
+    write_outputs(report, Path("shift-out"))
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from lab.report.svg import histogram
+from lab.store import RunStore
+
+
+def _p(test: dict[str, Any] | None) -> str:
+    if not test or test.get("p_value") is None:
+        return "-"
+    return f"{test['p_value']:.3g}"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    method = report["method"]
+    out = [
+        f"# Distribution shift: demo ({report['demo_cases']} cases) vs production "
+        f"({report['prod_cases']} cases)",
+        "",
+        f"Gaps by severity: high {s['high']}, medium {s['medium']}, low {s['low']}, "
+        f"none {s['none']}.",
+        "",
+        "| severity | gap | size | measured as | test | p | what differs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in report["gaps"]:
+        test = g["test"]["name"] if g["test"] else "-"
+        out.append(
+            f"| {g['severity']} | {_cell(g['name'])} | {g['size']:.3f} | {g['size_label']} | "
+            f"{test} | {_p(g['test'])} | {_cell(g['detail'])} |"
+        )
+    emb = next((g for g in report["gaps"] if g["aspect"] == "embedding"), None)
+    if emb is not None:
+        out += ["", "## Production inputs least like any demo input", ""]
+        for item in emb["data"]["least_covered"]:
+            out.append(f"- ({item['nearest_similarity']:.2f}) {_cell(item['text'][:160])}")
+    out += [
+        "",
+        "## Method",
+        "",
+        f"- input length in {method['tokens']} tokens",
+        f"- language: {method['language_id']}; script: the Unicode scripts of the letters",
+        f"- embeddings: {method['embedder']}, MMD permutation test with "
+        f"{method['permutations']} permutations (seed {method['seed']})",
+        f"- severity: {method['severity_rule']}; alpha {method['alpha']}; thresholds "
+        "(low, medium, high): " + ", ".join(f"{k} {v}" for k, v in method["thresholds"].items()),
+        f"- load-bearing tag: >= {method['min_tag_share']} of production; under-represented: "
+        f"demo share < prod share / {method['under_factor']}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+CSS = """
+body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:left;vertical-align:top;font-size:13px}th{background:#f4f4f4}
+.high{background:#f5b7b1}.medium{background:#fdebd0}.low{background:#fcf3cf}
+"""
+
+
+def html_page(report: dict[str, Any]) -> str:
+    e = html.escape
+    s = report["summary"]
+    title = (
+        f"Distribution shift: demo ({report['demo_cases']} cases) vs production "
+        f"({report['prod_cases']} cases)"
+    )
+    rows = []
+    for g in report["gaps"]:
+        test = e(g["test"]["name"]) if g["test"] else "-"
+        rows.append(
+            f"<tr class='{e(g['severity'])}'><td>{e(g['severity'])}</td><td>{e(g['name'])}</td>"
+            f"<td>{g['size']:.3f}<br><small>{e(g['size_label'])}</small></td>"
+            f"<td>{test}</td><td>{_p(g['test'])}</td><td>{e(g['detail'])}</td></tr>"
+        )
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>Gaps by severity: high {s['high']}, medium {s['medium']}, low {s['low']}, "
+        f"none {s['none']}.</p>",
+        "<table><tr><th>severity</th><th>gap</th><th>size</th><th>test</th><th>p</th>"
+        "<th>what differs</th></tr>" + "".join(rows) + "</table>",
+    ]
+    length = next((g for g in report["gaps"] if g["aspect"] == "length"), None)
+    if length is not None:
+        unit = length["data"]["tokens"]
+        parts.append("<h2>Input length</h2>")
+        for name in ("demo", "prod"):
+            values = [float(v) for v in length["data"][name]]
+            parts.append(histogram(values, 20, f"{name}: input length", f"{unit} tokens"))
+    emb = next((g for g in report["gaps"] if g["aspect"] == "embedding"), None)
+    if emb is not None:
+        items = "".join(
+            f"<li>({item['nearest_similarity']:.2f}) {e(item['text'])}</li>"
+            for item in emb["data"]["least_covered"]
+        )
+        parts.append(f"<h2>Production inputs least like any demo input</h2><ul>{items}</ul>")
+    method = "".join(f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in report["method"].items())
+    parts.append(f"<h2>Method</h2><ul>{method}</ul></body></html>")
+    return "\n".join(parts)
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = RunStore(out_dir)
+    return {
+        "json": store.write_json("gaps.json", report),
+        "md": store.write_text("shift.md", markdown(report)),
+        "html": store.write_text("shift.html", html_page(report)),
+    }
