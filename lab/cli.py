@@ -21,6 +21,7 @@ import click
 import lab.comparison.commands
 import lab.longtail.commands_library
 import lab.longtail.commands_tail
+import lab.serving.commands
 from lab.errors import LabError
 
 
@@ -470,6 +471,7 @@ def bench_kernels_cmd(
 lab.longtail.commands_library.register(cli)
 lab.longtail.commands_tail.register(cli)
 lab.comparison.commands.register(cli)
+lab.serving.commands.register(cli)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 configs=(experiments/feynman/config.yaml experiments/sglang-tests/single.yaml
          experiments/sglang-tests/mixed.yaml experiments/sglang-tests/prefix.yaml
-         experiments/fp32-or-death/config.yaml experiments/tar-at-n/config.yaml)
+         experiments/fp32-or-death/config.yaml experiments/tar-at-n/config.yaml
+         experiments/feynman-serving/config.yaml)
 for config in "${configs[@]}"; do
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$(basename "$(dirname "$config")")"; then
     continue

@@ -1,4 +1,4 @@
-"""Shared fixtures: one engine per backend for the whole session (vLLM starts in ~10-20 s).
+"""Shared fixtures: one running engine per backend, reused across tests (vLLM starts in ~10-20 s).
 
 Model tests use the real bundled SmolLM2-135M-Instruct on the CPU in fp32.
 """
@@ -16,14 +16,17 @@ FRANCE = chat("france", "What is the capital of France? Answer in one word.")
 FEYNMAN = chat("feynman", "Tell me about Richard Feynman.")
 
 
-@pytest.fixture(scope="session")
-def hf_backend() -> Iterator[Backend]:
-    yield load_backend(EngineConfig(backend="hf", device="cpu", dtype="fp32"))
+# Function-scoped on purpose: load_backend returns the running engine when it is already up
+# (free), and starts it again when an in-process test (a sweep, the quickstart) replaced it
+# with another configuration or closed it. A session-scoped object would go stale then.
+@pytest.fixture
+def hf_backend() -> Backend:
+    return load_backend(EngineConfig(backend="hf", device="cpu", dtype="fp32"))
 
 
-@pytest.fixture(scope="session")
-def vllm_backend() -> Iterator[Backend]:
-    yield load_backend(EngineConfig(backend="vllm", device="cpu", dtype="fp32"))
+@pytest.fixture
+def vllm_backend() -> Backend:
+    return load_backend(EngineConfig(backend="vllm", device="cpu", dtype="fp32"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,6 +29,10 @@ def load_backend(config: EngineConfig, cache_dir: str | None = None) -> Backend:
         from lab.backends.hf import HFBackend
 
         backend = HFBackend(config, cache_dir)
+    elif config.backend == "openai":
+        from lab.backends.openai_compat import OpenAIBackend
+
+        backend = OpenAIBackend(config, cache_dir)
     else:
         from lab.backends.vllm import VLLMBackend
 

@@ -135,11 +135,16 @@ class EngineConfig:
     memory_fraction: float | None = None
     #: any other vLLM engine argument, passed through as is
     engine_args: dict[str, Any] = field(default_factory=dict)
+    #: "openai" backend: the server's OpenAI-compatible base URL (None: start a managed vLLM
+    #: server on 127.0.0.1 from this config)
+    base_url: str | None = None
 
     def __post_init__(self) -> None:
         self.dtype = canonical_dtype(self.dtype)
-        if self.backend not in ("hf", "vllm"):
-            raise ConfigError(f"unknown backend {self.backend!r}; use hf or vllm")
+        if self.backend not in ("hf", "vllm", "openai"):
+            raise ConfigError(f"unknown backend {self.backend!r}; use hf, vllm or openai")
+        if self.base_url is not None and self.backend != "openai":
+            raise ConfigError("base_url is for the openai backend only")
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         if self.max_num_seqs < 1:

@@ -11,7 +11,9 @@
       dtype: [fp32, bf16]
       batch_size: [1, 8, 64]
       order: [given, shuffled]
+      concurrency: [1, 8, 64]  # openai backend only: requests in flight against the server
     repeats: 1
+    base_url: http://127.0.0.1:8000/v1   # openai backend: this server, else a managed vLLM
 
 Unknown keys, wrong types and missing files fail at load with the field named.
 """
@@ -43,7 +45,9 @@ ENGINE_AXES = (
     "attention_backend",
     "max_num_seqs",
 )
-RUN_AXES = ("batch_size", "seed", "order")
+# concurrency (openai backend only): how many of a cell's requests are in flight at once against
+# the server (None: all of them, which is the only value the offline backends take).
+RUN_AXES = ("batch_size", "seed", "order", "concurrency")
 AXES = ENGINE_AXES + RUN_AXES
 AXIS_TYPES: dict[str, tuple[type, ...]] = {
     "backend": (str,),
@@ -58,6 +62,7 @@ AXIS_TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,),
     "seed": (int, type(None)),
     "order": (str,),
+    "concurrency": (int, type(None)),
 }
 DEFAULT_AXES: dict[str, list[Any]] = {
     "backend": ["hf"],
@@ -71,6 +76,7 @@ DEFAULT_AXES: dict[str, list[Any]] = {
     "batch_size": [1],
     "seed": [0],
     "order": ["given"],
+    "concurrency": [None],
 }
 TOP_KEYS = {
     "name",
@@ -84,6 +90,7 @@ TOP_KEYS = {
     "prefix_lengths",
     "answer_regex",
     "device",
+    "base_url",
 }
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "logprobs"}
 
@@ -114,6 +121,14 @@ class SweepConfig:
     prefix_lengths: list[int] = field(default_factory=lambda: [1, 64, 512, 2048])
     answer_regex: str | None = None
     device: str = "auto"
+    #: openai backend: the server to measure (None: a managed vLLM server per engine config)
+    base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        # A config saved before an axis existed (sweep_config.json of an older run) gets its
+        # default, so old run directories still load.
+        for name, values in DEFAULT_AXES.items():
+            self.axes.setdefault(name, list(values))
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -127,6 +142,11 @@ class SweepConfig:
         d = self.to_dict()
         for key in ("answer_regex", "name"):
             d.pop(key)
+        # Left out when unused, so runs made before these existed still resume.
+        if d["base_url"] is None:
+            d.pop("base_url")
+        if d["axes"].get("concurrency") == [None]:
+            d["axes"].pop("concurrency")
         for prompt in d["prompts"]:
             prompt.pop("expected")
             prompt.pop("answer_regex")
@@ -244,8 +264,10 @@ def parse_sweep_config(
                 values = [canonical_dtype(v) for v in values]
             except LabError as exc:
                 raise _fail(source, "axes.dtype", str(exc)) from None
-        if name == "backend" and any(v not in ("hf", "vllm") for v in values):
-            raise _fail(source, "axes.backend", "values must be hf or vllm")
+        if name == "backend" and any(v not in ("hf", "vllm", "openai") for v in values):
+            raise _fail(source, "axes.backend", "values must be hf, vllm or openai")
+        if name == "concurrency" and any(v is not None and v < 1 for v in values):
+            raise _fail(source, "axes.concurrency", "values must be >= 1 (or null: all at once)")
         if name == "order" and any(v not in ORDERS for v in values):
             raise _fail(source, "axes.order", f"values must be among {', '.join(ORDERS)}")
         if name == "batch_size" and any(v < 1 for v in values):
@@ -255,6 +277,15 @@ def parse_sweep_config(
         axes[name] = list(values)
     model = data.get("model", "smollm2-135m-instruct")
     full_axes = {"model": [model]} | DEFAULT_AXES | axes
+    if full_axes["concurrency"] != [None] and set(full_axes["backend"]) != {"openai"}:
+        raise _fail(source, "axes.concurrency", "only the openai backend (a server) takes it")
+    base_url = data.get("base_url")
+    if base_url is not None and not (
+        isinstance(base_url, str) and base_url.startswith(("http://", "https://"))
+    ):
+        raise _fail(source, "base_url", "must be an http:// or https:// URL")
+    if base_url is not None and set(full_axes["backend"]) != {"openai"}:
+        raise _fail(source, "base_url", "is for the openai backend only (axes.backend: [openai])")
     repeats = data.get("repeats", 1)
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise _fail(source, "repeats", "must be an integer >= 1")
@@ -275,6 +306,7 @@ def parse_sweep_config(
         prefix_lengths=prefix_lengths,
         answer_regex=data.get("answer_regex"),
         device=str(data.get("device", "auto")),
+        base_url=base_url,
     )
 
 

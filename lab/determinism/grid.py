@@ -25,12 +25,15 @@ class Cell:
         return dict(self.values)
 
     def key(self) -> str:
-        return json.dumps({"axes": self.axes, "repeat": self.repeat}, sort_keys=True)
+        axes = self.axes
+        if axes.get("concurrency") is None:
+            axes.pop("concurrency", None)  # unused: keys stay those of runs made before it
+        return json.dumps({"axes": axes, "repeat": self.repeat}, sort_keys=True)
 
     def engine_values(self) -> tuple[tuple[str, Any], ...]:
         return tuple((k, v) for k, v in self.values if k in ENGINE_AXES)
 
-    def engine_config(self, device: str) -> EngineConfig:
+    def engine_config(self, device: str, base_url: str | None = None) -> EngineConfig:
         a = self.axes
         return EngineConfig(
             backend=a["backend"],
@@ -43,6 +46,7 @@ class Cell:
             enforce_eager=a["enforce_eager"],
             attention_backend=a["attention_backend"],
             max_num_seqs=a["max_num_seqs"],
+            base_url=base_url if a["backend"] == "openai" else None,
         )
 
     def label(self, varying: list[str]) -> str:

@@ -59,7 +59,8 @@ def tar(values_per_target: list[list[Any]]) -> float | None:
 
 
 def cell_of(entry: dict[str, Any]) -> Cell:
-    return Cell(tuple((k, entry["cell"][k]) for k in AXES), entry["repeat"])
+    # .get: cells stored before an axis existed (concurrency) lack it; the axis default is None
+    return Cell(tuple((k, entry["cell"].get(k)) for k in AXES), entry["repeat"])
 
 
 def generation_of(entry: dict[str, Any], output_id: str) -> Generation:

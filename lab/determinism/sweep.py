@@ -21,10 +21,12 @@ from typing import Any
 from lab import models
 from lab.backends import close_all, load_backend
 from lab.backends.base import Backend, Generation, SamplingConfig
+from lab.backends.openai_compat import OpenAIBackend
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
 from lab.envinfo import environment_record
+from lab.serving.server import set_log_directory
 from lab.store import RunStore
 
 CELLS = "cells"
@@ -60,7 +62,18 @@ def run_cell(backend: Backend, config: SweepConfig, cell: Cell, context: int) ->
     tokens = 0
     for batch in build_cell_batches(config, axes["batch_size"], axes["order"], order_seed, context):
         started = time.perf_counter()
-        gens = backend.generate(batch.requests, sampling)
+        if isinstance(backend, OpenAIBackend):
+            if not backend.vllm_extras:
+                raise RuntimeError("the server returns no token ids; the metrics compare them")
+            # A live server: the cell's requests go out `concurrency` at a time.
+            gens = backend.generate(batch.requests, sampling, concurrency=axes["concurrency"])
+            failures = [g for g in gens if g.error]
+            if failures:  # a lost request is no measurement: fail the cell, rerun resumes it
+                raise RuntimeError(
+                    f"{len(failures)} of {len(gens)} requests failed, e.g. {failures[0].error}"
+                )
+        else:
+            gens = backend.generate(batch.requests, sampling)
         generate_s += time.perf_counter() - started
         for g in gens:
             tokens += len(g.output_token_ids)
@@ -108,9 +121,11 @@ def run_sweep(
     remaining = [c for c in cells if c.key() not in done]
     context = context_length(config)
     bar = _progress(len(cells), len(cells) - len(remaining), progress)
+    # A managed server (openai backend without base_url) logs into the run directory.
+    previous_log_directory = set_log_directory(store.path)
     try:
         for group in group_by_engine(remaining):
-            engine_config = group[0].engine_config(config.device)
+            engine_config = group[0].engine_config(config.device, config.base_url)
             started = time.perf_counter()
             try:
                 backend = load_backend(engine_config, cache_dir)
@@ -131,6 +146,7 @@ def run_sweep(
                     on_cell(cell, payload)
                 bar.update(1)
     finally:
+        set_log_directory(previous_log_directory)
         bar.close()
         close_all()
     return store

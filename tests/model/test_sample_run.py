@@ -110,9 +110,11 @@ def test_sample_run_writes_every_artifact(
     assert metrics["cost"]["tokens_out"] > 0 and metrics["cost"]["wall_s"] > 0
     assert 1.0 <= by_id["france"]["vendi"] <= K
     entries = list(RunStore(outcome.path).entries(LOG))
+    case_index = {c["id"]: j for j, c in enumerate(CASES)}
     for entry in entries:
         seeds = [g["seed"] for g in entry["generations"]]
-        assert seeds == [11 + i for i in range(K)]  # sample i uses seed + i
+        j = case_index[entry["case_id"]]
+        assert seeds == [11 + j * K + i for i in range(K)]  # case j, sample i: seed + j*k + i
         assert {g["backend"] for g in entry["generations"]} == {backend.config.backend}
     import pyarrow.parquet as pq
 

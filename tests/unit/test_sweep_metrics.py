@@ -10,7 +10,7 @@ import pytest
 from lab.determinism.compare import compare
 from lab.determinism.config import load_sweep_config, parse_sweep_config
 from lab.determinism.grid import expand, group_by_engine, reference_cell
-from lab.determinism.metrics import compute_metrics, parse_answer, tar
+from lab.determinism.metrics import cell_of, compute_metrics, parse_answer, tar
 from lab.errors import LabError
 from tests.unit.test_base import make_generation
 
@@ -234,3 +234,11 @@ def test_scoring_fields_do_not_change_the_generation_identity() -> None:
     b.prompts[0].expected = "no"
     assert a.generation_identity() == b.generation_identity()
     assert a.generation_identity() != config(sampling={"max_tokens": 9}).generation_identity()
+
+
+def test_cells_stored_before_the_concurrency_axis_still_load() -> None:
+    config = parse_sweep_config({"prompts": ["hi"], "axes": {"batch_size": [1, 2]}})
+    cell = expand(config)[1]
+    old_entry = {"cell": {k: v for k, v in cell.axes.items() if k != "concurrency"}, "repeat": 0}
+    assert cell_of(old_entry) == cell
+    assert "concurrency" not in cell.key()  # an unused axis keeps the old cell keys

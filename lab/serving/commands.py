@@ -1,0 +1,179 @@
+"""`lab serve` and `lab load`: a managed vLLM server, and a load test against any server.
+
+lab serve --model smollm2-135m-instruct [--dtype fp32] [--engine-arg KEY=VALUE] [--port 0]
+lab load --base-url http://127.0.0.1:8000/v1 --requests 500 --concurrency 32
+lab load --serve --requests 500 --concurrency 32 --max-tokens 16 --out runs/load
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lab.errors import LabError
+
+
+def server_options(fn: Any) -> Any:
+    """Options that define the managed server's engine."""
+    options = [
+        click.option("--model", default="smollm2-135m-instruct", show_default=True),
+        click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
+        click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
+        click.option("--batch-invariant/--no-batch-invariant", default=False),
+        click.option("--prefix-caching/--no-prefix-caching", default=False),
+        click.option("--eager/--compiled", "enforce_eager", default=True, show_default=True),
+        click.option("--max-num-seqs", type=int, default=64, show_default=True),
+        click.option("--max-model-len", type=int, default=None),
+        click.option(
+            "--engine-arg",
+            "engine_args",
+            multiple=True,
+            help="Extra `vllm serve` argument KEY=VALUE (value parsed as JSON when it can be).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _engine_config(kw: dict[str, Any]) -> Any:
+    from lab.backends.base import EngineConfig
+    from lab.cli import parse_engine_args  # lazily: lab.cli imports this module
+
+    return EngineConfig(
+        backend="vllm",
+        model=kw["model"],
+        dtype=kw["dtype"],
+        device=kw["device"],
+        tensor_parallel_size=kw["tensor_parallel_size"],
+        batch_invariant=kw["batch_invariant"],
+        prefix_caching=kw["prefix_caching"],
+        enforce_eager=kw["enforce_eager"],
+        max_num_seqs=kw["max_num_seqs"],
+        max_model_len=kw["max_model_len"],
+        engine_args=parse_engine_args(kw["engine_args"]),
+    )
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve_cmd)
+    cli.add_command(load_cmd)
+
+
+@click.command("serve")
+@click.option("--backend", type=click.Choice(["vllm"]), default="vllm", show_default=True)
+@server_options
+@click.option("--port", type=int, default=0, show_default=True, help="0: a free port.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--startup-timeout", type=float, default=300.0, show_default=True)
+@click.pass_obj
+def serve_cmd(
+    obj: dict[str, Any],
+    backend: str,
+    port: int,
+    log_path: str | None,
+    startup_timeout: float,
+    **kw: Any,
+) -> None:
+    """Run vLLM's OpenAI-compatible server on 127.0.0.1 until Ctrl-C; print its base URL."""
+    from lab.serving.server import ManagedServer
+
+    server = ManagedServer(
+        _engine_config(kw),
+        log_path=log_path,
+        port=port,
+        cache_dir=obj["cache_dir"],
+        startup_timeout_s=startup_timeout,
+    )
+    click.echo(f"starting vLLM on 127.0.0.1 (log {server.log_path}) ...", err=True)
+    with server:
+        click.echo(server.base_url)
+        sys.stdout.flush()
+        try:
+            while server.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            click.echo("stopping", err=True)
+            return
+    raise LabError(f"the server exited on its own; see {server.log_path}")
+
+
+@click.command("load")
+@click.option("--base-url", default=None, help="An OpenAI-compatible server's base URL.")
+@click.option("--serve", is_flag=True, help="Start a managed vLLM server (engine options below).")
+@server_options
+@click.option("--requests", type=int, default=500, show_default=True)
+@click.option("--concurrency", type=int, default=32, show_default=True)
+@click.option("--max-tokens", type=int, default=16, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
+@click.option("--retries", type=int, default=3, show_default=True, help="Transport errors only.")
+@click.option(
+    "--retry-errors/--no-retry-errors",
+    default=True,
+    show_default=True,
+    help="On resume, resend requests whose last outcome was an error (never-sent ones always).",
+)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
+@click.option("--fresh", is_flag=True, help="Start the run directory over.")
+@click.pass_obj
+def load_cmd(
+    obj: dict[str, Any],
+    base_url: str | None,
+    serve: bool,
+    requests: int,
+    concurrency: int,
+    max_tokens: int,
+    timeout_s: float,
+    retries: int,
+    retry_errors: bool,
+    out: str | None,
+    fresh: bool,
+    **kw: Any,
+) -> None:
+    """Bounded load test: every request recorded once; run again to send the missing ones.
+    Exit 1 when not every request ended ok."""
+    from lab.serving.load import format_summary, run_load
+    from lab.serving.server import ManagedServer
+
+    if (base_url is None) == (not serve):
+        raise LabError("give exactly one of --base-url URL or --serve")
+    out_dir = Path(out or f"runs/load-{requests}x{max_tokens}")
+    args: dict[str, Any] = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "max_tokens": max_tokens,
+        "retry_errors": retry_errors,
+        "timeout_s": timeout_s,
+        "retries": retries,
+        "fresh": fresh,
+    }
+    if serve:
+        config = _engine_config(kw)
+        if fresh and out_dir.exists():
+            import shutil
+
+            shutil.rmtree(out_dir)
+        server = ManagedServer(config, log_path=out_dir / "server.log", cache_dir=obj["cache_dir"])
+        click.echo(f"starting vLLM on 127.0.0.1 (log {server.log_path}) ...", err=True)
+        with server:
+            summary = run_load(
+                server.base_url,
+                out_dir,
+                model=server.served_name,
+                server=server.record(),
+                **(args | {"fresh": False}),
+            )
+    else:
+        assert base_url is not None
+        # The bundled default name means nothing to another server: ask it unless given.
+        given = click.get_current_context().get_parameter_source("model")
+        model = kw["model"] if given is click.core.ParameterSource.COMMANDLINE else None
+        summary = run_load(base_url, out_dir, model=model, **args)
+    click.echo(format_summary(summary))
+    if not summary.complete:
+        sys.exit(1)
