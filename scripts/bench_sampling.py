@@ -31,7 +31,7 @@ from lab.data import load_cases
 from lab.prompts import render_token_ids
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
-from lab.variance.runner import sample_cases, sampling_config
+from lab.variance.runner import case_seed, sample_cases, sampling_config
 
 
 def _tokens(gens: list[Any]) -> int:
@@ -72,14 +72,19 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
     )
     engine: Any = backend  # the vLLM backend: .tokenizer and .llm (the engine object)
     prompts = [{"prompt_token_ids": render_token_ids(engine.tokenizer, c.request())} for c in cases]
-    params = SamplingParams(
-        n=args.k,
-        temperature=args.temperature,
-        top_p=1.0,
-        top_k=0,
-        seed=1,
-        max_tokens=args.max_tokens,
-    )
+    # One SamplingParams per prompt with the lab's per-case seed (case j: seed + j * k), so the
+    # two sides draw the same samples.
+    params = [
+        SamplingParams(
+            n=args.k,
+            temperature=args.temperature,
+            top_p=1.0,
+            top_k=0,
+            seed=case_seed(config, j),
+            max_tokens=args.max_tokens,
+        )
+        for j in range(len(cases))
+    ]
 
     samples: dict[str, list[list[int]]] = {}
 
