@@ -22,6 +22,7 @@ import lab.comparison.commands
 import lab.longtail.commands_library
 import lab.longtail.commands_tail
 import lab.serving.commands
+from lab.cli_options import engine_options, parse_engine_args
 from lab.errors import LabError
 
 
@@ -90,47 +91,8 @@ def models_prepare(obj: dict[str, Any], name: str, force: bool) -> None:
     click.echo(f"{name}: prepared at {path}")
 
 
-def engine_options(fn: Any) -> Any:
-    """Options that define an engine configuration."""
-    options = [
-        click.option(
-            "--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True
-        ),
-        click.option("--model", default="smollm2-135m-instruct", show_default=True),
-        click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
-        click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
-        click.option("--batch-invariant/--no-batch-invariant", default=False),
-        click.option("--prefix-caching/--no-prefix-caching", default=False),
-        click.option("--eager/--compiled", "enforce_eager", default=True, show_default=True),
-        click.option("--max-model-len", type=int, default=None),
-        click.option(
-            "--engine-arg",
-            "engine_args",
-            multiple=True,
-            help="Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it can be).",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise LabError(f"--engine-arg {pair!r}: expected KEY=VALUE")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 @cli.command("generate")
-@engine_options
+@engine_options()
 @click.option("--prompt", "prompts", multiple=True, required=True, help="Repeat for a batch.")
 @click.option("--raw", is_flag=True, help="Send the prompt as raw text, not as a chat message.")
 @click.option("--n", type=int, default=1, show_default=True, help="Samples per prompt.")

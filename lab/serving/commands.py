@@ -14,36 +14,20 @@ from typing import Any
 
 import click
 
+from lab.cli_options import engine_options, parse_engine_args
 from lab.errors import LabError
 
-
-def server_options(fn: Any) -> Any:
-    """Options that define the managed server's engine."""
-    options = [
-        click.option("--model", default="smollm2-135m-instruct", show_default=True),
-        click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
-        click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
-        click.option("--batch-invariant/--no-batch-invariant", default=False),
-        click.option("--prefix-caching/--no-prefix-caching", default=False),
-        click.option("--eager/--compiled", "enforce_eager", default=True, show_default=True),
-        click.option("--max-num-seqs", type=int, default=64, show_default=True),
-        click.option("--max-model-len", type=int, default=None),
-        click.option(
-            "--engine-arg",
-            "engine_args",
-            multiple=True,
-            help="Extra `vllm serve` argument KEY=VALUE (value parsed as JSON when it can be).",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+# The engine options of `lab generate`, without --backend (always vLLM) and with
+# --max-num-seqs: what defines the managed server.
+server_options = engine_options(
+    backends=None,
+    max_num_seqs=64,
+    engine_arg_help="Extra `vllm serve` argument KEY=VALUE (value parsed as JSON when it can be).",
+)
 
 
 def _engine_config(kw: dict[str, Any]) -> Any:
     from lab.backends.base import EngineConfig
-    from lab.cli import parse_engine_args  # lazily: lab.cli imports this module
 
     return EngineConfig(
         backend="vllm",

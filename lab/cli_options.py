@@ -1,0 +1,76 @@
+"""Click options shared by commands that define an engine (`lab generate`, `lab serve`,
+`lab load --serve`), and the parser of their `--engine-arg KEY=VALUE` pairs.
+
+A module of its own so that command packages (lab/serving/commands.py) can use them while
+lab/cli.py imports those packages.
+
+    @engine_options(backends=("hf", "vllm"))
+    def generate_cmd(backend, model, dtype, ..., engine_args): ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from lab.errors import LabError
+
+
+def engine_options(
+    backends: tuple[str, ...] | None = ("hf", "vllm"),
+    max_num_seqs: int | None = None,
+    engine_arg_help: str = "Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it "
+    "can be).",
+) -> Callable[[Any], Any]:
+    """A decorator adding the engine options. backends None: no --backend option (the command
+    has one engine kind); max_num_seqs: add --max-num-seqs with this default."""
+    options = []
+    if backends is not None:
+        options.append(
+            click.option(
+                "--backend", type=click.Choice(list(backends)), default=backends[0],
+                show_default=True,
+            )
+        )  # fmt: skip
+    options += [
+        click.option("--model", default="smollm2-135m-instruct", show_default=True),
+        click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
+        click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
+        click.option("--batch-invariant/--no-batch-invariant", default=False),
+        click.option("--prefix-caching/--no-prefix-caching", default=False),
+        click.option("--eager/--compiled", "enforce_eager", default=True, show_default=True),
+    ]
+    if max_num_seqs is not None:
+        options.append(
+            click.option("--max-num-seqs", type=int, default=max_num_seqs, show_default=True)
+        )
+    options += [
+        click.option("--max-model-len", type=int, default=None),
+        click.option("--engine-arg", "engine_args", multiple=True, help=engine_arg_help),
+    ]
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """("max_num_batched_tokens=8192", "seed=3") -> {"max_num_batched_tokens": 8192, ...};
+    values parse as JSON when they can, else stay strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise LabError(f"--engine-arg {pair!r}: expected KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
