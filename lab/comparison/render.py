@@ -1,7 +1,7 @@
 """Write a comparison as comparison.json, comparison.md and a self-contained comparison.html.
 
 The HTML has no external resources: the paired scatter (per-case success, baseline vs other)
-and the histogram of per-case deltas are inline SVG from lab.variance.plots / lab.report.svg;
+and the histogram of per-case deltas are inline SVG from lab.report.svg;
 intervals are drawn as CSS bars. Every case id, tag, prompt and model output passes through
 html.escape. Files are written atomically (lab.store.RunStore: temp file + os.replace).
 
@@ -15,10 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lab.report.svg import histogram
+from lab.report.svg import histogram, scatter
 from lab.store import RunStore
 from lab.variance.analyze import sanitize
-from lab.variance.plots import scatter
 
 
 def _f(x: Any, digits: int = 3, sign: bool = False) -> str:

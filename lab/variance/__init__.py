@@ -9,7 +9,7 @@ diversity.py  one batched embedding pass; per-case similarity, Vendi, clusters, 
 config.py     SampleConfig (YAML + flags) and the gate thresholds
 runner.py     resumable sampling through a backend (RunStore), progress on stderr
 analyze.py    per-case and across-case metrics, cohorts, cost frame
-report.py     the run directory's artifacts; render.py / plots.py the Markdown and HTML
+report.py     the run directory's artifacts; render.py the Markdown and HTML
 gate.py       launch thresholds -> reasons
 
 lab sample --cases bundled:basic --k 32 --backend vllm --out runs/basic

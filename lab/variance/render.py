@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from lab.variance import plots
+from lab.report import svg as plots
 
 HEADLINE_ROWS = [
     ("mean", "expected success (mean over cases and samples)"),
@@ -181,7 +181,7 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     marks = {"p5": head["p5"], "p50": head["p50"], "mean": head["mean"]}
     parts.append(plots.sorted_bars(rates, ids, marks))
     parts.append("<h2>Distribution of per-case success</h2>")
-    parts.append(plots.histogram([c["successes"] for c in cases], run["k"]))
+    parts.append(plots.success_histogram([c["successes"] for c in cases], run["k"]))
     parts.append("<h2>pass@k and pass^k</h2>")
     curves = metrics["curves"]
     parts.append(
