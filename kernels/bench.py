@@ -63,27 +63,41 @@ class Timing:
         return asdict(self) | {"ratio": self.ratio}
 
 
+def _synchronize(device: str) -> None:
+    """Wait for queued GPU work, so a timing covers the kernels and not only their launch."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _side_by_side(
-    name: str, run: Callable[[bool, int], object], repeats: int, inner: int = 1
+    name: str,
+    run: Callable[[bool, int], object],
+    repeats: int,
+    inner: int = 1,
+    device: str = "cpu",
 ) -> Timing:
     """Fastest of `repeats` timings of run(on, inner) (inner calls), off and on alternating."""
     best = {False: float("inf"), True: float("inf")}
-    for on in (False, True):  # warm-up (allocations, first-call costs)
+    for on in (False, True):  # warm-up (allocations, first-call costs, Triton compiles)
         run(on, 1)
+    _synchronize(device)
     for _ in range(repeats):
         for on in (False, True):
             started = time.perf_counter()
             run(on, inner)
+            _synchronize(device)
             best[on] = min(best[on], (time.perf_counter() - started) / inner)
     return Timing(name, best[False], best[True])
 
 
-def _op_workloads() -> list[tuple[str, Callable[[], object], int]]:
-    """(name, call, calls per timing) with SmolLM2-135M's shapes."""
+def _op_workloads(
+    device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> list[tuple[str, Callable[[], object], int]]:
+    """(name, call, calls per timing) with SmolLM2-135M's shapes, on `device` in `dtype`."""
     g = torch.Generator().manual_seed(0)
 
     def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g)
+        return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
 
     w_up, w_down, head = randn(1536, 576), randn(576, 1536), randn(49152, 576)
     x1, x8, x320 = randn(1, 576), randn(8, 576), randn(320, 576)
@@ -91,11 +105,11 @@ def _op_workloads() -> list[tuple[str, Callable[[], object], int]]:
     logits8 = randn(8, 49152)
     norm8, norm320 = randn(8, 1, 576), randn(8, 40, 576)
     # attention: decode over a 100-key cache, prefill of 40 tokens; rows left-padded
-    pads = torch.tensor([0, 3, 7, 1, 12, 5, 9, 2])
+    pads = torch.tensor([0, 3, 7, 1, 12, 5, 9, 2], device=device)
     dq, dk, dv = randn(8, 9, 1, 64), randn(8, 9, 100, 64), randn(8, 9, 100, 64)
-    dmask = (torch.arange(100)[None, :] >= pads[:, None])[:, None, None, :]
+    dmask = (torch.arange(100, device=device)[None, :] >= pads[:, None])[:, None, None, :]
     pq, pk, pv = randn(8, 9, 40, 64), randn(8, 9, 40, 64), randn(8, 9, 40, 64)
-    keys = torch.arange(40)
+    keys = torch.arange(40, device=device)
     real = keys[None, :] >= pads[:, None]
     pmask = ((keys[None, :] <= keys[:, None])[None] & real[:, None, :] & real[:, :, None])[:, None]
 
@@ -120,18 +134,22 @@ def _op_workloads() -> list[tuple[str, Callable[[], object], int]]:
     ]
 
 
-def bench_ops(repeats: int = 5) -> list[Timing]:
-    """Each CPU operator at the model's shapes, stock against batch-invariant."""
+def bench_ops(
+    repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> list[Timing]:
+    """Each operator at the model's shapes on `device` ("cpu", or "cuda": the Triton kernels),
+    stock against batch-invariant."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
     timings = []
     with torch.inference_mode():
-        for name, call, inner in _op_workloads():
+        for name, call, inner in _op_workloads(device, dtype):
 
             def run(on: bool, calls: int, call: Callable[[], object] = call) -> None:
-                with set_batch_invariant_mode(on, device="cpu"):  # switched once per timing
+                with set_batch_invariant_mode(on, device=kind):  # switched once per timing
                     for _ in range(calls):
                         call()
 
-            timings.append(_side_by_side(name, run, repeats, inner))
+            timings.append(_side_by_side(name, run, repeats, inner, device))
     return timings
 
 

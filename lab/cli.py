@@ -414,16 +414,29 @@ def probe_cmd(device: str, dtype: str, ops: tuple[str, ...], as_json: bool) -> N
 @click.option("--prompts", type=int, default=8, show_default=True)
 @click.option("--max-tokens", type=int, default=32, show_default=True)
 @click.option("--repeats", type=int, default=3, show_default=True)
-@click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end.")
+@click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end (CPU).")
+@click.option(
+    "--device", default="cpu", show_default=True, help="cpu, or cuda for the Triton kernels."
+)
+@click.option("--dtype", default="fp32", show_default=True, help="Operators' dtype.")
 @click.pass_obj
 def bench_kernels_cmd(
-    obj: dict[str, Any], prompts: int, max_tokens: int, repeats: int, e2e: bool
+    obj: dict[str, Any],
+    prompts: int,
+    max_tokens: int,
+    repeats: int,
+    e2e: bool,
+    device: str,
+    dtype: str,
 ) -> None:
-    """CPU cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
+    """Cost of the batch-invariant kernels: each operator (and CPU generation), on/off ratios."""
+    from lab.backends.base import canonical_dtype
+    from lab.devices import resolve_device, torch_dtype
     from lab.kernels.bench import bench_generation, bench_ops, format_bench
 
-    timings = bench_ops(max(repeats, 3))
-    if e2e:
+    resolved = resolve_device(device)  # LabError (exit 2) for cuda without a GPU
+    timings = bench_ops(max(repeats, 3), resolved, torch_dtype(canonical_dtype(dtype)))
+    if e2e and resolved == "cpu":
         timings += bench_generation(prompts, max_tokens, repeats, cache_dir=obj["cache_dir"])
     click.echo(format_bench(timings))
 
