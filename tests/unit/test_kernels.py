@@ -101,6 +101,7 @@ def test_tiles_strategy(mode: None, monkeypatch: pytest.MonkeyPatch) -> None:
     a = torch.randn(33, 576, generator=gen())
     w = torch.randn(1536, 576, generator=gen(1))
     bias = torch.randn(1536, generator=gen(2))
+    monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", "pad")
     padded = F.linear(a, w)
     monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", "tiles")
     assert slices_equal(lambda x: F.linear(x, w), a)
@@ -110,6 +111,37 @@ def test_tiles_strategy(mode: None, monkeypatch: pytest.MonkeyPatch) -> None:
     ref = 0.5 * bias.double() + 2.0 * (a.double() @ w.t().double())
     torch.testing.assert_close(
         torch.addmm(bias, a, w.t(), beta=0.5, alpha=2.0).double(), ref, rtol=0, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("strategy", ["pad", "onednn"])
+def test_each_matmul_strategy_is_row_invariant(
+    mode: None, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    if strategy == "onednn" and not cpu_kernels._onednn_linear_available():
+        pytest.skip("this torch build has no oneDNN linear")
+    monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", strategy)
+    a = torch.randn(37, 576, generator=gen())
+    w = torch.randn(1536, 576, generator=gen(1))
+    bias = torch.randn(1536, generator=gen(2))
+    full = F.linear(a, w, bias)
+    assert all(torch.equal(F.linear(a[:m], w, bias), full[:m]) for m in range(1, 38))
+    ref = a.double() @ w.t().double() + bias.double()
+    torch.testing.assert_close(full.double(), ref, rtol=0, atol=1e-3)
+
+
+def test_packed_weights_follow_in_place_updates_and_new_tensors(mode: None) -> None:
+    if cpu_kernels.CPU_MATMUL_STRATEGY != "onednn":
+        pytest.skip("the packed-weight cache belongs to the oneDNN strategy")
+    x = torch.randn(3, 64, generator=gen())
+    w = torch.randn(32, 64, generator=gen(1))
+    before = F.linear(x, w)
+    w.mul_(2.0)  # in place: the cached packed copy must not be reused
+    torch.testing.assert_close(F.linear(x, w), 2.0 * before, rtol=1e-6, atol=1e-5)
+    del w
+    other = torch.randn(32, 64, generator=gen(2))  # may reuse the freed memory and id
+    torch.testing.assert_close(
+        F.linear(x, other), (x.double() @ other.t().double()).float(), rtol=0, atol=1e-4
     )
 
 
