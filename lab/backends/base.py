@@ -232,6 +232,30 @@ def error_generation(
     )
 
 
+def context_overflow(
+    request: Request,
+    prompt_token_ids: list[int],
+    context_length: int,
+    engine: EngineConfig,
+    sampling: SamplingConfig,
+) -> list[Generation] | None:
+    """Error records for every sample of a request whose prompt leaves no room to generate
+    (the engines would reject the whole call; only this request fails), else None."""
+    if len(prompt_token_ids) < context_length:
+        return None
+    message = (
+        f"request {request.id!r}: prompt has {len(prompt_token_ids)} tokens, the context is "
+        f"{context_length}"
+    )
+    return [
+        error_generation(
+            request, i, sampling.sample_seed(i, request), message, engine, sampling,
+            prompt_token_ids,
+        )
+        for i in range(sampling.n)
+    ]  # fmt: skip
+
+
 def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 

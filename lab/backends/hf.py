@@ -27,7 +27,7 @@ from lab.backends.base import (
     Request,
     SamplingConfig,
     TopLogprob,
-    error_generation,
+    context_overflow,
 )
 from lab.devices import check_dtype_on_device, resolve_device, torch_dtype
 from lab.errors import ConfigError
@@ -149,23 +149,9 @@ class HFBackend(Backend):
         runnable: list[tuple[Request, list[int]]] = []
         for request in requests:
             ids = render_token_ids(self.tokenizer, request)
-            if len(ids) >= self.context_length:
-                message = (
-                    f"request {request.id!r}: prompt has {len(ids)} tokens, the context is "
-                    f"{self.context_length}"
-                )
-                results[request.id] = [
-                    error_generation(
-                        request,
-                        i,
-                        sampling.sample_seed(i, request),
-                        message,
-                        self.config,
-                        sampling,
-                        ids,
-                    )
-                    for i in range(sampling.n)
-                ]
+            overflow = context_overflow(request, ids, self.context_length, self.config, sampling)
+            if overflow is not None:
+                results[request.id] = overflow
             else:
                 runnable.append((request, ids))
         # Pack requests so that each forward pass holds at most max_num_seqs rows (n per request).

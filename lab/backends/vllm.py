@@ -30,7 +30,7 @@ from lab.backends.base import (
     Request,
     SamplingConfig,
     TopLogprob,
-    error_generation,
+    context_overflow,
 )
 from lab.backends.hf import draw_seed_if_needed
 from lab.devices import check_dtype_on_device, check_tensor_parallel, resolve_device
@@ -155,24 +155,9 @@ class VLLMBackend(Backend):
         runnable: list[tuple[Request, list[int]]] = []
         for request in requests:
             ids = render_token_ids(self.tokenizer, request)
-            if len(ids) >= self.context_length:
-                # vLLM would reject the whole call; fail this request only.
-                message = (
-                    f"request {request.id!r}: prompt has {len(ids)} tokens, the context is "
-                    f"{self.context_length}"
-                )
-                results[request.id] = [
-                    error_generation(
-                        request,
-                        i,
-                        sampling.sample_seed(i, request),
-                        message,
-                        self.config,
-                        sampling,
-                        ids,
-                    )
-                    for i in range(sampling.n)
-                ]
+            overflow = context_overflow(request, ids, self.context_length, self.config, sampling)
+            if overflow is not None:  # vLLM would reject the whole call; fail this one only
+                results[request.id] = overflow
                 continue
             runnable.append((request, ids))
             prompts.append({"prompt_token_ids": ids})
