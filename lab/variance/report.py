@@ -36,6 +36,8 @@ from lab.variance.runner import LOG
 
 
 def load_run_cases(path: Path) -> list[Case]:
+    if not (path / "cases.json").is_file():
+        raise LabError(f"{path}: not a lab sample run directory (no cases.json)")
     try:
         specs = json.loads((path / "cases.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
