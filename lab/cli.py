@@ -224,7 +224,7 @@ def quickstart_cmd(
     fresh: bool,
     no_progress: bool,
 ) -> None:
-    """The main job: a small determinism sweep and an n-of-k report, ending with index.html."""
+    """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html."""
     from lab.quickstart import run_quickstart
 
     result = run_quickstart(

@@ -1,17 +1,20 @@
 """`lab quickstart`: the lab's main job on the bundled model, in a few minutes on a 2-core CPU.
 
-Two steps, each resumable (run the same command again after a kill and it finishes):
+Three steps, each resumable (run the same command again after a kill and it finishes):
 
 1. A small temperature-zero determinism sweep: eight checked arithmetic prompts mixed with
    fillers, fp32 against bf16 and batch 8 against batch 16, through vLLM. It answers "which
    axis changes the output, and by how much" (unique completions, first divergence, logprob
    deltas, accuracy per cell).
-2. An n-of-k variance report: the 50 bundled cases sampled k=8 times each at temperature 0.7,
+2. The fix: the same prompts in a batch of 8 and of 16 through the transformers backend, with
+   the lab's batch-invariant kernels off and on. Off, the batch moves the logprobs; on, every
+   logprob is bitwise the same.
+3. An n-of-k variance report: the 50 bundled cases sampled k=8 times each at temperature 0.7,
    checked, with the expected success rate beside the worst-case (p5) user experience, pass@k
    beside pass^k, and the semantic diversity of the k outputs.
 
-It ends with `index.html`: one self-contained page with the headline numbers of both, linking
-the two full reports.
+It ends with `index.html`: one self-contained page with the headline numbers of all three,
+linking the full reports.
 
     lab quickstart [--out runs/quickstart] [--k 8] [--backend vllm|hf] [--fresh]
 """
@@ -64,6 +67,19 @@ def sweep_spec(backend: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
+def kernels_spec(batch_invariant: bool, max_tokens: int) -> dict[str, Any]:
+    """Step 2: the quickstart prompts in a batch of 8 and of 16 (hf), kernels off or on."""
+    spec = sweep_spec("hf", max_tokens)
+    spec["name"] = f"quickstart-kernels-{'on' if batch_invariant else 'off'}"
+    spec["axes"] = {
+        "backend": ["hf"],
+        "dtype": ["fp32"],
+        "batch_invariant": [batch_invariant],
+        "batch_size": [8, 16],
+    }
+    return spec
+
+
 @dataclass
 class QuickstartResult:
     index: Path
@@ -71,6 +87,8 @@ class QuickstartResult:
     sample_report: Path
     sweep_summary: dict[str, Any]
     headline: dict[str, Any]
+    #: step 2's sweep summaries, by whether the batch-invariant kernels were on
+    kernels: dict[bool, dict[str, Any]]
 
 
 def run_quickstart(
@@ -93,7 +111,7 @@ def run_quickstart(
     root = Path(out)
     sweep_dir, sample_dir = root / "sweep", root / "variance"
 
-    emit("== 1/2 determinism sweep: fp32 vs bf16 x batch 8 vs 16, greedy, 8 checked prompts ==")
+    emit("== 1/3 determinism sweep: fp32 vs bf16 x batch 8 vs 16, greedy, 8 checked prompts ==")
     config = parse_sweep_config(sweep_spec(backend, max_tokens), "quickstart")
     run_sweep(config, sweep_dir, fresh=fresh, cache_dir=cache_dir, progress=progress)
     paths = write_sweep_report(sweep_dir)
@@ -101,7 +119,17 @@ def run_quickstart(
     for line in sweep_lines(sweep_metrics):
         emit(line)
 
-    emit(f"== 2/2 n-of-k variance: {cases}, k={k}, temperature 0.7 ==")
+    emit("== 2/3 batch-invariant kernels: hf, batch 8 vs 16, the lab's kernels off and on ==")
+    kernels: dict[bool, dict[str, Any]] = {}
+    for on in (False, True):
+        kernels_dir = root / f"kernels-{'on' if on else 'off'}"
+        spec = parse_sweep_config(kernels_spec(on, max_tokens), "quickstart")
+        run_sweep(spec, kernels_dir, fresh=fresh, cache_dir=cache_dir, progress=progress)
+        kernels[on] = json.loads(write_sweep_report(kernels_dir)["metrics"].read_text())["summary"]
+    for line in kernel_lines(kernels):
+        emit(line)
+
+    emit(f"== 3/3 n-of-k variance: {cases}, k={k}, temperature 0.7 ==")
     sample_config = SampleConfig(
         cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir)
     )
@@ -111,13 +139,14 @@ def run_quickstart(
     for line in variance_lines(outcome.metrics):
         emit(line)
 
-    index = write_index(root, sweep_metrics, outcome.metrics)
+    index = write_index(root, sweep_metrics, kernels, outcome.metrics)
     return QuickstartResult(
         index=index,
         sweep_report=paths["html"],
         sample_report=sample_dir / "report.html",
         sweep_summary=sweep_metrics["summary"],
         headline=headline,
+        kernels=kernels,
     )
 
 
@@ -149,6 +178,20 @@ def sweep_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def kernel_lines(kernels: dict[bool, dict[str, Any]]) -> list[str]:
+    """Step 2 in two lines: how many prompts' logprobs the batch moved, kernels off and on."""
+    lines = []
+    for on in (False, True):
+        s = kernels[on]
+        lines.append(
+            f"kernels {'on ' if on else 'off'}: batch 16 vs 8 moved the logprobs of "
+            f"{s['outputs_with_logprob_differences']} of {s['targets']} prompts "
+            f"(max |delta| {_num(s['max_abs_logprob_delta'])}), the tokens of "
+            f"{s['divergent_outputs']}"
+        )
+    return lines
+
+
 def variance_lines(metrics: dict[str, Any]) -> list[str]:
     h, run = metrics["headline"], metrics["run"]
     return [
@@ -159,7 +202,12 @@ def variance_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_index(root: Path, sweep: dict[str, Any], variance: dict[str, Any]) -> Path:
+def write_index(
+    root: Path,
+    sweep: dict[str, Any],
+    kernels: dict[bool, dict[str, Any]],
+    variance: dict[str, Any],
+) -> Path:
     """One self-contained page: both headlines and links to the full reports (atomic write)."""
 
     def items(lines: list[str]) -> str:
@@ -173,7 +221,11 @@ li{{margin:.3rem 0}}</style></head><body>
 <h2>1. Temperature-zero determinism sweep</h2>
 <ul>{items(sweep_lines(sweep))}</ul>
 <p><a href="sweep/report.html">full sweep report</a></p>
-<h2>2. n-of-k variance</h2>
+<h2>2. Batch-invariant kernels</h2>
+<ul>{items(kernel_lines(kernels))}</ul>
+<p><a href="kernels-off/report.html">kernels off</a> &middot;
+<a href="kernels-on/report.html">kernels on</a></p>
+<h2>3. n-of-k variance</h2>
 <ul>{items(variance_lines(variance))}</ul>
 <p><a href="variance/report.html">full variance report</a></p>
 </body></html>

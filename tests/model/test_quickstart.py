@@ -32,11 +32,16 @@ def test_quickstart_writes_both_reports_and_resumes(tmp_path: Path) -> None:
     assert result.sweep_summary["cells_ok"] == 4
     assert result.sweep_summary["targets"] == 8
     assert 0.0 <= result.headline["mean"] <= 1.0
+    # step 2: with the batch-invariant kernels on, batch 16 vs 8 moves no logprob at all
+    on = result.kernels[True]
+    assert on["cells_ok"] == 2 and on["targets"] == 8
+    assert on["outputs_with_logprob_differences"] == 0 and on["max_abs_logprob_delta"] == 0.0
+    assert result.kernels[False]["cells_ok"] == 2
     for path in (result.sweep_report, result.sample_report, out / "variance/samples.parquet"):
         assert path.is_file(), path
     page = result.index.read_text()
     assert 'href="sweep/report.html"' in page and 'href="variance/report.html"' in page
-    assert "2 cases x k=2" in page and "TARr@N" in page
+    assert "2 cases x k=2" in page and "TARr@N" in page and "kernels on" in page
     assert any(line.startswith("axis dtype:") for line in lines)
 
     again: list[str] = []
