@@ -34,6 +34,7 @@ Both: inference only (no dropout, no autograd); rows whose mask hides every key 
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable
@@ -165,15 +166,74 @@ def _plan_for(
     return plan
 
 
+def _inference_4d(
+    attention: Callable[..., torch.Tensor],
+) -> Callable[..., torch.Tensor]:
+    """The entry checks both attentions share: dropout is refused (inference only), and 3-D
+    inputs [B, T, D] run as one head [B, 1, T, D]."""
+
+    @functools.wraps(attention)
+    def entry(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        dropout_p: float,
+        is_causal: bool,
+        scale: float | None,
+        enable_gqa: bool,
+        **kernels: Any,
+    ) -> torch.Tensor:
+        del enable_gqa  # grouped heads are handled whenever H is a multiple of Hk
+        if dropout_p:
+            raise NotImplementedError("batch-invariant attention is inference-only (dropout_p=0)")
+        if query.dim() == 3:
+            return attention(
+                query[:, None], key[:, None], value[:, None], attn_mask, is_causal, scale,
+                **kernels,
+            )[:, 0]  # fmt: skip
+        if query.shape[1] % key.shape[1]:
+            raise ValueError(
+                f"query heads ({query.shape[1]}) must be a multiple of key/value heads "
+                f"({key.shape[1]})"
+            )
+        return attention(query, key, value, attn_mask, is_causal, scale, **kernels)
+
+    return entry
+
+
+def aten_sdpa(
+    attention: Callable[..., torch.Tensor], **kernels: Any
+) -> Callable[..., torch.Tensor]:
+    """An override with aten::scaled_dot_product_attention's signature that runs `attention`
+    (per_sequence_attention or fixed_order_attention) with the given kernels."""
+
+    def scaled_dot_product_attention(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        *,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        return attention(
+            query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, **kernels
+        )
+
+    return scaled_dot_product_attention
+
+
+@_inference_4d
 def per_sequence_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attn_mask: torch.Tensor | None,
-    dropout_p: float,
     is_causal: bool,
     scale: float | None,
-    enable_gqa: bool,
     *,
     kernel: SequenceKernel,
 ) -> torch.Tensor:
@@ -183,18 +243,8 @@ def per_sequence_attention(
     when it may see every key (a decode step), as causal when the block is square and lower-
     triangular (a prompt, alone or left-padded), else with its block of the mask.
     """
-    del enable_gqa  # grouped heads are expanded whenever H is a multiple of Hk
-    if dropout_p:
-        raise NotImplementedError("batch-invariant attention is inference-only (dropout_p=0)")
-    if query.dim() == 3:
-        return per_sequence_attention(
-            query[:, None], key[:, None], value[:, None], attn_mask, 0.0, is_causal, scale,
-            False, kernel=kernel,
-        )[:, 0]  # fmt: skip
     b, h, t, _ = query.shape
     hk, s, dv = key.shape[1], key.shape[2], value.shape[3]
-    if h % hk:
-        raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({hk})")
     if hk != h:  # the same layout transformers' repeat_kv gives a padded batch
         key = key[:, :, None].expand(b, hk, h // hk, s, key.shape[3]).reshape(b, h, s, -1)
         value = value[:, :, None].expand(b, hk, h // hk, s, dv).reshape(b, h, s, dv)
@@ -260,15 +310,14 @@ def _shift_right(
     return x.gather(dim, index).masked_fill(~valid.view(shape), value)
 
 
+@_inference_4d
 def fixed_order_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attn_mask: torch.Tensor | None,
-    dropout_p: float,
     is_causal: bool,
     scale: float | None,
-    enable_gqa: bool,
     *,
     bmm: Bmm,
     row_sum: RowSum,
@@ -280,21 +329,11 @@ def fixed_order_attention(
     float, broadcastable to [B, H, T, S]. Rows with no key to attend to return zeros (as
     torch's own kernels do since 2.5).
     """
-    del enable_gqa  # grouped heads are handled whenever H is a multiple of Hk
-    if dropout_p:
-        raise NotImplementedError("batch-invariant attention is inference-only (dropout_p=0)")
-    if query.dim() == 3:
-        return fixed_order_attention(
-            query[:, None], key[:, None], value[:, None], attn_mask, 0.0, is_causal, scale,
-            False, bmm=bmm, row_sum=row_sum,
-        )[:, 0]  # fmt: skip
     out_dtype = query.dtype
     if query.dtype in (torch.float16, torch.bfloat16):  # scores and sums in fp32
         query, key, value = query.float(), key.float(), value.float()
     b, h, t, d = query.shape
     hk, s, dv = key.shape[1], key.shape[2], value.shape[3]
-    if h % hk:
-        raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({hk})")
     g = h // hk
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     key, value = key.expand(b, hk, s, d), value.expand(b, hk, s, dv)

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from lab.kernels.attention import per_sequence_attention
+from lab.kernels.attention import aten_sdpa, per_sequence_attention
 
 #: the BLAS sees M only as a multiple of this (see module docstring)
 ROW_TILE = 8
@@ -302,22 +302,8 @@ def _flash_attention(
     return out[0]
 
 
-def scaled_dot_product_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    is_causal: bool = False,
-    *,
-    scale: float | None = None,
-    enable_gqa: bool = False,
-) -> torch.Tensor:
-    """aten::scaled_dot_product_attention, one trimmed sequence at a time (attention.py)."""
-    return per_sequence_attention(
-        query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-        kernel=_flash_attention,
-    )  # fmt: skip
+#: aten::scaled_dot_product_attention, one trimmed sequence at a time (attention.py)
+scaled_dot_product_attention = aten_sdpa(per_sequence_attention, kernel=_flash_attention)
 
 
 #: aten operator name -> kernel, as registered for the CPU dispatch key

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.kernels.attention import fixed_order_attention
+from lab.kernels.attention import aten_sdpa, fixed_order_attention
 
 # One tiling per dtype, for every shape (batch_invariant_ops' choices for the persistent GEMM).
 MATMUL_CONFIGS: dict[torch.dtype, dict[str, int]] = {
@@ -354,22 +354,8 @@ def row_sum(x: torch.Tensor) -> torch.Tensor:
     return out.view(x.shape[:-1])
 
 
-def scaled_dot_product_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attn_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    is_causal: bool = False,
-    *,
-    scale: float | None = None,
-    enable_gqa: bool = False,
-) -> torch.Tensor:
-    """aten::scaled_dot_product_attention through the fixed-order attention, Triton GEMMs."""
-    return fixed_order_attention(
-        query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-        bmm=bmm, row_sum=row_sum,
-    )  # fmt: skip
+#: aten::scaled_dot_product_attention through the fixed-order attention, Triton GEMMs
+scaled_dot_product_attention = aten_sdpa(fixed_order_attention, bmm=bmm, row_sum=row_sum)
 
 
 #: aten operator name -> kernel, as registered for the CUDA dispatch key
