@@ -3,10 +3,11 @@
 Definitions (all per target prompt, then aggregated):
 - unique completions: distinct output token sequences over every ok cell and repeat; the share
   of the most common one.
-- TARr@N (Atil et al., arXiv 2408.04667): share of targets whose N raw outputs (N = ok cells)
-  are identical. TARa@N: the same on parsed answers; a parse failure counts as disagreement.
-  Answers are the first group (or whole match) of the prompt's / config's answer_regex, else
-  the normalized text (lower-case, whitespace collapsed, trailing punctuation stripped).
+- TARr@N (Atil et al., arXiv 2408.04667): share of targets whose N raw outputs are identical
+  (N = outputs per target: ok cells x copies per cell; the smallest count if targets differ).
+  TARa@N: the same on parsed answers; a parse failure counts as disagreement. Answers are
+  the first group (or whole match) of the prompt's / config's answer_regex, else the
+  normalized text (lower-case, whitespace collapsed, trailing punctuation stripped).
 - per cell against the reference cell: first divergent token, both tokens and logprobs, the
   reference's top-1/top-2 gap there, max / mean |delta logprob| over the common prefix.
 - Avg_Std@Output_Length: mean over targets of the std of output length across cells.
@@ -212,7 +213,9 @@ def compute_metrics(
         "targets": len(target_ids),
         "outputs": sum(t["outputs"] for t in per_target),
         "reference": reference_note,
-        "N": len(ok),
+        # N of TARr@N is the outputs each target's agreement is over (Atil et al.: N runs);
+        # identical mode has several copies per cell, so it is not the number of cells.
+        "N": min((t["outputs"] for t in per_target if t["outputs"]), default=0),
         "TARr@N": tar(raw_all),
         "TARa@N": tar(parsed_all),
         "targets_with_one_completion": sum(1 for t in per_target if t["unique_completions"] == 1),
