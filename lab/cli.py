@@ -22,7 +22,7 @@ import lab.comparison.commands
 import lab.longtail.commands_library
 import lab.longtail.commands_tail
 import lab.serving.commands
-from lab.cli_options import engine_options, parse_engine_args
+from lab.cli_options import check_out_dir, engine_options, parse_engine_args
 from lab.errors import LabError
 
 
@@ -123,6 +123,9 @@ def generate_cmd(
     from lab.backends import EngineConfig, Request, SamplingConfig, close_all, load_backend
     from lab.prompts import chat
 
+    for i, text in enumerate(prompts):
+        if not text.strip():
+            raise LabError(f"--prompt number {i + 1} is empty; give the text to send")
     config = EngineConfig(**engine, engine_args=parse_engine_args(engine_args))
     sampling = SamplingConfig(
         temperature=temperature,
@@ -184,6 +187,8 @@ def demo_cmd(
     from lab.envinfo import environment_record
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
+    if not names:
+        raise LabError("--backends: give at least one of hf, vllm")
     for name in names:
         if name not in ("hf", "vllm"):
             raise LabError(f"--backends: unknown backend {name!r}; use hf and/or vllm")
@@ -225,8 +230,16 @@ def quickstart_cmd(
     no_progress: bool,
 ) -> None:
     """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html."""
+    from lab.data import load_cases
     from lab.quickstart import run_quickstart
 
+    # Its three steps run one after another: check what the last one needs before the first.
+    if k < 1:
+        raise LabError(f"--k must be >= 1, got {k}")
+    if max_tokens < 1:
+        raise LabError(f"--max-tokens must be >= 1, got {max_tokens}")
+    check_out_dir(out)
+    load_cases(cases)
     result = run_quickstart(
         out=out,
         k=k,
@@ -259,6 +272,7 @@ def sweep_cmd(
 
     config = load_sweep_config(config_path)
     out = out_dir or f"runs/{config.name}"
+    check_out_dir(out, fresh=fresh)
     run_sweep(config, out, fresh=fresh, cache_dir=obj["cache_dir"], progress=not no_progress)
     paths = write_sweep_report(out)
     summary = json.loads(paths["metrics"].read_text())["summary"]
@@ -274,7 +288,7 @@ def bench_group() -> None:
 
 @bench_group.command("sweep")
 @click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True)
-@click.option("--max-tokens", type=int, default=16, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=16, show_default=True)
 @click.pass_obj
 def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
     """Sweep machinery overhead over the engine's own generation time (12-cell grid)."""
@@ -355,6 +369,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
     from lab.variance.runner import run_sample
 
     config = load_config(config_path, flags)
+    check_out_dir(config.out_dir(), fresh=fresh)
     try:
         outcome = run_sample(
             config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
@@ -411,9 +426,9 @@ def probe_cmd(device: str, dtype: str, ops: tuple[str, ...], as_json: bool) -> N
 
 
 @bench_group.command("kernels")
-@click.option("--prompts", type=int, default=8, show_default=True)
-@click.option("--max-tokens", type=int, default=32, show_default=True)
-@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--prompts", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end (CPU).")
 @click.option(
     "--device", default="cpu", show_default=True, help="cpu, or cuda for the Triton kernels."
@@ -451,18 +466,30 @@ lab.serving.commands.register(cli)
 
 def main() -> None:
     """Entry point: LabError -> one line on stderr, exit 2."""
+    from lab.store import install_interrupt_handler
+
+    install_interrupt_handler()  # a Ctrl-C swallowed by a finalizer still stops the run
     try:
         cli.main(standalone_mode=False)
     except LabError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        # A path the user gave that cannot be used (a file where a directory goes, no
+        # permission, disk full): one line naming it, not a traceback. No filename: a bug.
+        if exc.filename is None:
+            raise
+        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("aborted", err=True)
+    except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+        from lab.store import interrupted_message
+
+        click.echo(interrupted_message(), err=True)
         sys.exit(130)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,8 +70,28 @@ def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in pair:
             raise LabError(f"--engine-arg {pair!r}: expected KEY=VALUE")
         key, raw = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise LabError(f"--engine-arg {pair!r}: the KEY before '=' is empty")
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+def check_out_dir(path: str | Path | None, option: str = "--out", fresh: bool = False) -> None:
+    """An output directory option must not name an existing file, and `--fresh` (which deletes
+    the directory) must not name a directory of other files (checked before any work)."""
+    if path is None or not Path(path).exists():
+        return
+    root = Path(path)
+    if not root.is_dir():
+        raise LabError(f"{option} {path}: is a file, not a directory; choose a directory")
+    # server.log: what `lab load --serve` leaves when the server failed before the run began
+    others = [p for p in root.iterdir() if p.name != "server.log"]
+    if fresh and not (root / "config.json").is_file() and others:
+        raise LabError(
+            f"{option} {path}: holds files but no lab run (no config.json); --fresh would "
+            "delete them, so choose another directory"
+        )

@@ -180,8 +180,10 @@ def case_from_record(
     if system is not None and (not isinstance(system, str) or has_messages):
         raise _FieldError("system", "must be text, and only beside 'prompt'")
     raw = record.get("raw", False)
-    if isinstance(raw, str):
-        raw = raw.strip().lower() in ("1", "true", "yes")
+    if isinstance(raw, str):  # CSV / datasets text; anything else is a typo, not False
+        raw = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
+            raw.strip().lower(), raw
+        )
     if not isinstance(raw, bool):
         raise _FieldError("raw", "must be true or false")
     metadata = _json_field(record.get("metadata", {}), "metadata")
@@ -213,6 +215,28 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> LabError:
+    """One line naming the file and line of a YAML syntax error (PyYAML's own text spans
+    several lines, with a caret drawing)."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    return LabError(f"{path}{line}: not valid YAML ({problem})")
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """A YAML file's data; unreadable, non-UTF-8 or malformed files are one-line LabErrors."""
+    path = Path(path)
+    try:
+        text = read_text(path)
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
+
+
 def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     out = []
     # split("\n"), not splitlines(): U+2028 or U+0085 inside a JSON string is not a line end.
@@ -235,9 +259,7 @@ def _records_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise LabError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise yaml_error(path, exc) from None
     if isinstance(data, dict) and "cases" in data:
         data = data["cases"]
         root = next(v for k, v in root.value if k.value == "cases")  # type: ignore[union-attr]
@@ -272,6 +294,9 @@ def _records_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(fh, restval=missing)
         if not reader.fieldnames or "id" not in reader.fieldnames:
             raise LabError(f"{path}:1: field 'id': the header needs an 'id' column")
+        twice = sorted({n for n in reader.fieldnames if reader.fieldnames.count(n) > 1})
+        if twice:  # DictReader would keep only the last column of that name, silently
+            raise LabError(f"{path}:1: field {twice[0]!r}: the header names this column twice")
         line = reader.line_num
         for row in reader:
             if None in row:

@@ -28,6 +28,15 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
+def check_device_name(device: str) -> None:
+    """A device setting's spelling (auto, cpu, cuda, cuda:N), checked without touching CUDA,
+    so a typo in a config fails before anything is written."""
+    name = device if isinstance(device, str) else ""
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return
+    raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
 def torch_dtype(name: str) -> Any:
     import torch
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.determinism.config import parse_sweep_config
+from lab.report.text import scrub
 
 # The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
 # an accuracy change, not only as different text.
@@ -215,7 +216,8 @@ def write_index(
 
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>determinism lab quickstart</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
+overflow-wrap:anywhere}}
 li{{margin:.3rem 0}}</style></head><body>
 <h1>determinism and variance lab: quickstart</h1>
 <h2>1. Temperature-zero determinism sweep</h2>
@@ -232,7 +234,10 @@ li{{margin:.3rem 0}}</style></head><body>
 """
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".index.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600: as readable as the reports it links
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(page)
+        fh.write(scrub(page))  # a lone surrogate (JSON "\\ud800" in a prompt id) cannot encode
     os.replace(tmp, root / "index.html")
     return root / "index.html"

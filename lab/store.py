@@ -4,8 +4,11 @@ A run directory holds `config.json` (what was asked), `environment.json` (where 
 one or more append-only JSONL logs. Each unit of work (a sweep cell, a case's k samples) is
 appended as ONE line, written with a single write, flushed and fsynced. A process killed
 mid-write leaves at most a partial last line; opening the log again drops it (truncating the
-file back to the last complete line), so a resumed run redoes that unit and every unit appears
-exactly once.
+file back to the last complete line; appending does the same first), so a resumed run redoes
+that unit and every unit appears exactly once. Resuming with another config is refused with
+the settings that differ. Ctrl-C: `lab.cli.main` installs `install_interrupt_handler`, the run
+loops call `raise_if_interrupted` between units (a KeyboardInterrupt raised inside a finalizer
+is swallowed by Python), and `interrupted_message` tells the user what a rerun resumes.
 
     store = RunStore.open("runs/x", config, fresh=False)
     done = store.done_keys("cells")          # keys already finished
@@ -34,15 +37,103 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _repair_tail(path: Path) -> None:
-    """Drop a partial last line left by a process killed mid-write."""
+    """Drop a partial last line left by a process killed mid-write.
+
+    Reads only the tail (a samples log can be large): back from the end to the last newline."""
     if not path.exists():
         return
     with open(path, "rb+") as fh:
-        data = fh.read()
-        if not data or data.endswith(b"\n"):
+        end = fh.seek(0, os.SEEK_END)
+        if end == 0:
             return
-        keep = data.rfind(b"\n") + 1
-        fh.truncate(keep)
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:
+            start = max(0, position - 65536)
+            fh.seek(start)
+            newline = fh.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                fh.truncate(start + newline + 1)
+                return
+            position = start
+        fh.truncate(0)
+
+
+def _config_differences(previous: Any, current: Any) -> str:
+    """The top-level settings that differ, as `k: 4 -> 8`, for a one-line refusal."""
+    if not isinstance(previous, dict) or not isinstance(current, dict):
+        return "config"
+
+    def short(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True, default=str)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    changed = []
+    for key in sorted(set(previous) | set(current)):
+        if previous.get(key, "(unset)") != current.get(key, "(unset)"):
+            before = short(previous[key]) if key in previous else "(unset)"
+            after = short(current[key]) if key in current else "(unset)"
+            changed.append(f"{key}: {before} -> {after}")
+    return ", ".join(changed[:4]) + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else "")
+
+
+#: run directories opened by this process, newest last: `lab.cli.main` names the latest when
+#: Ctrl-C stops a command, so the user knows what a rerun resumes.
+_opened: list[Path] = []
+
+
+def opened_runs() -> list[Path]:
+    return list(_opened)
+
+
+#: Ctrl-C presses seen by the handler `install_interrupt_handler` puts in place.
+_interrupts = 0
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    global _interrupts
+    _interrupts += 1
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handler() -> None:
+    """Count Ctrl-C presses, then raise KeyboardInterrupt as Python's own handler does.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be; when that is a
+    finalizer (`__del__`, run by the garbage collector, e.g. regex's while vLLM loads a
+    model) the exception is printed as "Exception ignored" and swallowed, and the run goes on
+    as if nothing had been pressed. The count survives that: the run loops call
+    `raise_if_interrupted` between units of work (and the swallowed one is not printed as a
+    traceback)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, _on_interrupt)
+    report_unraisable = sys.unraisablehook
+
+    def quiet_interrupts(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            report_unraisable(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt when a Ctrl-C was pressed but swallowed (see above)."""
+    if _interrupts:
+        raise KeyboardInterrupt
+
+
+def interrupted_message() -> str:
+    """What Ctrl-C prints: where the finished work is and how to resume it (one line)."""
+    if not _opened:
+        return "interrupted"
+    return (
+        f"interrupted: finished work is saved in {_opened[-1]}; "
+        "run the same command again to resume"
+    )
 
 
 class RunStore:
@@ -73,12 +164,14 @@ class RunStore:
                 raise LabError(f"{config_path}: unreadable run config ({exc})") from exc
             if previous != canonical:
                 raise LabError(
-                    f"{root} holds a run with a different config; pass --fresh to start over "
+                    f"{root} holds a run with a different config "
+                    f"({_config_differences(previous, canonical)}); pass --fresh to start over "
                     "or choose another output directory"
                 )
         else:
             _write_atomic(config_path, json.dumps(canonical, indent=2, sort_keys=True))
         store = cls(root)
+        _opened.append(root)
         if environment is not None:
             store.write_json("environment.json", environment)
         return store
@@ -89,6 +182,9 @@ class RunStore:
     def append(self, name: str, key: str, payload: dict[str, Any]) -> None:
         """Append one finished unit of work as one line (one write, fsynced)."""
         line = json.dumps({"key": key} | payload, default=str) + "\n"
+        # A log this process has not read yet (load's passes.jsonl) may end in a partial line
+        # from a kill: appending after it would glue two records into one corrupt line.
+        _repair_tail(self.log_path(name))
         with open(self.log_path(name), "a") as fh:
             fh.write(line)
             fh.flush()

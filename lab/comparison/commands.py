@@ -66,7 +66,13 @@ def register(cli: click.Group) -> None:
         "--intersection", is_flag=True, help="Compare on the shared cases when case sets differ."
     )
     @click.option("--alpha", type=float, default=0.05, show_default=True)
-    @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap/permutations.")
+    @click.option(
+        "--seed",
+        type=click.IntRange(min=0),  # numpy generators take no negative seed
+        default=0,
+        show_default=True,
+        help="Bootstrap/permutations.",
+    )
     @click.option("--bootstrap", type=int, default=2000, show_default=True)
     def compare_cmd(
         runs: tuple[str, ...],
@@ -78,6 +84,8 @@ def register(cli: click.Group) -> None:
     ) -> None:
         """Paired comparison of n-of-k runs (all vs the first) or of two sweeps."""
         target = Path(out) if out else default_out(list(runs))
+        if target.exists() and not target.is_dir():
+            raise LabError(f"--out {target}: is a file, not a directory; choose a directory")
         written, markdown = run_compare(list(runs), target, intersection, alpha, seed, bootstrap)
         click.echo(markdown)
         click.echo(f"report: {written['html']}", err=True)

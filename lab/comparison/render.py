@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.report.svg import histogram, scatter
+from lab.report.text import md_cell, scrub
 from lab.store import RunStore
 from lab.variance.analyze import sanitize
 
@@ -31,9 +32,7 @@ def _f(x: Any, digits: int = 3, sign: bool = False) -> str:
 
 
 def _md(text: Any, limit: int = 100) -> str:
-    s = " ".join(str(text).split())
-    s = s if len(s) <= limit else s[: limit - 3] + "..."
-    return s.replace("|", "\\|").replace("`", "'")
+    return md_cell(text, limit)
 
 
 def _ci(row: dict[str, Any]) -> str:
@@ -45,30 +44,34 @@ def _ci(row: dict[str, Any]) -> str:
 
 def markdown_sample(result: dict[str, Any]) -> str:
     runs = ", ".join(
-        f"{r['name']} ({r['cases']} cases x k={r['k']}, {r['backend']} {r['dtype']}, "
-        f"T={r['temperature']}, seed {r['seed']})"
+        md_cell(
+            f"{r['name']} ({r['cases']} cases x k={r['k']}, {r['backend']} {r['dtype']}, "
+            f"T={r['temperature']}, seed {r['seed']})"
+        )
         for r in result["runs"]
     )
     lines = [
-        f"# Paired comparison against {result['baseline']}",
+        f"# Paired comparison against {md_cell(result['baseline'])}",
         "",
         f"Runs: {runs}.",
         f"Cases compared: {result['cases_compared']}."
-        + (f" {result['cases_note']}." if result["cases_note"] else ""),
-        f"Multiple comparisons: {result['multiple_comparisons']}.",
+        + (f" {md_cell(result['cases_note'])}." if result["cases_note"] else ""),
+        f"Multiple comparisons: {md_cell(result['multiple_comparisons'])}.",
         "",
     ]
     for c in result["comparisons"]:
-        lines += [f"## {c['b']} vs {c['a']}", ""]
+        lines += [f"## {md_cell(c['b'])} vs {md_cell(c['a'])}", ""]
         if c.get("same_config"):
             lines.append("Same configuration (identity equal apart from the seed): drift check.")
         else:
-            lines.append("Configurations differ: " + "; ".join(c["config_differences"][:8]) + ".")
+            differ = "; ".join(c["config_differences"][:8])
+            lines.append(f"Configurations differ: {md_cell(differ)}.")
         if c.get("environment_differences"):
-            lines.append("Environment differs: " + "; ".join(c["environment_differences"][:8]))
+            differ = "; ".join(c["environment_differences"][:8])
+            lines.append(f"Environment differs: {md_cell(differ)}")
         lines += ["", "### Verdicts", ""]
-        lines += [f"- {row['verdict']}" for row in c["metrics"].values()]
-        lines += [f"- {row['verdict']}" for row in c["diversity"].values()]
+        lines += [f"- {md_cell(row['verdict'])}" for row in c["metrics"].values()]
+        lines += [f"- {md_cell(row['verdict'])}" for row in c["diversity"].values()]
         if c["mcnemar"]:
             m = c["mcnemar"]
             lines.append(
@@ -77,19 +80,20 @@ def markdown_sample(result: dict[str, Any]) -> str:
             )
         d = c["drift"]
         lines.append(
-            f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: {d['note']} "
+            f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: "
+            f"{md_cell(d['note'])} "
             f"(predicted sd {d['predicted_sd']:.4f})"
         )
         lines += [
             "",
-            "| metric | " + c["a"] + " | " + c["b"] + " | delta | 95% CI | p | test |",
+            f"| metric | {md_cell(c['a'])} | {md_cell(c['b'])} | delta | 95% CI | p | test |",
             "|---|---:|---:|---:|---|---:|---|",
         ]
         for row in list(c["metrics"].values()) + list(c["diversity"].values()):
             lines.append(
-                f"| {row['label']} | {_f(row['a'])} | {_f(row['b'])} | "
+                f"| {md_cell(row['label'])} | {_f(row['a'])} | {_f(row['b'])} | "
                 f"{_f(row['delta'], sign=True)} | {_ci(row)} | {_f(row['p_adjusted'], 3)} | "
-                f"{row['test']} |"
+                f"{md_cell(row['test'])} |"
             )
         if c["cohorts"]:
             lines += [
@@ -114,7 +118,8 @@ def markdown_sample(result: dict[str, Any]) -> str:
                 "",
                 f"### Cases that {title}",
                 "",
-                f"| case | {c['a']} | {c['b']} | output {c['a']} | output {c['b']} |",
+                f"| case | {md_cell(c['a'])} | {md_cell(c['b'])} | output {md_cell(c['a'])} | "
+                f"output {md_cell(c['b'])} |",
                 "|---|---:|---:|---|---|",
             ]
             for m in rows:
@@ -123,16 +128,16 @@ def markdown_sample(result: dict[str, Any]) -> str:
                     f"{_md(m['a_output']['text'], 60)} | {_md(m['b_output']['text'], 60)} |"
                 )
         lines.append("")
-    return "\n".join(lines)
+    return scrub("\n".join(lines))
 
 
 def markdown_sweep(result: dict[str, Any]) -> str:
     a, b = result["runs"][0]["name"], result["runs"][1]["name"]
     s = result["summary"]
     lines = [
-        f"# Sweep comparison: {b} vs {a}",
+        f"# Sweep comparison: {md_cell(b)} vs {md_cell(a)}",
         "",
-        result["verdict"] + ".",
+        md_cell(result["verdict"]) + ".",
         "",
         f"Targets compared {s['targets_compared']}, cells in both {s['cells_shared']}.",
         "",
@@ -169,14 +174,16 @@ def markdown_sweep(result: dict[str, Any]) -> str:
             )
     for side, key in ((a, "cells_only_in_a"), (b, "cells_only_in_b")):
         if result[key]:
-            lines.append(f"\nCells only in {side}: " + "; ".join(result[key][:20]))
-    return "\n".join(lines) + "\n"
+            only = "; ".join(result[key][:20])
+            lines.append(f"\nCells only in {md_cell(side)}: {md_cell(only)}")
+    return scrub("\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------- HTML
 
 STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
+    "overflow-wrap:anywhere}"  # a 100 kB word in model output wraps instead of widening
     "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
     "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
     "pre{white-space:pre-wrap;margin:0;max-width:420px;font-size:12px}"
@@ -364,7 +371,7 @@ def html_sample(result: dict[str, Any]) -> str:
     parts.append("<h3>Definitions</h3><ul>")
     parts += [f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in result["definitions"].items()]
     parts.append("</ul></body></html>")
-    return "".join(parts)
+    return scrub("".join(parts))
 
 
 def html_sweep(result: dict[str, Any]) -> str:
@@ -435,7 +442,7 @@ def html_sweep(result: dict[str, Any]) -> str:
             )
         )
     parts.append("</body></html>")
-    return "".join(parts)
+    return scrub("".join(parts))
 
 
 def write_comparison(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:

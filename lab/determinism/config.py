@@ -21,13 +21,16 @@ Unknown keys, wrong types and missing files fail at load with the field named.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lab.backends.base import canonical_dtype
+from lab.backends.base import SamplingConfig, canonical_dtype
+from lab.data import load_yaml_file, read_text
+from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
 
 MODES = ("identical", "single", "mixed", "prefix", "shuffled")
@@ -157,6 +160,34 @@ def _fail(source: str, where: str, message: str) -> LabError:
     return ConfigError(f"{source}: {where}: {message}")
 
 
+def _check_regex(source: str, where: str, pattern: Any) -> None:
+    """An answer regex is compiled when scoring, after every cell ran: check it now."""
+    if pattern is None:
+        return
+    if not isinstance(pattern, str):
+        raise _fail(source, where, "must be a regex string")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise _fail(source, where, f"invalid regex: {exc}") from None
+
+
+def _check_sampling(source: str, sampling: dict[str, Any]) -> None:
+    """Types and ranges of the sampling block (a bad value must not become failed cells)."""
+    for key, value in sampling.items():
+        kind = float if key in ("temperature", "top_p") else int
+        if isinstance(value, bool) or not isinstance(value, int | float if kind is float else int):
+            raise _fail(
+                source,
+                f"sampling.{key}",
+                f"must be {'a number' if kind is float else 'an integer'}, got {value!r}",
+            )
+    try:
+        SamplingConfig(**sampling)
+    except LabError as exc:
+        raise _fail(source, "sampling", str(exc)) from None
+
+
 def _parse_prompt(source: str, where: str, raw: Any, index: int) -> SweepPrompt:
     if isinstance(raw, str):
         return SweepPrompt(id=f"p{index}", prompt=raw)
@@ -167,6 +198,9 @@ def _parse_prompt(source: str, where: str, raw: Any, index: int) -> SweepPrompt:
         raise _fail(source, where, f"unknown field(s) {sorted(unknown)}")
     if ("prompt" in raw) == ("messages" in raw):
         raise _fail(source, where, "give exactly one of 'prompt' or 'messages'")
+    if "prompt" in raw and not (isinstance(raw["prompt"], str) and raw["prompt"].strip()):
+        raise _fail(source, f"{where}.prompt", "must be non-empty text")
+    _check_regex(source, f"{where}.answer_regex", raw.get("answer_regex"))
     if "messages" in raw and not (
         isinstance(raw["messages"], list)
         and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in raw["messages"])
@@ -186,12 +220,12 @@ def _load_prompts_file(source: str, path: Path) -> list[Any]:
     if not path.is_file():
         raise _fail(source, "prompts_file", f"no such file {path}")
     if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_file(path)
         if not isinstance(data, list):
             raise _fail(str(path), "top level", "expected a list of prompts")
         return data
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -241,6 +275,8 @@ def parse_sweep_config(
             source, "sampling", f"unknown key(s) {sorted(bad)}; known: {sorted(SAMPLING_KEYS)}"
         )
     sampling = {"max_tokens": 64, "temperature": 0.0, "logprobs": 2} | sampling
+    _check_sampling(source, sampling)
+    _check_regex(source, "answer_regex", data.get("answer_regex"))
 
     raw_axes = data.get("axes", {}) or {}
     if not isinstance(raw_axes, dict):
@@ -276,6 +312,12 @@ def parse_sweep_config(
             raise _fail(source, f"axes.{name}", "values must be distinct")
         axes[name] = list(values)
     model = data.get("model", "smollm2-135m-instruct")
+    if not isinstance(model, str) or not model.strip():
+        raise _fail(source, "model", f"must be a model name or path, got {model!r}")
+    try:
+        check_device_name(data.get("device", "auto"))
+    except LabError as exc:
+        raise _fail(source, "device", str(exc)) from None
     full_axes = {"model": [model]} | DEFAULT_AXES | axes
     if full_axes["concurrency"] != [None] and set(full_axes["backend"]) != {"openai"}:
         raise _fail(source, "axes.concurrency", "only the openai backend (a server) takes it")
@@ -292,7 +334,8 @@ def parse_sweep_config(
     prefix_lengths = data.get("prefix_lengths", [1, 64, 512, 2048])
     if not (
         isinstance(prefix_lengths, list)
-        and all(isinstance(x, int) and x >= 1 for x in prefix_lengths)
+        and prefix_lengths
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in prefix_lengths)
     ):
         raise _fail(source, "prefix_lengths", "must be a list of positive integers")
     return SweepConfig(
@@ -315,9 +358,10 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "parse"
-        raise ConfigError(f"{path}: {where}: invalid YAML") from exc
+        problem = getattr(exc, "problem", None) or "parse error"
+        raise ConfigError(f"{path}: {where}: invalid YAML ({problem})") from None
     return parse_sweep_config(data, str(path), path.parent)

@@ -27,7 +27,7 @@ from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
 from lab.envinfo import environment_record
 from lab.serving.server import set_log_directory
-from lab.store import RunStore
+from lab.store import RunStore, raise_if_interrupted
 
 CELLS = "cells"
 SWEEP_CONFIG = "sweep_config.json"
@@ -125,21 +125,25 @@ def run_sweep(
     previous_log_directory = set_log_directory(store.path)
     try:
         for group in group_by_engine(remaining):
+            raise_if_interrupted()  # before starting another engine
             engine_config = group[0].engine_config(config.device, config.base_url)
             started = time.perf_counter()
             try:
                 backend = load_backend(engine_config, cache_dir)
             except Exception as exc:  # noqa: BLE001 - an engine that cannot start fails its cells
+                raise_if_interrupted()  # a Ctrl-C that broke the load is not the engine's failure
                 for cell in group:
                     store.append(CELLS, cell.key(), failed(cell, exc))
                     bar.update(1)
                 continue
             start_s = time.perf_counter() - started
             for cell in group:
+                raise_if_interrupted()  # a Ctrl-C swallowed during the engine load or a cell
                 try:
                     payload = run_cell(backend, config, cell, context)
                     payload["timings"]["engine_start_s"] = start_s
                 except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
+                    raise_if_interrupted()  # not a failure of the cell: rerun redoes it
                     payload = failed(cell, exc)
                 store.append(CELLS, cell.key(), payload)
                 if on_cell is not None:

@@ -139,14 +139,9 @@ def parse_cohorts(value: Any) -> CohortSpec:
 
 def load_cohorts_file(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a `cohorts:` mapping (or the mapping itself), validated."""
-    import yaml
+    from lab.data import load_yaml_file
 
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise LabError(f"{path}: not valid YAML ({exc})") from None
+    data = load_yaml_file(path)
     if isinstance(data, dict) and "cohorts" in data:
         data = data["cohorts"]
     try:

@@ -24,10 +24,21 @@ def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _same_file(cases: str, out: str) -> bool:
+    """Whether --out would overwrite the case file being read (bundled sets included)."""
+    from pathlib import Path
+
+    from lab.data import bundled_cases_path
+
+    source = bundled_cases_path(cases.split(":", 1)[1]) if cases.startswith("bundled:") else None
+    source = source or Path(cases.partition("#")[0])
+    return Path(out).resolve() == source.resolve()
+
+
 @click.command("perturb")
 @click.argument("cases")
 @click.option("--out", required=True, help="Case file to write (.jsonl or .yaml).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--kinds",
     default=None,
@@ -77,6 +88,8 @@ def perturb_cmd(
         raise LabError(f"--keep must be in (0, 1), got {keep}")
     chosen = parse_kinds(kinds)
     source = load_cases(cases)
+    if _same_file(cases, out):
+        raise LabError(f"--out {out}: is the CASES file itself; write the variants elsewhere")
     options = PerturbOptions(rate=rate, keep=keep)
     if tokenizer is not None:
         options.tokenizer = load_tokenizer(tokenizer, obj.get("cache_dir") if obj else None)
@@ -159,8 +172,10 @@ def library_add_cmd(
 def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags: Any) -> None:
     """Sample the library k times per case; exit 1 with reasons when under its floor."""
     from lab.backends import close_all
+    from lab.cli_options import check_out_dir
     from lab.longtail.library import run_library
 
+    check_out_dir(flags.get("out"), fresh=fresh)
     try:
         run = run_library(
             library_path, flags, fresh=fresh, emit=_echo_err, cache_dir=obj["cache_dir"]

@@ -25,14 +25,25 @@ from lab.variance.diversity import DEFAULT_EMBEDDER
     show_default=True,
     help="Model whose tokenizer counts input tokens, or 'whitespace'.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Permutation seed.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Permutation seed."
+)
 @click.option("--permutations", type=int, default=1000, show_default=True)
 def shift_cmd(
     demo: str, prod: str, out: str, embedder: str, tokenizer: str, seed: int, permutations: int
 ) -> None:
     """How a curated DEMO case set differs from a PROD sample: gaps, tests, severities."""
+    from lab.cli_options import check_out_dir
     from lab.longtail.shift import run_shift
 
+    check_out_dir(out)
+    given = click.get_current_context().get_parameter_source("tokenizer")
+    if tokenizer != "whitespace" and given is click.core.ParameterSource.COMMANDLINE:
+        # TokenCounter quietly counts words when a tokenizer cannot load (right for the
+        # default); a name the user typed must exist, or the counts would silently change.
+        from lab.models import resolve
+
+        resolve(tokenizer, prepare=False)
     report = run_shift(demo, prod, out, embedder, tokenizer, permutations, seed)
     for g in report["gaps"]:
         p = g["test"]["p_value"] if g["test"] else None
@@ -61,8 +72,13 @@ def shift_cmd(
 )
 def retry_cmd(run_dir: str, max_attempts: int, fallback: str | None, out: str | None) -> None:
     """What retrying or falling back would deliver, from the run's own k samples per case."""
+    from pathlib import Path
+
+    from lab.errors import LabError
     from lab.longtail.retry import run_retry
 
+    if out is not None and Path(out).is_dir():
+        raise LabError(f"--out {out}: is a directory; give a file name such as {out}/retry.md")
     _, text, path = run_retry(run_dir, max_attempts, fallback, out)
     click.echo(text)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}", err=True)

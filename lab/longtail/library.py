@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from lab.backends import Backend
-from lab.data import Case, cases_fingerprint, load_cases
+from lab.data import Case, cases_fingerprint, load_cases, yaml_error
 from lab.errors import LabError
 from lab.variance.config import GateConfig, load_config, parse_gate
 
@@ -167,7 +167,7 @@ def read_library(path: str | Path, floor: dict[str, Any] | None = None) -> Libra
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise LabError(f"{path}: not valid YAML ({exc})") from None
+            raise yaml_error(path, exc) from None
         if not isinstance(data, dict) or "cases" not in data:
             raise LabError(f"{path}:1: a library is a mapping with 'floor' and 'cases'")
         header = data

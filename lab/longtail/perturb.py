@@ -559,8 +559,10 @@ def parse_kinds(text: str | None) -> list[str]:
     if not text:
         return list(KINDS)
     kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds:
+        raise LabError(f"--kinds {text!r}: names no family; use {', '.join(KINDS)}")
     unknown = [k for k in kinds if k not in FAMILIES]
-    if unknown or not kinds:
+    if unknown:
         raise LabError(f"--kinds: unknown perturbation {unknown[:1]}; use {', '.join(KINDS)}")
     return kinds
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from lab.errors import LabError
+from lab.report.text import md_cell, scrub
 from lab.variance.stats import pass_at_k
 
 
@@ -206,7 +207,7 @@ def retry_report(
 
 def markdown(report: dict[str, Any], title: str) -> str:
     out = [
-        f"# Retry policies: {title}",
+        f"# Retry policies: {md_cell(title)}",
         "",
         f"{report['cases']} cases, k={report['k']} samples each; mean one-attempt success "
         f"{report['mean_success']:.3f}.",
@@ -219,14 +220,14 @@ def markdown(report: dict[str, Any], title: str) -> str:
         indep = p.get("independence_prediction")
         over = p.get("independence_overestimate")
         out.append(
-            f"| {p['policy']} | {p['success']:.3f} | "
+            f"| {md_cell(p['policy'])} | {p['success']:.3f} | "
             f"{'-' if indep is None else f'{indep:.3f}'} | "
             f"{'-' if over is None else f'{over:+.3f}'} | {p['expected_attempts']:.2f} | "
             f"{p['expected_tokens']:.1f} | {p['cases_never_solved']} |"
         )
     out += ["", "## Definitions", ""]
     out += [f"- {k}: {v}" for k, v in report["definitions"].items()]
-    return "\n".join(out) + "\n"
+    return scrub("\n".join(out) + "\n")
 
 
 def run_retry(

@@ -349,6 +349,9 @@ def run_shift(
         raise LabError(f"--permutations must be >= 1, got {permutations}")
     demo = load_inputs(demo_source, "demo")
     prod = load_inputs(prod_source, "production")
+    for source, cases in ((demo_source, demo), (prod_source, prod)):
+        if len(cases) < 2:  # checked before the embedding model loads
+            raise LabError(f"{source}: shift needs at least 2 cases in each set, got {len(cases)}")
     report = compare_sets(
         demo, prod, Embedder(embedder_name), textinfo.TokenCounter(tokenizer), permutations, seed
     )

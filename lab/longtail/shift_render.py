@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.report.svg import histogram
+from lab.report.text import md_cell, scrub
 from lab.store import RunStore
 
 
@@ -24,8 +25,8 @@ def _p(test: dict[str, Any] | None) -> str:
     return f"{test['p_value']:.3g}"
 
 
-def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+def _cell(text: Any) -> str:
+    return md_cell(text)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -44,8 +45,8 @@ def markdown(report: dict[str, Any]) -> str:
     for g in report["gaps"]:
         test = g["test"]["name"] if g["test"] else "-"
         out.append(
-            f"| {g['severity']} | {_cell(g['name'])} | {g['size']:.3f} | {g['size_label']} | "
-            f"{test} | {_p(g['test'])} | {_cell(g['detail'])} |"
+            f"| {_cell(g['severity'])} | {_cell(g['name'])} | {g['size']:.3f} | "
+            f"{_cell(g['size_label'])} | {_cell(test)} | {_p(g['test'])} | {_cell(g['detail'])} |"
         )
     emb = next((g for g in report["gaps"] if g["aspect"] == "embedding"), None)
     if emb is not None:
@@ -56,20 +57,21 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Method",
         "",
-        f"- input length in {method['tokens']} tokens",
-        f"- language: {method['language_id']}; script: the Unicode scripts of the letters",
-        f"- embeddings: {method['embedder']}, MMD permutation test with "
+        f"- input length in {_cell(method['tokens'])} tokens",
+        f"- language: {_cell(method['language_id'])}; script: the Unicode scripts of the letters",
+        f"- embeddings: {_cell(method['embedder'])}, MMD permutation test with "
         f"{method['permutations']} permutations (seed {method['seed']})",
-        f"- severity: {method['severity_rule']}; alpha {method['alpha']}; thresholds "
-        "(low, medium, high): " + ", ".join(f"{k} {v}" for k, v in method["thresholds"].items()),
+        f"- severity: {_cell(method['severity_rule'])}; alpha {method['alpha']}; thresholds "
+        "(low, medium, high): "
+        + ", ".join(f"{_cell(k)} {_cell(v)}" for k, v in method["thresholds"].items()),
         f"- load-bearing tag: >= {method['min_tag_share']} of production; under-represented: "
         f"demo share < prod share / {method['under_factor']}",
     ]
-    return "\n".join(out) + "\n"
+    return scrub("\n".join(out) + "\n")
 
 
 CSS = """
-body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:left;vertical-align:top;font-size:13px}th{background:#f4f4f4}
 .high{background:#f5b7b1}.medium{background:#fdebd0}.low{background:#fcf3cf}
@@ -116,7 +118,7 @@ def html_page(report: dict[str, Any]) -> str:
         parts.append(f"<h2>Production inputs least like any demo input</h2><ul>{items}</ul>")
     method = "".join(f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in report["method"].items())
     parts.append(f"<h2>Method</h2><ul>{method}</ul></body></html>")
-    return "\n".join(parts)
+    return scrub("\n".join(parts))
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:

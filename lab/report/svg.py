@@ -210,7 +210,8 @@ def scatter(xs: list[float], ys: list[float], labels: list[str], xlabel: str, yl
         cy = H - BOTTOM - ph * y
         parts.append(
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="#8e44ad" fill-opacity="0.6">'
-            f"<title>{html.escape(label)}: {xlabel} {x:.3f}, {ylabel} {y:.3f}</title></circle>"
+            f"<title>{html.escape(label)}: {html.escape(xlabel)} {x:.3f}, "
+            f"{html.escape(ylabel)} {y:.3f}</title></circle>"
         )
     for t in (x_lo, (x_lo + x_hi) / 2, x_hi):
         parts.append(

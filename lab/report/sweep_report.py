@@ -20,6 +20,7 @@ from lab.determinism.config import SweepConfig
 from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics, base_id
 from lab.report.svg import heatmap, histogram
+from lab.report.text import md_cell, md_code, scrub
 
 
 def _fmt(v: Any) -> str:
@@ -102,6 +103,12 @@ def _values(config: SweepConfig, axis: str) -> list[str]:
 def choose_axes(config: SweepConfig, x: str | None, y: str | None) -> tuple[str, str]:
     varying = varying_axes(config) + (["repeat"] if config.repeats > 1 else [])
     candidates = varying + [a for a in ("batch_size", "dtype", "backend") if a not in varying]
+    known = [*config.axes, "repeat"]
+    for option, axis in (("--x", x), ("--y", y)):
+        if axis is not None and axis not in known:
+            from lab.errors import LabError
+
+            raise LabError(f"{option}: unknown axis {axis!r}; this sweep has {', '.join(known)}")
     x = x or candidates[0]
     y = y or next((a for a in candidates if a != x), "dtype")
     return x, y
@@ -120,8 +127,8 @@ def _continuation(v: Any) -> str:
 
 
 def _inline(v: Any) -> str:
-    """One-line form for Markdown (newlines shown as \\n, backticks neutralised)."""
-    return _continuation(v).replace("\n", "\\n").replace("`", "'")
+    """One-line form for a Markdown code span (line breaks shown as \\n, backticks as ')."""
+    return md_code(_continuation(v))
 
 
 def render_markdown(
@@ -132,16 +139,17 @@ def render_markdown(
     grid: tuple[list[str], list[str], list[list[float | None]]],
 ) -> str:
     lines = [
-        f"# Determinism sweep: {config.name}",
+        f"# Determinism sweep: {md_cell(config.name)}",
         "",
-        f"Mode `{config.mode}`, model `{config.model}`, sampling {config.sampling}.",
+        f"Mode `{md_code(config.mode)}`, model `{md_code(config.model)}`, "
+        f"sampling {md_cell(config.sampling)}.",
         "",
         "## Summary",
         "",
         "| metric | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.summary.items()]
+    lines += [f"| {md_cell(k)} | {md_cell(_fmt(v))} |" for k, v in metrics.summary.items()]
     lines += [
         "",
         "## Attribution: which axis changes the output",
@@ -152,7 +160,7 @@ def render_markdown(
     ]
     for r in metrics.attribution:
         lines.append(
-            f"| {r['axis']} | {', '.join(r['values'])} | {r['cells']} | "
+            f"| {md_cell(r['axis'])} | {md_cell(', '.join(r['values']))} | {r['cells']} | "
             f"{_fmt(r['tokens_change_share'])} | {_fmt(r['logprobs_change_share'])} |"
         )
     if not metrics.attribution:
@@ -160,13 +168,13 @@ def render_markdown(
     ys, xs, values = grid
     lines += [
         "",
-        f"## Mean unique completions per prompt: {y} (rows) x {x} (columns)",
+        f"## Mean unique completions per prompt: {md_cell(y)} (rows) x {md_cell(x)} (columns)",
         "",
-        "| " + y + " \\ " + x + " | " + " | ".join(xs) + " |",
+        f"| {md_cell(y)} \\ {md_cell(x)} | " + " | ".join(md_cell(v) for v in xs) + " |",
         "|---" * (len(xs) + 1) + "|",
     ]
     for yv, row in zip(ys, values, strict=True):
-        lines.append(f"| {yv} | " + " | ".join(_fmt(v) for v in row) + " |")
+        lines.append(f"| {md_cell(yv)} | " + " | ".join(_fmt(v) for v in row) + " |")
     positions = divergence_positions(metrics)
     lines += [
         "",
@@ -190,7 +198,8 @@ def render_markdown(
     ]
     for r in metrics.per_cell:
         lines.append(
-            f"| {r['cell']} | {r.get('tokens_differ', '-')}/{r.get('outputs_compared', '-')} | "
+            f"| {md_cell(r['cell'])} | "
+            f"{r.get('tokens_differ', '-')}/{r.get('outputs_compared', '-')} | "
             f"{r.get('logprobs_differ', '-')} | {_fmt(r.get('max_abs_logprob_delta'))} | "
             f"{_fmt(r.get('generate_s'))} | {r.get('output_tokens', '-')} |"
         )
@@ -204,14 +213,15 @@ def render_markdown(
         ]
         for r in metrics.within_cell:
             lines.append(
-                f"| {r['cell']} | {r['prompt']} | {r['copies']} | "
+                f"| {md_cell(r['cell'])} | {md_cell(r['prompt'])} | {r['copies']} | "
                 f"{r['unique_completions']} | {r['mode_count']} |"
             )
     if metrics.divergences:
         lines += ["", "## Divergent continuations (first 20)", ""]
         for d in metrics.divergences[:20]:
             lines += [
-                f"- **{d['target']}** in *{d['cell']}* at token {d['first_divergence']} "
+                f"- **{md_cell(d['target'])}** in *{md_cell(d['cell'])}* at token "
+                f"{d['first_divergence']} "
                 f"(reference top1-top2 gap {_fmt(d['reference_top_gap'])}):",
                 f"  - context: `{_inline(d['context'])}`",
                 f"  - reference: `{_inline(d['reference_continuation'])}`",
@@ -220,10 +230,10 @@ def render_markdown(
     if metrics.failed_cells:
         lines += ["", "## Failed cells", ""]
         lines += [
-            f"- {json.dumps(f['cell'])} repeat {f['repeat']}: {f['error']}"
+            f"- {md_cell(json.dumps(f['cell']))} repeat {f['repeat']}: {md_cell(f['error'])}"
             for f in metrics.failed_cells
         ]
-    return "\n".join(lines) + "\n"
+    return scrub("\n".join(lines) + "\n")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -245,7 +255,8 @@ def render_html(
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{escape(config.name)}: determinism sweep</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+        "overflow-wrap:anywhere}"  # a 100 kB word in model output wraps instead of widening
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
         "text-align:left;vertical-align:top}pre{white-space:pre-wrap;margin:0}"
         ".side{display:grid;grid-template-columns:1fr 1fr;gap:8px}</style></head><body>",
@@ -341,7 +352,7 @@ def render_html(
             ),
         ]
     parts.append("</body></html>")
-    return "".join(parts)
+    return scrub("".join(parts))
 
 
 def write_sweep_report(
@@ -357,8 +368,10 @@ def write_sweep_report(
     config_path = root / SWEEP_CONFIG
     if not config_path.is_file():
         raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
-    raw = json.loads(config_path.read_text())
-    config = _config_from_dict(raw)
+    try:  # a damaged or hand-edited run directory: one line, not a traceback
+        config = _config_from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
     store = RunStore(root)
     entries = list(store.entries(CELLS))
     context = context_length(config)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lab.cli_options import engine_options, parse_engine_args
+from lab.cli_options import check_out_dir, engine_options, parse_engine_args
 from lab.errors import LabError
 
 # The engine options of `lab generate`, without --backend (always vLLM) and with
@@ -52,9 +52,14 @@ def register(cli: click.Group) -> None:
 @click.command("serve")
 @click.option("--backend", type=click.Choice(["vllm"]), default="vllm", show_default=True)
 @server_options
-@click.option("--port", type=int, default=0, show_default=True, help="0: a free port.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: a free port."
+)
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--startup-timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--startup-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+    show_default=True,
+)  # fmt: skip
 @click.pass_obj
 def serve_cmd(
     obj: dict[str, Any],
@@ -126,7 +131,17 @@ def load_cmd(
 
     if (base_url is None) == (not serve):
         raise LabError("give exactly one of --base-url URL or --serve")
+    # Checked here, before --fresh deletes the run directory or a server starts.
+    for name, value in (("--requests", requests), ("--concurrency", concurrency),
+                        ("--max-tokens", max_tokens)):  # fmt: skip
+        if value < 1:
+            raise LabError(f"{name} must be >= 1, got {value}")
+    if timeout_s <= 0:
+        raise LabError(f"--timeout must be > 0, got {timeout_s}")
+    if retries < 0:
+        raise LabError(f"--retries must be >= 0, got {retries}")
     out_dir = Path(out or f"runs/load-{requests}x{max_tokens}")
+    check_out_dir(out_dir, fresh=fresh)
     args: dict[str, Any] = {
         "requests": requests,
         "concurrency": concurrency,

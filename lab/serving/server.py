@@ -103,6 +103,23 @@ def engine_arg_flags(engine_args: dict[str, Any]) -> list[str]:
     return out
 
 
+#: `vllm serve` options that say where it listens: the lab sets both, on loopback only
+ADDRESS_OPTIONS = ("host", "port")
+
+
+def check_address_untouched(engine_args: dict[str, Any]) -> None:
+    """Refuse an engine arg that would move the server off 127.0.0.1 (or off its port):
+    appended after ours, `--host 0.0.0.0` would win (argparse keeps the last value and takes
+    unambiguous prefixes such as `--hos`)."""
+    for key in engine_args:
+        name = key.replace("-", "_").strip("_").lower()
+        if name and any(option.startswith(name) for option in ADDRESS_OPTIONS):
+            raise LabError(
+                f"engine arg {key!r}: the server listens on 127.0.0.1 at a port the lab picks "
+                "(lab serve --port); host / port cannot be set through --engine-arg"
+            )
+
+
 def server_command(
     config: EngineConfig,
     model_path: str,
@@ -160,6 +177,7 @@ def server_command(
         ]
     if config.attention_backend:
         cmd += ["--attention-backend", config.attention_backend]
+    check_address_untouched(config.engine_args)
     cmd += engine_arg_flags(config.engine_args)
     return cmd
 

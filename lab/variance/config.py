@@ -19,11 +19,10 @@ when a report is rebuilt.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from lab.errors import LabError
 from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
@@ -86,6 +85,10 @@ def parse_gate(items: list[str] | dict[str, Any] | None) -> GateConfig:
             out[name] = float(value)
         except (TypeError, ValueError):
             raise LabError(f"gate: {key} must be a number, got {value!r}") from None
+        # NaN compares false with everything, and a negative bound can never fail: a typo, not
+        # a gate. (A rate bound above 1 is allowed: it is how a pipeline tests its failure path.)
+        if not (math.isfinite(out[name]) and out[name] >= 0):
+            raise LabError(f"gate: {key} must be a finite number >= 0, got {value!r}")
     return GateConfig(**out)
 
 
@@ -156,11 +159,43 @@ class SampleConfig:
             raise LabError(f"cluster_threshold must be in (0, 1], got {self.cluster_threshold}")
         if isinstance(self.gate, dict):
             self.gate = parse_gate(self.gate)
+        if not isinstance(self.gate, GateConfig):
+            raise LabError(
+                f"gate must be a mapping NAME: VALUE (e.g. min_mean: 0.5), got {self.gate!r}"
+            )
+        if not isinstance(self.prices, dict):
+            raise LabError(f"prices must be a mapping {{input: X, output: Y}}, got {self.prices!r}")
         bad = set(self.prices) - {"input", "output"}
         if bad:
             raise LabError(f"prices: unknown key {sorted(bad)[0]!r}; use input and output")
+        for key, value in self.prices.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise LabError(f"prices.{key} must be a number >= 0, got {value!r}")
         if self.rows_per_call is not None and self.rows_per_call < 1:
             raise LabError(f"rows_per_call must be >= 1, got {self.rows_per_call}")
+        if self.bootstrap_samples < 1:
+            raise LabError(f"bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
+        self._check_engine_and_sampling()
+
+    def _check_engine_and_sampling(self) -> None:
+        """Fail here, before a run directory is created (or wiped by --fresh), not in the
+        engine: the same checks the backend makes, run on the settings alone."""
+        from lab.backends.base import SamplingConfig, canonical_dtype
+        from lab.devices import check_device_name
+
+        canonical_dtype(self.dtype)
+        check_device_name(self.device)
+        check_device_name(self.embed_device)
+        SamplingConfig(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_tokens=self.max_tokens,
+            n=self.k,
+            logprobs=self.logprobs,
+        )
+        if self.max_num_seqs < 1:
+            raise LabError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
 
     def _check_types(self) -> None:
         """YAML gives whatever was typed: `k: "32"` must fail here, not deep in an engine."""
@@ -207,12 +242,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
     """SampleConfig from an optional YAML file, then flags (None = not given)."""
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise LabError(f"{path}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise LabError(f"{path}: not valid YAML ({exc})") from None
+        from lab.data import load_yaml_file  # here: lab.data imports lab.variance
+
+        loaded = load_yaml_file(path)
         if not isinstance(loaded, dict):
             raise LabError(f"{path}: expected a mapping of settings")
         values.update(loaded)

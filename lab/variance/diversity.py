@@ -69,7 +69,8 @@ class Embedder:
         try:
             self.model: Any = SentenceTransformer(str(path), device=self.device)
         except Exception as exc:  # noqa: BLE001 - many failure types for a bad name/path
-            raise LabError(f"cannot load embedding model {model!r}: {exc}") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line
+            raise LabError(f"cannot load embedding model {model!r}: {first}") from None
 
     def embed(self, texts: list[str], batch_size: int = 128) -> Any:
         """[N, d] L2-normalized fp32 embeddings, one call for all texts."""

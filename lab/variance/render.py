@@ -12,6 +12,7 @@ import html
 from typing import Any
 
 from lab.report import svg as plots
+from lab.report.text import md_cell, scrub
 
 HEADLINE_ROWS = [
     ("mean", "expected success (mean over cases and samples)"),
@@ -54,10 +55,8 @@ def worst_cohorts_first(cohorts: dict[str, Any]) -> list[tuple[str, dict[str, An
     return sorted(cohorts.items(), key=lambda kv: (*tail_order(kv[1]), kv[0]))
 
 
-def _md_cell(text: str, limit: int = 80) -> str:
-    text = " ".join(str(text).split())
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return text.replace("|", "\\|").replace("`", "'")
+def _md_cell(text: Any, limit: int = 80) -> str:
+    return md_cell(text, limit)
 
 
 def _cost_lines(cost: dict[str, Any]) -> list[str]:
@@ -83,9 +82,11 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     out = [
         f"# n-of-k variance: {run['cases']} cases x k={run['k']}",
         "",
-        f"{run['backend']} / {run['model']} / {run['dtype']}, temperature {run['temperature']}, "
-        f"top_p {run['top_p']}, top_k {run['top_k']}, max_tokens {run['max_tokens']}, "
-        f"seed {run['seed']}",
+        md_cell(
+            f"{run['backend']} / {run['model']} / {run['dtype']}, temperature "
+            f"{run['temperature']}, top_p {run['top_p']}, top_k {run['top_k']}, "
+            f"max_tokens {run['max_tokens']}, seed {run['seed']}"
+        ),
         "",
         "| metric | value | 95% bootstrap |",
         "|---|---|---|",
@@ -100,7 +101,7 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         out += ["| cohort | kind | cases | mean | p5 | p10 | p50 | p90 |", "|---" * 8 + "|"]
         for tag, t in worst_cohorts_first(metrics["cohorts"]):
             out.append(
-                f"| {_md_cell(tag)} | {t.get('kind', 'tag')} | {int(t['cases'])} | "
+                f"| {_md_cell(tag)} | {_md_cell(t.get('kind', 'tag'))} | {int(t['cases'])} | "
                 f"{fmt(t['mean'])} | {fmt(t['p5'])} | "
                 f"{fmt(t['p10'])} | {fmt(t['p50'])} | {fmt(t['p90'])} |"
             )
@@ -121,15 +122,17 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     if not gate["thresholds"]:
         out.append("no gate thresholds given")
     elif gate["passed"]:
-        out.append(f"PASSED ({', '.join(f'{k}={v}' for k, v in gate['thresholds'].items())})")
+        out.append(
+            md_cell(f"PASSED ({', '.join(f'{k}={v}' for k, v in gate['thresholds'].items())})")
+        )
     else:
         out.append("FAILED:")
-        out += [f"- {r}" for r in gate["reasons"]]
-    return "\n".join(out) + "\n"
+        out += [f"- {md_cell(r)}" for r in gate["reasons"]]
+    return scrub("\n".join(out) + "\n")
 
 
 CSS = """
-body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:left;vertical-align:top;font-size:13px}th{background:#f4f4f4}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:6px;margin:0;max-width:640px;font-size:12px}
@@ -154,9 +157,13 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         f"<title>n-of-k variance: {run['cases']} cases x k={run['k']}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>n-of-k variance: {run['cases']} cases x k={run['k']}</h1>",
-        f"<p>{e(str(run['backend']))} / {e(str(run['model']))} / {e(str(run['dtype']))}, "
-        f"temperature {run['temperature']}, top_p {run['top_p']}, top_k {run['top_k']}, "
-        f"max_tokens {run['max_tokens']}, seed {run['seed']}</p>",
+        "<p>"
+        + e(
+            f"{run['backend']} / {run['model']} / {run['dtype']}, temperature "
+            f"{run['temperature']}, top_p {run['top_p']}, top_k {run['top_k']}, "
+            f"max_tokens {run['max_tokens']}, seed {run['seed']}"
+        )
+        + "</p>",
     ]
     if head["high_variance"]:
         parts.append(
@@ -237,4 +244,4 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     )
     defs = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in metrics["definitions"].items())
     parts.append(f"<h2>Definitions</h2><ul>{defs}</ul></body></html>")
-    return "\n".join(parts)
+    return scrub("\n".join(parts))

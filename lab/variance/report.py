@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.data import Case, case_from_record
+from lab.data import Case, _FieldError, case_from_record
 from lab.errors import LabError
 from lab.store import RunStore
 from lab.variance.analyze import analyze
@@ -42,14 +42,25 @@ def load_run_cases(path: Path) -> list[Case]:
         specs = json.loads((path / "cases.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise LabError(f"{path}/cases.json: cannot read the run's cases ({exc})") from None
-    return [case_from_record(spec, True, f"{path}/cases.json[{i}]") for i, spec in enumerate(specs)]
+    if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+        raise LabError(f"{path}/cases.json: expected a list of case mappings")
+    cases = []
+    for i, spec in enumerate(specs):
+        try:
+            cases.append(case_from_record(spec, True, f"{path}/cases.json[{i}]"))
+        except _FieldError as exc:  # a hand-edited or damaged cases.json
+            raise LabError(f"{path}/cases.json[{i}]: field '{exc.field}': {exc}") from None
+    return cases
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
+    from lab.report.text import scrub_all
+
+    # Arrow stores UTF-8: a lone surrogate (a JSON "\\ud800" in a case file) would fail the write.
+    table = pa.Table.from_pylist(scrub_all(rows))
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)  # atomic: a reader never sees half a file

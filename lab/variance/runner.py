@@ -5,7 +5,8 @@ Throughput: cases go to the backend in as few calls as the resume granularity al
 continuous batch; the hf backend prefills each prompt once and expands it to k rows). After
 each call every case's k samples are appended to `samples.jsonl` as ONE line through
 lab.store.RunStore, so a killed run resumes at the next unfinished case and never duplicates.
-Progress (samples done, output tokens/s, ETA) goes to stderr.
+Progress (samples done, output tokens/s, ETA) goes to stderr. The samples per call are kept
+in `batching.json`: they decide which cases share a batch, so a resume must use the same.
 
 Seeds: case j (its index in the case list) is sent with its own base seed seed + j * k
 (Request.seed), so sample i of case j uses seed + j * k + i and no two samples of the run share
@@ -31,7 +32,7 @@ from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load
 from lab.data import Case, cases_fingerprint, load_cases
 from lab.envinfo import environment_record
 from lab.errors import LabError
-from lab.store import RunStore
+from lab.store import RunStore, raise_if_interrupted
 from lab.variance.config import SampleConfig
 
 LOG = "samples"
@@ -81,6 +82,34 @@ def plan_calls(cases: list[tuple[int, Case]], config: SampleConfig) -> list[list
     return [cases[i : i + per_call] for i in range(0, len(cases), per_call)]
 
 
+BATCHING = "batching.json"
+
+
+def check_batching(store: RunStore, config: SampleConfig) -> None:
+    """Refuse to resume with other samples per engine call than the run started with.
+
+    They decide which cases share a batch, and batch composition moves the hf backend's
+    logprobs (and can flip a token): one run must not mix two. Kept beside config.json, not in
+    it, because it is no part of what a comparison calls the configuration. A run made
+    before this file existed records its current value."""
+    rows = config.calls_rows()
+    path = store.path / BATCHING
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text()).get("rows_per_call")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            recorded = None  # unreadable: written again below
+        if recorded is not None and recorded != rows:
+            raise LabError(
+                f"{store.path} was sampled with rows_per_call {recorded}, not {rows}: batch "
+                f"composition changes the samples; pass --rows-per-call {recorded} to resume, "
+                "or --fresh to start over"
+            )
+        if recorded == rows:
+            return
+    store.write_json(BATCHING, {"rows_per_call": rows})
+
+
 def open_run(
     config: SampleConfig, cases: list[Case], backend_config: EngineConfig, fresh: bool
 ) -> RunStore:
@@ -90,6 +119,7 @@ def open_run(
         "cases_fingerprint": cases_fingerprint(cases),
     }
     store = RunStore.open(config.out_dir(), identity, fresh=fresh, environment=environment_record())
+    check_batching(store, config)
     # The cases as run: the report can be rebuilt from the run directory alone.
     store.write_json("cases.json", [c.to_dict() for c in cases])
     store.write_json("settings.json", config.to_dict())
@@ -134,6 +164,7 @@ def sample_cases(
         emit(f"resuming: {len(done)} of {len(cases)} cases already sampled in {store.path}")
     sampled = 0
     for call in plan_calls(todo, config):
+        raise_if_interrupted()  # a Ctrl-C swallowed during the engine load or the last call
         if stop_after_cases is not None and sampled >= stop_after_cases:
             return sampled, False
         if stop_after_cases is not None:
@@ -194,6 +225,7 @@ def run_sample(
     if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
         emit("all cases already sampled; rebuilding the report")
     else:
+        raise_if_interrupted()  # swallowed earlier (e.g. in a quickstart step): no engine start
         backend = backend or load_backend(backend_config, cache_dir)
     sampled, complete = (0, True)
     if backend is not None:
@@ -217,4 +249,9 @@ def read_settings(path: Path) -> SampleConfig:
         values = json.loads((Path(path) / "settings.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise LabError(f"{path}: not a sample run directory ({exc})") from None
-    return SampleConfig(**values)
+    if not isinstance(values, dict):
+        raise LabError(f"{path}/settings.json: expected a mapping of settings")
+    try:
+        return SampleConfig(**values)
+    except TypeError as exc:  # a key this version does not know (hand-edited or newer lab)
+        raise LabError(f"{path}/settings.json: {exc}") from None

@@ -96,6 +96,10 @@ def canonical_spec(spec: Any) -> dict[str, Any]:
         name = ALIASES.get(spec["type"], spec["type"])
         return spec | {"type": name}
     named = [k for k in spec if ALIASES.get(k, k) in CHECK_TYPES]
+    if len(named) > 1:
+        raise CheckSpecError(
+            "type", f"one check names {len(named)} kinds {named}; give each its own check"
+        )
     if len(named) != 1:
         raise CheckSpecError("type", f"give 'type' (one of {sorted(CHECK_TYPES)})")
     key = named[0]
@@ -125,9 +129,12 @@ def parse_check(raw: Any) -> Check:
         mode = spec.get("mode", "all")
         if mode not in ("all", "any"):
             raise CheckSpecError("mode", "'mode' must be 'all' or 'any'")
+        values = _strings(spec, "value")
+        if not all(values):  # "" is in every output: a check that can never fail
+            raise CheckSpecError("value", "'value' must not be empty text")
         return Contains(
             spec=spec,
-            values=_strings(spec, "value"),
+            values=values,
             any_of=mode == "any",
             ignore_case=_flag(spec, "ignore_case", True),
             negate=_flag(spec, "negate", False),
