@@ -261,9 +261,17 @@ def quickstart_cmd(
 @click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--retry-failed", is_flag=True, help="On resume, run the cells that failed again too."
+)
 @click.pass_obj
 def sweep_cmd(
-    obj: dict[str, Any], config_path: str, out_dir: str | None, fresh: bool, no_progress: bool
+    obj: dict[str, Any],
+    config_path: str,
+    out_dir: str | None,
+    fresh: bool,
+    no_progress: bool,
+    retry_failed: bool,
 ) -> None:
     """Run (or resume) a temperature-zero determinism sweep, then write its report."""
     from lab.determinism.config import load_sweep_config
@@ -273,11 +281,24 @@ def sweep_cmd(
     config = load_sweep_config(config_path)
     out = out_dir or f"runs/{config.name}"
     check_out_dir(out, fresh=fresh)
-    run_sweep(config, out, fresh=fresh, cache_dir=obj["cache_dir"], progress=not no_progress)
+    run_sweep(
+        config,
+        out,
+        fresh=fresh,
+        cache_dir=obj["cache_dir"],
+        progress=not no_progress,
+        retry_failed=retry_failed,
+    )
     paths = write_sweep_report(out)
     summary = json.loads(paths["metrics"].read_text())["summary"]
     for key, value in summary.items():
         click.echo(f"{key}: {value}")
+    if summary.get("cells_failed"):
+        click.echo(
+            f"{summary['cells_failed']} cell(s) failed (errors in the report); "
+            "`--retry-failed` runs them again",
+            err=True,
+        )
     click.echo(f"report: {paths['html']}")
 
 

@@ -164,33 +164,36 @@ def resolve(
         if not (path / "config.json").is_file():
             raise LabError(f"model directory {path} has no config.json (not an HF checkpoint)")
         return path
+    hub_reason = ""
     if "/" in spec and not spec.startswith((".", "/")):
-        cached = _from_hf_cache(spec)
+        cached, hub_reason = _from_hf_cache(spec)
         if cached is not None:
             return cached
     known = ", ".join(sorted(BUNDLED))
     raise LabError(
         f"unknown model {spec!r}: not a bundled model ({known}), not a local checkpoint "
-        "directory, and not a hub id in the local Hugging Face cache"
+        f"directory, and not a hub id in the local Hugging Face cache{hub_reason}"
     )
 
 
-def _from_hf_cache(repo_id: str) -> Path | None:
-    """A hub id's snapshot from the local HF cache; downloads only when not offline."""
+def _from_hf_cache(repo_id: str) -> tuple[Path | None, str]:
+    """A hub id's snapshot from the local HF cache; downloads only when not offline. Returns
+    the path, or None and why not (for the error: a gated repo, no network, offline mode)."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - transformers depends on it
-        return None
+        return None, ""
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:
+        return Path(snapshot_download(repo_id, local_files_only=True)), ""
+    except Exception:  # noqa: BLE001 - not cached (or a broken cache): try the hub next
         pass
     if settings.hf_offline():
-        return None
+        return None, " (HF_HUB_OFFLINE is set, so it was not downloaded)"
     try:
-        return Path(snapshot_download(repo_id))
-    except Exception:
-        return None
+        return Path(snapshot_download(repo_id)), ""
+    except Exception as exc:  # noqa: BLE001 - gated, missing, no network: say which
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, f"; downloading it failed: {type(exc).__name__}: {first[:200]}"
 
 
 def model_info(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> ModelInfo:

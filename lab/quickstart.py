@@ -17,6 +17,9 @@ It ends with `index.html`: one self-contained page with the headline numbers of 
 linking the full reports.
 
     lab quickstart [--out runs/quickstart] [--k 8] [--backend vllm|hf] [--fresh]
+
+--fresh deletes the step directories under --out: it refuses a directory that is not a
+quickstart's output (check_fresh_target).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.determinism.config import parse_sweep_config
-from lab.report.text import scrub
+from lab.errors import LabError
+from lab.report.text import inline, scrub
 
 # The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
 # an accuracy change, not only as different text.
@@ -81,6 +85,43 @@ def kernels_spec(batch_invariant: bool, max_tokens: int) -> dict[str, Any]:
     return spec
 
 
+# What a quickstart writes into --out; --fresh deletes (and rewrites) the step directories.
+STEP_DIRS = ("sweep", "kernels-off", "kernels-on", "variance")
+
+
+def _is_lab_run(path: Path) -> bool:
+    """An empty directory, or one a lab run opened (its config.json holds a JSON object)."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        return isinstance(json.loads((path / "config.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def check_fresh_target(root: Path) -> None:
+    """Refuse --fresh on a directory that is not a quickstart's output (it deletes step dirs).
+
+    A quickstart output: every step directory present is a lab run (or empty), and the
+    directory holds index.html or nothing but the quickstart's own entries (a run killed
+    before its index).
+    """
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    entries = sorted(p.name for p in root.iterdir())
+    foreign_steps = [n for n in STEP_DIRS if (root / n).exists() and not _is_lab_run(root / n)]
+    own = set(STEP_DIRS) | {"index.html"}
+    others = [n for n in entries if n not in own and not n.startswith(".index.")]
+    if foreign_steps or (others and not (root / "index.html").is_file()):
+        shown = ", ".join(foreign_steps or others)
+        raise LabError(
+            f"--out {root}: not a quickstart output (holds {shown}); --fresh would delete its "
+            f"{', '.join(STEP_DIRS)} directories; choose another --out"
+        )
+
+
 @dataclass
 class QuickstartResult:
     index: Path
@@ -111,6 +152,8 @@ def run_quickstart(
 
     root = Path(out)
     sweep_dir, sample_dir = root / "sweep", root / "variance"
+    if fresh:
+        check_fresh_target(root)  # before any step deletes its directory
 
     emit("== 1/3 determinism sweep: fp32 vs bf16 x batch 8 vs 16, greedy, 8 checked prompts ==")
     config = parse_sweep_config(sweep_spec(backend, max_tokens), "quickstart")
@@ -157,8 +200,9 @@ def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else str(value)
 
 
-def sweep_lines(metrics: dict[str, Any]) -> list[str]:
-    """The sweep's answer in a few lines: unique completions, blamed axes, first divergence."""
+def sweep_lines(metrics: dict[str, Any], value: Callable[[Any], str] = str) -> list[str]:
+    """The sweep's answer in a few lines: unique completions, blamed axes, first divergence.
+    `value` formats the run's own values (prompt ids, cells): `inline` gives HTML lines."""
     s = metrics["summary"]
     lines = [
         f"cells {s['cells_ok']}/{s['cells_total']} ok; {s['targets']} prompts; "
@@ -168,12 +212,13 @@ def sweep_lines(metrics: dict[str, Any]) -> list[str]:
     ]
     for row in metrics.get("attribution", []):
         lines.append(
-            f"axis {row['axis']}: tokens change in {_num(row['tokens_change_share'])} of "
+            f"axis {value(row['axis'])}: tokens change in {_num(row['tokens_change_share'])} of "
             f"prompts, logprobs in {_num(row['logprobs_change_share'])}"
         )
     for d in metrics.get("divergences", [])[:3]:
         lines.append(
-            f"first divergence: {d['target']} in [{d['cell']}] at token {d['first_divergence']} "
+            f"first divergence: {value(d['target'])} in [{value(d['cell'])}] at token "
+            f"{d['first_divergence']} "
             f"(reference top-1/top-2 gap {_num(d['reference_top_gap'])})"
         )
     return lines
@@ -214,6 +259,9 @@ def write_index(
     def items(lines: list[str]) -> str:
         return "".join(f"<li>{html.escape(line)}</li>" for line in lines)
 
+    # sweep_lines(..., inline) is HTML: its values escaped and bidi-isolated (a U+202E in a
+    # prompt id would reverse the rest of the bullet), the rest numbers and markup-free words.
+
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>determinism lab quickstart</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
@@ -221,7 +269,7 @@ overflow-wrap:anywhere}}
 li{{margin:.3rem 0}}</style></head><body>
 <h1>determinism and variance lab: quickstart</h1>
 <h2>1. Temperature-zero determinism sweep</h2>
-<ul>{items(sweep_lines(sweep))}</ul>
+<ul>{"".join(f"<li>{line}</li>" for line in sweep_lines(sweep, inline))}</ul>
 <p><a href="sweep/report.html">full sweep report</a></p>
 <h2>2. Batch-invariant kernels</h2>
 <ul>{items(kernel_lines(kernels))}</ul>

@@ -46,9 +46,20 @@ def vllm_cpu_kv_cache_bytes() -> int:
     return int(float(os.environ.get("LAB_VLLM_CPU_KV_CACHE_GIB", "2")) * 2**30)
 
 
+def _recorded(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(RECORDED_ENV_PREFIXES)}
+
+
+# As the process started, before vLLM's import and the lab's engines set their own switches
+# (VLLM_DIST_IDENT is new in every process, VLLM_BATCH_INVARIANT follows the engine config,
+# which records it): the record then says what the user's environment was, the same whether
+# or not an engine ran earlier in the process, so a resumed run compares like with like.
+_AT_START = _recorded(dict(os.environ))
+
+
 def recorded_environment() -> dict[str, str]:
-    """Environment variables that can change numerics, for the environment record."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(RECORDED_ENV_PREFIXES)}
+    """Environment variables that can change numerics, as set when the process started."""
+    return dict(_AT_START)
 
 
 def hf_offline() -> bool:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +63,10 @@ def _repair_tail(path: Path) -> None:
 
 
 def _config_differences(previous: Any, current: Any) -> str:
-    """The top-level settings that differ, as `k: 4 -> 8`, for a one-line refusal."""
-    if not isinstance(previous, dict) or not isinstance(current, dict):
-        return "config"
-
-    def short(value: Any) -> str:
-        text = json.dumps(value, sort_keys=True, default=str)
-        return text if len(text) <= 40 else text[:37] + "..."
-
-    changed = []
-    for key in sorted(set(previous) | set(current)):
-        if previous.get(key, "(unset)") != current.get(key, "(unset)"):
-            before = short(previous[key]) if key in previous else "(unset)"
-            after = short(current[key]) if key in current else "(unset)"
-            changed.append(f"{key}: {before} -> {after}")
-    return ", ".join(changed[:4]) + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else "")
+    """The settings that differ, as `k: 4 -> 8` or `engine.dtype: ... -> ...`, for a one-line
+    refusal (nested settings are named by their path, long values cut)."""
+    changed = _differences(previous, current)
+    return "; ".join(changed[:4]) + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else "")
 
 
 #: run directories opened by this process, newest last: `lab.cli.main` names the latest when
@@ -136,6 +126,63 @@ def interrupted_message() -> str:
     )
 
 
+#: the environments of resumed sessions that differ from environment.json (the first one)
+ENVIRONMENTS = "environments"
+_TEMP_NAME = re.compile(r"^\..+\.tmp(?:-(\d+))?(?:\.[A-Za-z0-9]+)?$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+_UNSET = object()
+
+
+def _without_new_unset(current: Any, previous: Any) -> Any:
+    """`current` less the keys `previous` lacks whose value is null: a setting added to the
+    lab after the run began, left at its default, is the run's own behaviour (a run made
+    before `engine.base_url` existed resumes; one that now sets it does not)."""
+    if not (isinstance(current, dict) and isinstance(previous, dict)):
+        return current
+    return {
+        key: _without_new_unset(value, previous.get(key))
+        for key, value in current.items()
+        if key in previous or value is not None
+    }
+
+
+def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """`packages.torch: "2.13.0" -> "2.14.0"` for each leaf that differs (JSON values, cut
+    at 40 characters; a key on one side only is `(unset)` on the other)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            out += _differences(before.get(key, _UNSET), after.get(key, _UNSET), f"{prefix}{key}.")
+        return out
+    if before == after:
+        return []
+
+    def short(value: Any) -> str:
+        if value is _UNSET:
+            return "(unset)"
+        text = json.dumps(value, sort_keys=True, default=str)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [f"{prefix.rstrip('.') or 'value'}: {short(before)} -> {short(after)}"]
+
+
 class RunStore:
     """One run directory."""
 
@@ -149,8 +196,10 @@ class RunStore:
         config: dict[str, Any],
         fresh: bool = False,
         environment: dict[str, Any] | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> RunStore:
-        """Create or resume a run. Resuming checks that the config is the same one."""
+        """Create or resume a run. Resuming checks that the config is the same one, and
+        `notify`s (default: stderr) when the environment is not the one the run started in."""
         root = Path(path)
         if fresh and root.exists():
             shutil.rmtree(root)
@@ -162,7 +211,7 @@ class RunStore:
                 previous = json.loads(config_path.read_text())
             except json.JSONDecodeError as exc:
                 raise LabError(f"{config_path}: unreadable run config ({exc})") from exc
-            if previous != canonical:
+            if previous != _without_new_unset(canonical, previous):
                 raise LabError(
                     f"{root} holds a run with a different config "
                     f"({_config_differences(previous, canonical)}); pass --fresh to start over "
@@ -172,9 +221,50 @@ class RunStore:
             _write_atomic(config_path, json.dumps(canonical, indent=2, sort_keys=True))
         store = cls(root)
         _opened.append(root)
+        store.remove_stale_temp_files()
         if environment is not None:
-            store.write_json("environment.json", environment)
+            store.record_environment(environment, notify)
         return store
+
+    def remove_stale_temp_files(self) -> None:
+        """Delete the temp files of atomic writes that a killed process left behind
+        (`.name.tmp-PID` whose process is gone, `.name.tmp`): they would pile up."""
+        for path in self.path.glob(".*.tmp*"):
+            match = _TEMP_NAME.match(path.name)
+            if match is None or not path.is_file():
+                continue
+            pid = match.group(1)
+            if pid is not None and _process_alive(int(pid)):
+                continue  # another process is writing it right now
+            path.unlink(missing_ok=True)
+
+    def record_environment(
+        self, environment: dict[str, Any], notify: Callable[[str], None] | None = None
+    ) -> None:
+        """environment.json keeps the environment the run STARTED in. A resume in another
+        environment (packages upgraded, another machine, other lab code) is appended to
+        environments.jsonl and announced: the run's outputs then come from more than one
+        environment, which a determinism study must know."""
+        first = self.path / "environment.json"
+        current = json.loads(json.dumps(environment, default=str))
+        if not first.is_file():
+            self.write_json("environment.json", current)
+            return
+        try:
+            original = json.loads(first.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.write_json("environment.json", current)  # damaged: the best record we have
+            return
+        changes = _differences(original, current)
+        if not changes:
+            return
+        sessions = sum(1 for _ in self.entries(ENVIRONMENTS))
+        self.append(ENVIRONMENTS, f"resume-{sessions + 1}", {"environment": current})
+        (notify or _stderr)(
+            f"warning: resuming {self.path} in another environment than it started in "
+            f"({'; '.join(changes[:3])}{'; ...' if len(changes) > 3 else ''}); "
+            f"recorded in {self.log_path(ENVIRONMENTS).name}"
+        )
 
     def log_path(self, name: str) -> Path:
         return self.path / f"{name}.jsonl"
@@ -190,23 +280,28 @@ class RunStore:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def entries(self, name: str) -> Iterator[dict[str, Any]]:
-        """Every complete entry of a log, in order, first occurrence of each key only."""
+    def entries(self, name: str, latest: bool = False) -> Iterator[dict[str, Any]]:
+        """Every complete entry of a log, one per key, in the order keys first appear: its
+        first entry (streamed), or with `latest` its last one (a failed sweep cell retried
+        with --retry-failed is appended again; held in memory, so for small logs)."""
         path = self.log_path(name)
         _repair_tail(path)
         if not path.exists():
             return
         seen: set[str] = set()
+        last: dict[str, dict[str, Any]] = {}  # insertion order = first appearance
         with open(path) as fh:
             for number, line in enumerate(fh, 1):
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise LabError(f"{path}:{number}: corrupt record ({exc})") from exc
-                if entry["key"] in seen:
-                    continue
-                seen.add(entry["key"])
-                yield entry
+                if latest:
+                    last[entry["key"]] = entry
+                elif entry["key"] not in seen:
+                    seen.add(entry["key"])
+                    yield entry
+        yield from last.values()
 
     def done_keys(self, name: str) -> set[str]:
         return {entry["key"] for entry in self.entries(name)}

@@ -55,6 +55,7 @@ from lab.backends.base import (
     error_generation,
 )
 from lab.errors import ConfigError, LabError
+from lab.report.text import terminal
 
 STATUSES = ("ok", "http_error", "bad_response", "timeout", "transport_error")
 # Connection refused / reset / dropped before an answer: nothing was answered, safe to resend.
@@ -154,7 +155,9 @@ class OpenAIClient:
                 response.raise_for_status()
                 return response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise LabError(f"{self.base_url}/{path}: {type(exc).__name__}: {exc}") from exc
+            # httpx's text holds the server's reason phrase and a line break: printed as is.
+            detail = terminal(f"{type(exc).__name__}: {exc}")
+            raise LabError(f"{self.base_url}/{path}: {detail}") from exc
 
     async def run(
         self,

@@ -34,6 +34,12 @@ def run_compare(
 
     if len(paths) < 2:
         raise LabError("lab compare needs at least two run directories")
+    resolved = [Path(p).resolve() for p in paths]
+    for i, path in enumerate(resolved):  # a run compared with itself says nothing
+        if path in resolved[:i]:
+            raise LabError(
+                f"{paths[i]}: the same run directory is given twice; give different runs"
+            )
     if not 0 < alpha < 1:
         raise LabError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     if bootstrap < 1:

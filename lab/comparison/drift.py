@@ -8,9 +8,10 @@ delta = mean_i (r_Bi - r_Ai) over C cases has (cases cancel; only sampling noise
 - v_i = p_i (1 - p_i), estimated from the baseline without bias as r_i (1 - r_i) k / (k - 1):
   the binomial variance of one sample of case i.
 - tau^2, the between-run variance: the baseline's "runs" are its k sample columns (run j =
-  sample j of every case, whose seeds are shared across cases); the variance of their success
-  rates beyond what per-case binomial noise explains, max(0, var_j(R_j) - sum_i v_i / C^2),
-  is a run-level effect, and a mean over k columns carries tau^2 / k of it.
+  sample j of every case; their seeds are shared across cases only with --shared-seeds, and
+  with the default per-case seeds tau^2 estimates ~0); the variance of their success rates
+  beyond what per-case binomial noise explains, max(0, var_j(R_j) - sum_i v_i / C^2), is a
+  run-level effect, and a mean over k columns carries tau^2 / k of it.
 
 Drift is flagged when |delta| > z_(1 - alpha/2) * sd. With the same seed in both runs the
 prediction does not apply (a re-run should then reproduce its samples exactly, so any change is

@@ -163,7 +163,17 @@ def verdict(
     if math.isnan(p_value) or math.isnan(delta):
         return f"{metric}: cannot be compared (no cases with a value in both runs)"
     detail = f"delta {delta:+.3f}, {ci}, p = {p_value:.3g} ({test})"
+    excludes_zero = interval[0] > 0 or interval[1] < 0
     if p_value < alpha and delta != 0:
         word = better if delta > 0 else worse
-        return f"{metric}: {name_b} is {word} ({detail})"
+        # The percentile bootstrap and the test can disagree near the edge; the test decides.
+        caveat = "" if excludes_zero else "; the interval still includes 0, so a small effect"
+        return f"{metric}: {name_b} is {word} ({detail}{caveat})"
+    if excludes_zero:
+        # Typical when only a few cases moved, all one way: the percentile bootstrap interval
+        # is too narrow there, while the permutation test is exact.
+        return (
+            f"{metric}: no detectable difference at this sample size ({detail}; the interval "
+            "excludes 0 but the test does not reject: a hint worth more cases, not a result)"
+        )
     return f"{metric}: no detectable difference at this sample size ({detail})"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.report.svg import histogram, scatter
-from lab.report.text import md_cell, scrub
+from lab.report.text import inline, md_cell, scrub
 from lab.store import RunStore
 from lab.variance.analyze import sanitize
 
@@ -247,7 +247,7 @@ def html_sample(result: dict[str, Any]) -> str:
         + f"Multiple comparisons: {_esc(result['multiple_comparisons'])}.</p>",
     ]
     for c in result["comparisons"]:
-        parts.append(f"<h2>{_esc(c['b'])} vs {_esc(c['a'])}</h2>")
+        parts.append(f"<h2>{inline(c['b'])} vs {inline(c['a'])}</h2>")
         if c.get("same_config"):
             parts.append("<p>Same configuration apart from the seed: a drift check.</p>")
         else:
@@ -380,7 +380,7 @@ def html_sweep(result: dict[str, Any]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Sweep comparison {_esc(b)} vs {_esc(a)}</title>",
         f"<style>{STYLE}</style></head><body>",
-        f"<h1>Sweep comparison: {_esc(b)} vs {_esc(a)}</h1>",
+        f"<h1>Sweep comparison: {inline(b)} vs {inline(a)}</h1>",
         f"<p>{_esc(result['verdict'])}.</p>",
         _table(
             [

@@ -55,7 +55,9 @@ class Sweep:
             self.config = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise LabError(f"{config_path}: cannot read the sweep config ({exc})") from None
-        entries = list(RunStore(root).entries("cells"))
+        if not isinstance(self.config, dict):
+            raise LabError(f"{config_path}: the sweep config must be a JSON object (a mapping)")
+        entries = list(RunStore(root).entries("cells", latest=True))
         self.failed = [e for e in entries if e.get("status") != "ok"]
         self.cells = {cell_key(e): e for e in entries if e.get("status") == "ok"}
         if not self.cells:

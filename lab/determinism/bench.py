@@ -34,7 +34,7 @@ def bench_sweep(
         started = time.perf_counter()
         store = run_sweep(config, out, fresh=True, cache_dir=cache_dir, progress=False)
         wall = time.perf_counter() - started
-        entries = list(store.entries(CELLS))
+        entries = list(store.entries(CELLS, latest=True))
     ok = [e for e in entries if e["status"] == "ok"]
     generate_s = sum(e["timings"]["generate_s"] for e in ok)
     engine_s = ok[0]["timings"]["engine_start_s"] if ok else 0.0

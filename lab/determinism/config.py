@@ -338,8 +338,12 @@ def parse_sweep_config(
         and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in prefix_lengths)
     ):
         raise _fail(source, "prefix_lengths", "must be a list of positive integers")
+    name = str(data.get("name", "sweep"))
+    # The default output directory is runs/<name>: a path in the name would leave runs/.
+    if name.strip() in ("", ".", "..") or "/" in name or "\\" in name:
+        raise _fail(source, "name", f"{name!r} must be a plain name (no / or \\, not . or ..)")
     return SweepConfig(
-        name=str(data.get("name", "sweep")),
+        name=name,
         mode=mode,
         prompts=prompts,
         sampling=sampling,

@@ -110,13 +110,22 @@ def run_sweep(
     cache_dir: str | None = None,
     progress: bool = True,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
+    retry_failed: bool = False,
 ) -> RunStore:
-    """Run (or resume) a sweep into out_dir; returns the store."""
+    """Run (or resume) a sweep into out_dir; returns the store.
+
+    A resume skips every recorded cell, failed ones included (a config the engine refuses
+    fails the same way again); `retry_failed` runs the failed ones again (a server that went
+    away, an out-of-memory), appending their new records, which replace the failed ones."""
     store = RunStore.open(
         out_dir, config.generation_identity(), fresh=fresh, environment=environment_record()
     )
     store.write_json(SWEEP_CONFIG, config.to_dict())  # the full config, scoring included
-    done = store.done_keys(CELLS)
+    done = {
+        e["key"]
+        for e in store.entries(CELLS, latest=True)
+        if not (retry_failed and e.get("status") != "ok")
+    }
     cells = expand(config)
     remaining = [c for c in cells if c.key() not in done]
     context = context_length(config)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.report.svg import histogram
-from lab.report.text import md_cell, scrub
+from lab.report.text import inline, md_cell, scrub
 from lab.store import RunStore
 
 
@@ -112,7 +112,7 @@ def html_page(report: dict[str, Any]) -> str:
     emb = next((g for g in report["gaps"] if g["aspect"] == "embedding"), None)
     if emb is not None:
         items = "".join(
-            f"<li>({item['nearest_similarity']:.2f}) {e(item['text'])}</li>"
+            f"<li>({item['nearest_similarity']:.2f}) {inline(item['text'])}</li>"
             for item in emb["data"]["least_covered"]
         )
         parts.append(f"<h2>Production inputs least like any demo input</h2><ul>{items}</ul>")

@@ -20,7 +20,7 @@ from lab.determinism.config import SweepConfig
 from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics, base_id
 from lab.report.svg import heatmap, histogram
-from lab.report.text import md_cell, md_code, scrub
+from lab.report.text import inline, md_cell, md_code, scrub
 
 
 def _fmt(v: Any) -> str:
@@ -300,7 +300,7 @@ def render_html(
         for d in metrics.divergences[:20]:
             gap = escape(_fmt(d["reference_top_gap"]))
             parts.append(
-                f"<p><b>{escape(d['target'])}</b> in <i>{escape(d['cell'])}</i> at token "
+                f"<p><b>{inline(d['target'])}</b> in <i>{inline(d['cell'])}</i> at token "
                 f"{d['first_divergence']} (reference top1-top2 gap {gap})"
                 f"</p><pre>{escape(_continuation(d['context']))}</pre><div class='side'>"
                 f"<pre>reference: {escape(_continuation(d['reference_continuation']))}</pre>"
@@ -373,7 +373,7 @@ def write_sweep_report(
     except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
     store = RunStore(root)
-    entries = list(store.entries(CELLS))
+    entries = list(store.entries(CELLS, latest=True))
     context = context_length(config)
     decode = _decoder(config.model) if with_tokenizer else None
     metrics = compute_metrics(config, entries, context, decode)

@@ -5,6 +5,8 @@ safe for the Markdown reports, and any report text made writable as UTF-8.
     f"| {md_cell(case_id)} | {md_cell(output, 60)} |"   # a table cell, list item or heading
     f"`{md_code(output)}`"                              # the inside of a code span
     store.write_text("report.html", scrub(page))        # lone surrogates -> U+FFFD
+    click.echo(f"error: {terminal(server_text)}")       # controls shown as \\x1b, inert
+    f"<li>{inline(model_output)}</li>"                  # escaped HTML, bidi isolated
 
 Markdown is rendered by viewers that pass raw HTML through, so md_cell backslash-escapes `<`
 (no tag, comment or autolink can start), `[` and `]` (no link or image: no javascript: URL,
@@ -15,10 +17,17 @@ space, so nothing starts a new line (no injected heading, list or table row), an
 opens). Other control characters (NUL, ESC...: `lab library show` prints summary.md to a
 terminal) and lone surrogates (from a JSON `\\ud800` escape; UTF-8 cannot encode them) become
 U+FFFD.
+
+`terminal` is for text from elsewhere (a server's error body) printed to a terminal: every
+C0 / C1 control but tab (ESC starts an escape sequence that acts on the terminal; a line
+break would forge output lines) is shown as `\\xNN`. `inline` is for an untrusted value
+inside running HTML text: escaped, and wrapped in <bdi> so a bidi control in it (U+202E
+RIGHT-TO-LEFT OVERRIDE) cannot reorder the rest of the sentence.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -28,6 +37,7 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 _MD_ESCAPE = re.compile(r"([\\|<\[\]])")
 _LINE_END = re.compile(r"\r\n|[\r\n\u2028\u2029\x0b\x0c\x1c-\x1e\x85]")
 REPLACEMENT = "\ufffd"
+_TERMINAL_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def scrub(text: str) -> str:
@@ -62,3 +72,13 @@ def md_code(text: Any) -> str:
     """The inside of a one-line `code span`: line breaks shown as \\n, backticks as '."""
     s = _LINE_END.sub("\\\\n", str(text))
     return _CONTROL.sub(REPLACEMENT, scrub(s)).replace("`", "'")
+
+
+def terminal(text: Any) -> str:
+    """`text` safe to print to a terminal: controls but tab shown as \\xNN, one line."""
+    return _TERMINAL_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", scrub(str(text)))
+
+
+def inline(text: Any) -> str:
+    """An untrusted value in running HTML text: escaped, bidi-isolated in <bdi>."""
+    return f"<bdi>{html.escape(str(text))}</bdi>"

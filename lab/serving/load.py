@@ -34,6 +34,7 @@ from lab.backends.openai_compat import Call, CallResult, OpenAIClient, request_b
 from lab.determinism.modes import filler_requests
 from lab.envinfo import environment_record
 from lab.errors import LabError
+from lab.report.text import terminal
 from lab.store import RunStore
 
 REQUESTS = "requests"
@@ -226,7 +227,9 @@ def format_summary(summary: LoadSummary) -> str:
         f"{summary.output_tokens_per_s:.1f} output tok/s",
         "  latency (ok): " + ", ".join(f"{k} {seconds(v)}" for k, v in summary.latency_s.items()),
     ]
-    lines += [f"  error: {e}" for e in summary.sample_errors]
+    # The server's error text, verbatim in the records: an escape sequence in it must not act
+    # on the terminal, nor a line break forge an output line.
+    lines += [f"  error: {terminal(e)}" for e in summary.sample_errors]
     if not summary.complete:
         lines.append("  incomplete: run the same command again to send the missing requests")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import html
 from typing import Any
 
 from lab.report import svg as plots
-from lab.report.text import md_cell, scrub
+from lab.report.text import inline, md_cell, scrub
 
 HEADLINE_ROWS = [
     ("mean", "expected success (mean over cases and samples)"),
@@ -158,8 +158,10 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>n-of-k variance: {run['cases']} cases x k={run['k']}</h1>",
         "<p>"
+        + e(f"{run['backend']} / ")
+        + inline(run["model"])
         + e(
-            f"{run['backend']} / {run['model']} / {run['dtype']}, temperature "
+            f" / {run['dtype']}, temperature "
             f"{run['temperature']}, top_p {run['top_p']}, top_k {run['top_k']}, "
             f"max_tokens {run['max_tokens']}, seed {run['seed']}"
         )
@@ -220,7 +222,7 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         lo, hi = c["wilson_95"]
         rows.append(
             [
-                e(c["id"]) + "<br><small>" + e(", ".join(c["tags"])) + "</small>",
+                inline(c["id"]) + "<br><small>" + ", ".join(map(inline, c["tags"])) + "</small>",
                 f"{c['successes']}/{c['n']}<br><small>[{fmt(lo, 2)}, {fmt(hi, 2)}]</small>",
                 f"<pre>{e(c['majority_answer'])}</pre><small>{c['majority_share']:.2f}</small>",
                 f"{fmt(c['vendi'], 2)} / {c['clusters']} / {fmt(c['semantic_entropy'], 2)}",

@@ -85,6 +85,17 @@ def test_verdicts_are_sentences_naming_the_test() -> None:
     assert "B is worse" in worse
     same = paired.verdict("pass@k", 0.02, (-0.01, 0.05), 0.2, 0.05, "t")
     assert "no detectable difference at this sample size" in same
+    assert "interval" not in same.split(")")[-1] and "hint" not in same
+
+
+def test_verdicts_say_when_the_interval_and_the_test_disagree() -> None:
+    # 4 of 50 cases moved, all up: the bootstrap interval excludes 0, the exact test p = 0.125
+    # (the audit's run a vs c); the test decides, the sentence says why the two differ.
+    hint = paired.verdict("pass@k", 0.08, (0.02, 0.16), 0.125, 0.05, "sign-flip")
+    assert hint.startswith("pass@k: no detectable difference at this sample size")
+    assert "the interval excludes 0 but the test does not reject" in hint
+    edge = paired.verdict("mean", 0.05, (-0.001, 0.1), 0.04, 0.05, "sign-flip")
+    assert "B is better" in edge and "the interval still includes 0" in edge
 
 
 def _case(passed: list[bool], seeds: list[int] | None = None) -> CaseData:
