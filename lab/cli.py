@@ -350,6 +350,12 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
 @click.option(
     "--cases", default=None, help="bundled:NAME, .jsonl/.yaml/.csv, or a saved dataset dir."
 )
+@click.option(
+    "--only-tags", default=None, help="Only cases with one of these tags (comma-separated)."
+)
+@click.option(
+    "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
+)
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
 @click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
 @click.option("--model", default=None, help="Default smollm2-135m-instruct.")

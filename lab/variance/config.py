@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import LabError
 from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
+
+if TYPE_CHECKING:  # lab.data imports lab.variance
+    from lab.data import Case
 
 
 @dataclass
@@ -98,6 +102,11 @@ class SampleConfig:
 
     #: case source: bundled:NAME, a .jsonl / .yaml / .csv file, or a saved datasets dir
     cases: str = "bundled:basic"
+    #: sample only the cases carrying at least one of these tags (None: every case)
+    only_tags: list[str] | None = None
+    #: sample at most this many cases, the first in file order after only_tags (None: all);
+    #: a case keeps the seeds it has in the whole set, so its samples match a full run's
+    limit: int | None = None
     #: samples per case
     k: int = 32
     #: "vllm" or "hf"
@@ -175,6 +184,14 @@ class SampleConfig:
             raise LabError(f"rows_per_call must be >= 1, got {self.rows_per_call}")
         if self.bootstrap_samples < 1:
             raise LabError(f"bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
+        if isinstance(self.only_tags, str):  # `only_tags: arith` in YAML, or the flag's text
+            self.only_tags = [t.strip() for t in self.only_tags.split(",") if t.strip()]
+        if self.only_tags is not None and not (
+            self.only_tags and all(isinstance(t, str) and t for t in self.only_tags)
+        ):
+            raise LabError(f"only_tags must be a non-empty list of tags, got {self.only_tags!r}")
+        if self.limit is not None and self.limit < 1:
+            raise LabError(f"limit must be >= 1, got {self.limit}")
         self._check_engine_and_sampling()
 
     def _check_engine_and_sampling(self) -> None:
@@ -219,7 +236,27 @@ class SampleConfig:
         if self.out:
             return Path(self.out)
         stem = Path(self.cases.split(":", 1)[-1].partition("#")[0]).stem or "cases"
+        if self.only_tags:  # a subset gets its own directory: a full run does not resume it
+            stem += "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(self.only_tags))
+        if self.limit is not None:
+            stem += f"-first{self.limit}"
         return Path("runs") / f"sample-{stem}-{self.backend}-k{self.k}"
+
+    def select(self, cases: list[Case]) -> list[tuple[int, Case]]:
+        """(index in the whole case set, case) of the cases to sample: only_tags, then limit.
+        The index fixes a case's seeds, so a subset run reproduces a full run's samples."""
+        chosen = [
+            (i, c)
+            for i, c in enumerate(cases)
+            if self.only_tags is None or set(self.only_tags) & set(c.tags)
+        ]
+        if not chosen:
+            known = sorted({t for c in cases for t in c.tags})
+            raise LabError(
+                f"only_tags {self.only_tags}: no case of {self.cases} has one of these tags "
+                f"(tags there: {', '.join(known) or 'none'})"
+            )
+        return chosen if self.limit is None else chosen[: self.limit]
 
     def calls_rows(self) -> int:
         if self.rows_per_call is not None:

@@ -155,10 +155,15 @@ def sample_cases(
     cases: list[Case],
     emit: Callable[[str], None],
     stop_after_cases: int | None = None,
+    positions: dict[str, int] | None = None,
 ) -> tuple[int, bool]:
-    """Sample the unfinished cases; returns (cases sampled now, whether all are done)."""
+    """Sample the unfinished cases; returns (cases sampled now, whether all are done).
+
+    `positions`: each case's index in the whole case set (its seeds follow from it), when
+    `cases` is a selection; by default its index in `cases`."""
     done = store.done_keys(LOG)
-    todo = [(i, c) for i, c in enumerate(cases) if c.id not in done]
+    where = positions or {c.id: i for i, c in enumerate(cases)}
+    todo = [(where[c.id], c) for c in cases if c.id not in done]
     progress = Progress(len(cases) * config.k, len(done) * config.k, emit)
     if done:
         emit(f"resuming: {len(done)} of {len(cases)} cases already sampled in {store.path}")
@@ -216,12 +221,16 @@ def run_sample(
     config is what the run records. `stop_after_cases` stops after that many newly sampled
     cases without writing the report (what a kill leaves behind).
     """
-    cases = load_cases(config.cases)
+    whole = load_cases(config.cases)
+    selected = config.select(whole)
+    cases = [c for _, c in selected]
+    positions = {c.id: i for i, c in selected}
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)
     store = open_run(config, cases, backend_config, fresh)
-    emit(f"run directory {store.path}: {len(cases)} cases x k={config.k}")
+    chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
+    emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")
     if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
         emit("all cases already sampled; rebuilding the report")
     else:
@@ -229,7 +238,9 @@ def run_sample(
         backend = backend or load_backend(backend_config, cache_dir)
     sampled, complete = (0, True)
     if backend is not None:
-        sampled, complete = sample_cases(config, backend, store, cases, emit, stop_after_cases)
+        sampled, complete = sample_cases(
+            config, backend, store, cases, emit, stop_after_cases, positions
+        )
     if not complete:
         return RunOutcome(store.path, sampled, False)
     from lab.variance.report import build_report
