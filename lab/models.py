@@ -204,13 +204,19 @@ def model_info(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> Mo
     except (OSError, json.JSONDecodeError) as exc:
         raise LabError(f"{path / 'config.json'}: cannot read model config ({exc})") from exc
     text_cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model's
-    heads = int(text_cfg.get("num_attention_heads", 1))
+
+    def field(names: tuple[str, ...], default: int) -> int:
+        # Older architectures name the same fields their own way (GPT-2, GPT-J: n_head,
+        # n_positions; Falcon: num_kv_heads): the first one present wins.
+        return next((int(text_cfg[n]) for n in names if text_cfg.get(n) is not None), default)
+
+    heads = field(("num_attention_heads", "n_head", "num_heads"), 1)
     return ModelInfo(
         spec=spec,
         path=path,
         num_attention_heads=heads,
-        num_key_value_heads=int(text_cfg.get("num_key_value_heads", heads)),
-        max_position_embeddings=int(text_cfg.get("max_position_embeddings", 2048)),
+        num_key_value_heads=field(("num_key_value_heads", "num_kv_heads"), heads),
+        max_position_embeddings=field(("max_position_embeddings", "n_positions"), 2048),
         architecture=(cfg.get("architectures") or ["?"])[0],
     )
 

@@ -84,6 +84,32 @@ def process_logits(logits: Any, sampling: SamplingConfig) -> Any:
     return torch.log_softmax(logits, dim=-1)
 
 
+def attention_implementation(
+    model_config: Any, batch_invariant: bool, model: str = "model"
+) -> str | None:
+    """The transformers attention implementation a model must load with (None: leave it to
+    transformers), or ConfigError when the batch-invariant mode cannot cover the model.
+
+    The mode's attention is its aten::scaled_dot_product_attention override (lab.kernels.
+    attention): it needs transformers' "sdpa" path (eager attention is plain matmuls and a
+    softmax over the padded key axis, measured not padding-invariant). That path passes the
+    mask (causal, padding, sliding window) to the override, but drops attention-logit soft-
+    capping (Gemma 2) without a word, so soft-capped models run "eager" (where it is applied)
+    and are refused by the mode rather than silently computing another model's attention."""
+    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else None
+    softcap = getattr(text or model_config, "attn_logit_softcapping", None)
+    if batch_invariant:
+        if softcap:
+            arch = ",".join(getattr(model_config, "architectures", None) or []) or "this model"
+            raise ConfigError(
+                f"{model}: {arch} soft-caps its attention scores (attn_logit_softcapping="
+                f"{softcap}), which the batch-invariant attention (scaled_dot_product_attention) "
+                "cannot do; run it without the batch-invariant mode"
+            )
+        return "sdpa"
+    return "eager" if softcap else None
+
+
 class HFBackend(Backend):
     """One transformers model on one device, in one dtype."""
 
@@ -100,7 +126,7 @@ class HFBackend(Backend):
                 "tensor_parallel_size > 1 needs the vllm backend (transformers runs on one device)"
             )
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self.device = resolve_device(config.device)
         check_dtype_on_device(config.dtype, self.device)
@@ -113,9 +139,22 @@ class HFBackend(Backend):
         self.info = models.model_info(config.model, cache_dir)
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.info.path))
-        model = AutoModelForCausalLM.from_pretrained(
-            str(self.info.path), dtype=torch_dtype(config.dtype)
+        #: transformers' attention implementation, when the lab must choose it (None: its own)
+        self.attention = attention_implementation(
+            AutoConfig.from_pretrained(str(self.info.path)), config.batch_invariant, config.model
         )
+        chosen = {"attn_implementation": self.attention} if self.attention else {}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(self.info.path), dtype=torch_dtype(config.dtype), **chosen
+            )
+        except ValueError as exc:  # transformers: this architecture has no sdpa path
+            if self.attention != "sdpa" or "scaled_dot_product_attention" not in str(exc):
+                raise
+            raise ConfigError(
+                f"{config.model}: the batch-invariant mode needs transformers' sdpa attention, "
+                f"which this architecture lacks ({str(exc).splitlines()[0]})"
+            ) from exc
         self.model: Any = model.to(self.device)  # type: ignore[arg-type]
         self.model.eval()
         self.load_seconds = time.perf_counter() - started
@@ -284,6 +323,7 @@ class HFBackend(Backend):
         total_seconds = time.perf_counter() - started
         engine = self.config.to_dict() | {"device": self.device}
         engine["batch_invariant_kernels"] = self.kernels or False  # as the vllm backend records
+        engine["attn_implementation"] = getattr(self.model.config, "_attn_implementation", None)
         sampling_dict = dataclasses.asdict(sampling)
         out: list[list[Generation]] = []
         for req_index, (request, ids) in enumerate(chunk):
