@@ -1,6 +1,6 @@
 """Benchmarks for n-of-k sampling: the lab's paths against the bare engines, ratios from one run.
 
-    .venv/bin/python scripts/bench_sampling.py                      # all three parts
+    .venv/bin/python scripts/bench_sampling.py                      # parts a, b, c
     .venv/bin/python scripts/bench_sampling.py --parts vllm --cases 8 --k 32 --max-tokens 32
 
 (a) vllm: k samples per case through the lab (lab.variance.runner.sample_cases: backend.generate
@@ -12,6 +12,14 @@
     against k sequential single-sample `model.generate` calls per case.
 (c) diversity: C x k texts embedded in one call plus batched [C, k, k] measures, against a loop
     that embeds and scores one case at a time (pairs and components in Python).
+(d) job: the whole `lab sample` job at N cases x k through vLLM, timed by stage: engine start,
+    sampling (lab.variance.runner.sample_cases, the CLI's batching), the first report
+    (lab.variance.report.build_report: checks, embedder load and embeddings, statistics,
+    bootstrap, Parquet, HTML) and a rebuilt report (`lab sample-report`: embeddings reused);
+    printed as the ratio analysis / sampling, with the artifact sizes. For 100 cases:
+      .venv/bin/lab perturb bundled:basic --out /tmp/cases.jsonl --with-source
+      .venv/bin/python scripts/bench_sampling.py --parts job --job-case-set /tmp/cases.jsonl \
+          --job-cases 100 --k 32 --max-tokens 32
 
 Timings on a shared machine move; compare ratios from the same run only.
 """
@@ -54,6 +62,18 @@ def interleaved(
     return best
 
 
+_ENGINES: dict[str, Any] = {}
+
+
+def vllm_backend() -> Any:
+    """The one vLLM engine of this process (parts a and d share it: one engine per process)."""
+    if "vllm" not in _ENGINES:
+        _ENGINES["vllm"] = load_backend(
+            EngineConfig(backend="vllm", device="cpu", prefix_caching=True, max_num_seqs=64)
+        )
+    return _ENGINES["vllm"]
+
+
 def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
     from vllm import SamplingParams
 
@@ -67,9 +87,7 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
         rows_per_call=args.cases * args.k,
         temperature=args.temperature,
     )
-    backend = load_backend(
-        EngineConfig(backend="vllm", device="cpu", prefix_caching=True, max_num_seqs=64)
-    )
+    backend = vllm_backend()
     engine: Any = backend  # the vLLM backend: .tokenizer and .llm (the engine object)
     prompts = [{"prompt_token_ids": render_token_ids(engine.tokenizer, c.request())} for c in cases]
     # One SamplingParams per prompt with the lab's per-case seed (case j: seed + j * k), so the
@@ -275,6 +293,70 @@ def _root(parent: list[int], x: int) -> int:
     return x
 
 
+def bench_job(args: argparse.Namespace) -> dict[str, float]:
+    import os
+
+    from lab.variance.report import build_report
+    from lab.variance.runner import open_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = SampleConfig(
+            cases=args.job_case_set,
+            k=args.k,
+            backend="vllm",
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            limit=args.job_cases,
+            out=tmp,
+        )
+        selected = config.select(load_cases(config.cases))
+        cases = [c for _, c in selected]
+        positions = {c.id: i for i, c in selected}
+        started = time.perf_counter()
+        backend = vllm_backend()  # already started when part (a) ran first
+        engine_s = time.perf_counter() - started
+        store = open_run(config, cases, backend.config, fresh=True)
+        started = time.perf_counter()
+        sample_cases(config, backend, store, cases, lambda m: None, positions=positions)
+        sampling_s = time.perf_counter() - started
+        tokens = sum(
+            len(g["output_token_ids"]) for e in store.entries("samples") for g in e["generations"]
+        )
+        stages = {}
+        for name in ("first report", "rebuilt report"):
+            started = time.perf_counter()
+            build_report(store.path, config, emit=lambda m: None)
+            stages[name] = time.perf_counter() - started
+        sizes = {
+            name: os.path.getsize(store.path / name) / 1e6
+            for name in (
+                "samples.jsonl",
+                "samples.parquet",
+                "embeddings.npz",
+                "metrics.json",
+                "report.html",
+            )
+        }
+    load = os.getloadavg()[0]
+    print(f"  engine start {engine_s:.1f} s (not counted below)")
+    print(f"  sampling {sampling_s:.1f} s, {tokens / sampling_s:.1f} output tok/s")
+    for name, seconds in stages.items():
+        print(f"  {name} {seconds:.1f} s")
+    print("  sizes (MB): " + ", ".join(f"{n} {v:.2f}" for n, v in sizes.items()))
+    ratio = stages["first report"] / sampling_s
+    print(
+        f"(d) whole job {len(cases)} cases x k={args.k}, {args.max_tokens} tokens: sampling "
+        f"{sampling_s:.1f} s, analysis {stages['first report']:.1f} s, analysis / sampling = "
+        f"{ratio:.3f}; a rebuilt report {stages['rebuilt report']:.1f} s (load average {load:.1f})"
+    )
+    return {
+        "job_sampling_s": sampling_s,
+        "job_analysis_s": stages["first report"],
+        "job_rebuild_s": stages["rebuilt report"],
+        "job_analysis_over_sampling": ratio,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="vllm,hf,diversity")
@@ -288,6 +370,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--div-cases", type=int, default=50)
     parser.add_argument("--div-k", type=int, default=32)
+    parser.add_argument("--job-case-set", default="bundled:basic", help="cases for part (d)")
+    parser.add_argument("--job-cases", type=int, default=50, help="cases for part (d)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress under a pipe
     parts = {p.strip() for p in args.parts.split(",")}
@@ -298,6 +382,8 @@ def main() -> None:
         results |= bench_hf(args)
     if "vllm" in parts:
         results |= bench_vllm(args)
+    if "job" in parts:
+        results |= bench_job(args)
     print({k: round(v, 3) for k, v in results.items()})
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from lab.variance import stats
 from lab.variance.checks import normalize_text, run_checks
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder, diversity
+from lab.variance.embedcache import embed_with_cache
 
 
 def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +90,9 @@ def analyze(
     entries: list[dict[str, Any]],
     config: SampleConfig,
     embedder: Embedder | None = None,
+    embeddings_cache: Path | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`embeddings_cache`: RUN_DIR/embeddings.npz (lab.variance.embedcache); None: no cache."""
     by_id = {e["case_id"]: e for e in entries}
     cases = [c for c in cases if c.id in by_id]
     if not cases:
@@ -98,8 +102,9 @@ def analyze(
     evals = [[evaluate_sample(c, g) for g in gs] for c, gs in zip(cases, gens, strict=True)]
     passed = np.array([[e["passed"] for e in row] for row in evals], dtype=bool)  # [C, k]
 
-    embedder = embedder or Embedder(config.embedder, config.embed_device)
-    emb = embedder.embed_cases([[g["text"] for g in gs] for gs in gens])  # [C, k, d], one pass
+    texts = [[g["text"] for g in gs] for gs in gens]
+    # [C, k, d], one pass; a rebuilt report reuses the first one's (the model is not loaded)
+    emb, embedder_name, embed_device = embed_with_cache(embeddings_cache, texts, config, embedder)
     div = diversity(emb, config.cluster_threshold)
     typicality = div.typicality.cpu().numpy()
     labels = div.labels.cpu().numpy()
@@ -221,8 +226,8 @@ def analyze(
             "max_tokens": config.max_tokens,
             "seed": config.seed,
             "independent_seeds": config.independent_seeds,
-            "embedder": embedder.name,
-            "embed_device": embedder.device,
+            "embedder": embedder_name,
+            "embed_device": embed_device,
             "cluster_threshold": config.cluster_threshold,
             "bootstrap_samples": config.bootstrap_samples,
         },

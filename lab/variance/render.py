@@ -216,6 +216,12 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         heads = ["cohort", "kind", "cases", "mean", "p5", "p10", "p50", "p90"]
         parts.append(_table(heads, rows))
     parts.append("<h2>Cases and their worst outputs</h2>")
+    # One output per case keeps the page light at scale (hundreds of cases x k); every sample
+    # is in the Parquet file.
+    parts.append(
+        f"<p><small>One output per case (its worst). All {run['samples']} samples (text, "
+        "verdict, check reasons, seed, tokens) are in samples.parquet.</small></p>"
+    )
     rows = []
     for c in sorted(cases, key=lambda c: (c["rate"], c["id"])):
         worst = c["worst"]

@@ -9,9 +9,10 @@
     RUN_DIR/metrics.json       every number of the report (definitions inside)
     RUN_DIR/summary.md         the Markdown summary
     RUN_DIR/report.html        the self-contained HTML report (inline SVG plots)
+    RUN_DIR/embeddings.npz     every output's embedding, reused by a rebuild (embedcache.py)
 
 Rebuild a report with other analysis settings (gate, prices, threshold, cohort buckets)
-without sampling:
+without sampling (and, with the same embedder, without embedding again):
 
     lab sample-report RUN_DIR [--gate min_p5=0.2] [--cohorts cohorts.yaml]
 """
@@ -30,6 +31,7 @@ from lab.store import RunStore
 from lab.variance.analyze import analyze
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder
+from lab.variance.embedcache import CACHE_NAME
 from lab.variance.gate import evaluate_gate
 from lab.variance.render import html_report, markdown_summary
 from lab.variance.runner import LOG
@@ -85,7 +87,7 @@ def build_report(
             "rerun lab sample to resume"
         )
     emit(f"analyzing {len(entries)} cases: checks, embeddings, statistics")
-    metrics, rows = analyze(cases, entries, config, embedder)
+    metrics, rows = analyze(cases, entries, config, embedder, root / CACHE_NAME)
     thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
     reasons = evaluate_gate(metrics["headline"], config.gate)
     gate = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
