@@ -67,6 +67,8 @@ class ModelInfo:
     num_key_value_heads: int
     max_position_embeddings: int
     architecture: str
+    #: per-head width (config head_dim, else hidden size / heads; None when neither is given)
+    head_dim: int | None = None
 
 
 def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -218,6 +220,8 @@ def model_info(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> Mo
         num_key_value_heads=field(("num_key_value_heads", "num_kv_heads"), heads),
         max_position_embeddings=field(("max_position_embeddings", "n_positions"), 2048),
         architecture=(cfg.get("architectures") or ["?"])[0],
+        head_dim=text_cfg.get("head_dim")
+        or (field(("hidden_size", "n_embd", "d_model"), 0) // heads or None),
     )
 
 

