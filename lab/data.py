@@ -224,17 +224,56 @@ def yaml_error(path: str | Path, exc: yaml.YAMLError) -> LabError:
     return LabError(f"{path}{line}: not valid YAML ({problem})")
 
 
+def check_yaml_duplicate_keys(node: Any, path: str | Path) -> None:
+    """A key given twice in one mapping: YAML loaders keep the last one silently (a second
+    `checks:` or `axes:` would drop the first without a word), so it is an error here."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise LabError(
+                        f"{path}:{key.start_mark.line + 1}: key {key.value!r} appears twice in "
+                        "one mapping; YAML would keep only the last"
+                    )
+                seen.add(key.value)
+            check_yaml_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            check_yaml_duplicate_keys(item, path)
+
+
+def load_yaml_text(text: str, path: str | Path) -> Any:
+    """Parse YAML text read from `path`: syntax errors and duplicate keys are one-line errors."""
+    try:
+        check_yaml_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
+
+
 def load_yaml_file(path: str | Path) -> Any:
-    """A YAML file's data; unreadable, non-UTF-8 or malformed files are one-line LabErrors."""
+    """A YAML file's data; unreadable, non-UTF-8 or malformed files (duplicate keys included)
+    are one-line LabErrors."""
     path = Path(path)
     try:
         text = read_text(path)
     except OSError as exc:
         raise LabError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise yaml_error(path, exc) from None
+    return load_yaml_text(text, path)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -244,9 +283,14 @@ def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as exc:
             raise LabError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+        except _DuplicateKey as exc:  # json keeps the last one silently: a lost check
+            raise LabError(
+                f"{path}:{number}: key {exc.args[0]!r} appears twice in one object; "
+                "JSON would keep only the last"
+            ) from None
         if not isinstance(record, dict):
             raise LabError(f"{path}:{number}: expected a JSON object per line")
         out.append((number, record))
@@ -255,11 +299,8 @@ def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def _records_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
     text = read_text(path)
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise yaml_error(path, exc) from None
+    data = load_yaml_text(text, path)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if isinstance(data, dict) and "cases" in data:
         data = data["cases"]
         root = next(v for k, v in root.value if k.value == "cases")  # type: ignore[union-attr]
