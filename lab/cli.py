@@ -212,10 +212,12 @@ def demo_cmd(
 
 @cli.command("quickstart")
 @click.option("--out", default="runs/quickstart", show_default=True, help="Run directory.")
-@click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
+@click.option(
+    "--k", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per case."
+)
 @click.option("--backend", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
 @click.option("--cases", default="bundled:basic", show_default=True, help="Case set to sample.")
-@click.option("--max-tokens", type=int, default=48, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -234,10 +236,6 @@ def quickstart_cmd(
     from lab.quickstart import run_quickstart
 
     # Its three steps run one after another: check what the last one needs before the first.
-    if k < 1:
-        raise LabError(f"--k must be >= 1, got {k}")
-    if max_tokens < 1:
-        raise LabError(f"--max-tokens must be >= 1, got {max_tokens}")
     check_out_dir(out)
     load_cases(cases)
     result = run_quickstart(

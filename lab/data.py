@@ -243,13 +243,33 @@ def check_yaml_duplicate_keys(node: Any, path: str | Path) -> None:
             check_yaml_duplicate_keys(item, path)
 
 
-def load_yaml_text(text: str, path: str | Path) -> Any:
-    """Parse YAML text read from `path`: syntax errors and duplicate keys are one-line errors."""
+def compose_yaml(text: str, path: str | Path) -> Any:
+    """The YAML node tree of `text` (read from `path`; its marks give line numbers), checked:
+    syntax errors and duplicate keys are one-line errors. construct_yaml() gives the data."""
     try:
-        check_yaml_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
-        return yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise yaml_error(path, exc) from None
+    check_yaml_duplicate_keys(root, path)
+    return root
+
+
+def construct_yaml(root: Any, path: str | Path) -> Any:
+    """The Python data of a node tree from compose_yaml (parsed once, for data and lines)."""
+    if root is None:
+        return None
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_text(text: str, path: str | Path) -> Any:
+    """Parse YAML text read from `path`: syntax errors and duplicate keys are one-line errors."""
+    return construct_yaml(compose_yaml(text, path), path)
 
 
 def load_yaml_file(path: str | Path) -> Any:
@@ -297,35 +317,27 @@ def _records_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def _records_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    text = read_text(path)
-    data = load_yaml_text(text, path)
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if isinstance(data, dict) and "cases" in data:
-        data = data["cases"]
-        root = next(v for k, v in root.value if k.value == "cases")  # type: ignore[union-attr]
-    if not isinstance(data, list) or root is None:
+def _records_yaml(
+    path: Path,
+) -> tuple[list[tuple[int, dict[str, Any]]], dict[tuple[int, str], int]]:
+    """The cases with their start lines, and (case start line, field) -> the field's own line
+    (for precise errors), from one parse."""
+    root = compose_yaml(read_text(path), path)
+    if isinstance(root, yaml.MappingNode):
+        root = next((v for k, v in root.value if k.value == "cases"), root)
+    data = construct_yaml(root, path)
+    if not isinstance(data, list) or not isinstance(root, yaml.SequenceNode):
         raise LabError(f"{path}:1: expected a list of cases (or a mapping with 'cases')")
-    lines = [item.start_mark.line + 1 for item in root.value]
     out = []
-    for line, record in zip(lines, data, strict=True):
+    field_lines: dict[tuple[int, str], int] = {}
+    for item, record in zip(root.value, data, strict=True):
+        line = item.start_mark.line + 1
         if not isinstance(record, dict):
             raise LabError(f"{path}:{line}: a case must be a mapping")
         out.append((line, record))
-    return out
-
-
-def _yaml_field_lines(path: Path) -> dict[tuple[int, str], int]:
-    """(case start line, field) -> the field's own line, for precise YAML errors."""
-    root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
-    if isinstance(root, yaml.MappingNode):
-        root = next((v for k, v in root.value if k.value == "cases"), None)
-    out: dict[tuple[int, str], int] = {}
-    for item in getattr(root, "value", []):
-        if isinstance(item, yaml.MappingNode):
-            for key, _ in item.value:
-                out[(item.start_mark.line + 1, str(key.value))] = key.start_mark.line + 1
-    return out
+        for key, _ in item.value:
+            field_lines[(line, str(key.value))] = key.start_mark.line + 1
+    return out, field_lines
 
 
 def _records_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -397,8 +409,7 @@ def load_cases(source: str | Path, require_checks: bool = True) -> list[Case]:
     elif suffix in (".jsonl", ".ndjson"):
         records = _records_jsonl(path)
     elif suffix in (".yaml", ".yml"):
-        records = _records_yaml(path)
-        field_lines = _yaml_field_lines(path)
+        records, field_lines = _records_yaml(path)
     elif suffix == ".csv":
         records = _records_csv(path)
         strict = False

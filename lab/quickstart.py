@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,12 +278,8 @@ li{{margin:.3rem 0}}</style></head><body>
 <p><a href="variance/report.html">full variance report</a></p>
 </body></html>
 """
+    from lab.store import write_atomic
+
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".index.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600: as readable as the reports it links
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(scrub(page))  # a lone surrogate (JSON "\\ud800" in a prompt id) cannot encode
-    os.replace(tmp, root / "index.html")
-    return root / "index.html"
+    # scrub: a lone surrogate (JSON "\\ud800" in a prompt id) cannot be encoded
+    return write_atomic(root / "index.html", scrub(page))

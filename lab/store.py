@@ -28,13 +28,19 @@ from typing import Any
 from lab.errors import LabError
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write a whole file so that a reader (or a kill) never sees half of it: a temp file
+    beside it (`.NAME.tmp-PID`, which RunStore.open removes if its writer died), fsynced, then
+    renamed over it. Text is UTF-8; permissions follow the umask, as for any new file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    return path
 
 
 def _repair_tail(path: Path) -> None:
@@ -218,7 +224,7 @@ class RunStore:
                     "or choose another output directory"
                 )
         else:
-            _write_atomic(config_path, json.dumps(canonical, indent=2, sort_keys=True))
+            write_atomic(config_path, json.dumps(canonical, indent=2, sort_keys=True))
         store = cls(root)
         _opened.append(root)
         store.remove_stale_temp_files()
@@ -308,10 +314,10 @@ class RunStore:
 
     def write_json(self, name: str, payload: Any) -> Path:
         path = self.path / name
-        _write_atomic(path, json.dumps(payload, indent=2, default=str))
+        write_atomic(path, json.dumps(payload, indent=2, default=str))
         return path
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path / name
-        _write_atomic(path, text)
+        write_atomic(path, text)
         return path

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from lab.backends.base import SamplingConfig, canonical_dtype
-from lab.data import check_yaml_duplicate_keys, load_yaml_file, read_text
+from lab.data import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
 
@@ -361,13 +361,13 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    text = read_text(path)
     try:
-        data = yaml.safe_load(text)
+        root = yaml.compose(read_text(path), Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "parse"
         problem = getattr(exc, "problem", None) or "parse error"
         raise ConfigError(f"{path}: {where}: invalid YAML ({problem})") from None
-    check_yaml_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+    check_yaml_duplicate_keys(root, path)
+    data = construct_yaml(root, path)
     return parse_sweep_config(data, str(path), path.parent)

@@ -25,10 +25,6 @@ def _p(test: dict[str, Any] | None) -> str:
     return f"{test['p_value']:.3g}"
 
 
-def _cell(text: Any) -> str:
-    return md_cell(text)
-
-
 def markdown(report: dict[str, Any]) -> str:
     s = report["summary"]
     method = report["method"]
@@ -45,25 +41,26 @@ def markdown(report: dict[str, Any]) -> str:
     for g in report["gaps"]:
         test = g["test"]["name"] if g["test"] else "-"
         out.append(
-            f"| {_cell(g['severity'])} | {_cell(g['name'])} | {g['size']:.3f} | "
-            f"{_cell(g['size_label'])} | {_cell(test)} | {_p(g['test'])} | {_cell(g['detail'])} |"
+            f"| {md_cell(g['severity'])} | {md_cell(g['name'])} | {g['size']:.3f} | "
+            f"{md_cell(g['size_label'])} | {md_cell(test)} | {_p(g['test'])} | "
+            f"{md_cell(g['detail'])} |"
         )
     emb = next((g for g in report["gaps"] if g["aspect"] == "embedding"), None)
     if emb is not None:
         out += ["", "## Production inputs least like any demo input", ""]
         for item in emb["data"]["least_covered"]:
-            out.append(f"- ({item['nearest_similarity']:.2f}) {_cell(item['text'][:160])}")
+            out.append(f"- ({item['nearest_similarity']:.2f}) {md_cell(item['text'][:160])}")
     out += [
         "",
         "## Method",
         "",
-        f"- input length in {_cell(method['tokens'])} tokens",
-        f"- language: {_cell(method['language_id'])}; script: the Unicode scripts of the letters",
-        f"- embeddings: {_cell(method['embedder'])}, MMD permutation test with "
+        f"- input length in {md_cell(method['tokens'])} tokens",
+        f"- language: {md_cell(method['language_id'])}; script: the Unicode scripts of the letters",
+        f"- embeddings: {md_cell(method['embedder'])}, MMD permutation test with "
         f"{method['permutations']} permutations (seed {method['seed']})",
-        f"- severity: {_cell(method['severity_rule'])}; alpha {method['alpha']}; thresholds "
+        f"- severity: {md_cell(method['severity_rule'])}; alpha {method['alpha']}; thresholds "
         "(low, medium, high): "
-        + ", ".join(f"{_cell(k)} {_cell(v)}" for k, v in method["thresholds"].items()),
+        + ", ".join(f"{md_cell(k)} {md_cell(v)}" for k, v in method["thresholds"].items()),
         f"- load-bearing tag: >= {method['min_tag_share']} of production; under-represented: "
         f"demo share < prod share / {method['under_factor']}",
     ]

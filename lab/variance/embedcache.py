@@ -18,14 +18,15 @@ change of key, or an unreadable file, recomputes (and rewrites the file atomical
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lab.store import write_atomic
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder
 
@@ -80,14 +81,10 @@ def load_cached(path: Path, key: dict[str, Any]) -> np.ndarray | None:
 
 
 def store(path: Path, key: dict[str, Any], embeddings: np.ndarray) -> None:
-    """Write atomically (a reader never sees half a file; RunStore.open sweeps a dead
-    writer's temp file)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, key=np.array(json.dumps(key, sort_keys=True)), embeddings=embeddings)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write atomically (lab.store.write_atomic: a reader never sees half a file)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, key=np.array(json.dumps(key, sort_keys=True)), embeddings=embeddings)
+    write_atomic(path, buffer.getvalue())
 
 
 def embed_with_cache(

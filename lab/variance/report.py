@@ -27,7 +27,7 @@ from typing import Any
 
 from lab.data import Case, _FieldError, case_from_record
 from lab.errors import LabError
-from lab.store import RunStore
+from lab.store import RunStore, write_atomic
 from lab.variance.analyze import analyze
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder
@@ -63,10 +63,9 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
 
     # Arrow stores UTF-8: a lone surrogate (a JSON "\\ud800" in a case file) would fail the write.
     table = pa.Table.from_pylist(scrub_all(rows))
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    return path
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return write_atomic(path, buffer.getvalue().to_pybytes())
 
 
 def build_report(

@@ -243,7 +243,7 @@ def test_load_fresh_with_bad_numbers_keeps_the_run_directory(
         (["generate", "--prompt", "hi", "--max-model-len", "0"], "max_model_len must be >= 1"),
         (["demo", "--backends", ","], "give at least one of hf, vllm"),  # exited 0, no table
         # these two used to fail only after the quickstart's two model steps had run
-        (["quickstart", "--k", "0", "--out", "{tmp}/qs"], "--k must be >= 1"),
+        (["quickstart", "--k", "0", "--out", "{tmp}/qs"], "'--k': 0 is not in the range x>=1"),
         (["quickstart", "--cases", "missing.jsonl", "--out", "{tmp}/qs"], "missing.jsonl: no such"),
         (["bench", "sweep", "--max-tokens", "0"], "--max-tokens"),  # printed "nan%", exit 0
         (["load", "--base-url", "http://127.0.0.1:9/v1", "--timeout", "0"], "--timeout"),
