@@ -168,15 +168,19 @@ def bench_generation(
     repeats: int = 3,
     model: str = "smollm2-135m-instruct",
     cache_dir: str | None = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> list[Timing]:
-    """Greedy generation through the hf backend (fp32, CPU): a batch, and one prompt alone."""
+    """Greedy generation through the hf backend on `device` in `dtype`: a batch, and one
+    prompt alone, with the mode off and on."""
     from lab.backends.base import EngineConfig, SamplingConfig
     from lab.backends.hf import HFBackend
     from lab.prompts import chat
 
     engines = {
         on: HFBackend(
-            EngineConfig(backend="hf", model=model, device="cpu", batch_invariant=on), cache_dir
+            EngineConfig(backend="hf", model=model, device=device, dtype=dtype, batch_invariant=on),
+            cache_dir,
         )
         for on in (False, True)
     }
@@ -188,11 +192,13 @@ def bench_generation(
                 f"generate {prompts} prompts x {max_tokens} tokens (one batch)",
                 lambda on, _: engines[on].generate(requests, sampling),
                 repeats,
+                device=device,
             ),
             _side_by_side(
                 f"generate 1 prompt x {max_tokens} tokens (alone)",
                 lambda on, _: engines[on].generate(requests[:1], sampling),
                 repeats,
+                device=device,
             ),
         ]
     finally:

@@ -12,15 +12,22 @@ What breaks invariance on this CPU (MKL sgemm, AVX-512), measured with `lab prob
   through the same micro-kernel with a K-blocking that depends on K and N only. So the GEMMs
   here pad M up to a multiple of ROW_TILE = 8: the BLAS only ever sees M in {8, 16, 24, ...},
   and a row's reduction order is the same whether it sits alone or among 2048 others.
-  (CPU_MATMUL_STRATEGY = "tiles" instead cuts M into fixed [8, K] tiles through one bmm, so
-  the BLAS sees M = 8 exactly; bitwise the same here, slower, kept for BLAS builds where the
-  single padded call is not invariant.)
-  The default where the torch build has oneDNN ("onednn"): fp32 matmuls go through oneDNN's
-  linear on a weight packed once (cached per weight tensor) with M padded to a multiple of
-  ONEDNN_ROW_TILE = 4. Measured row-invariant for every M from 1 to 2048 at SmolLM2's shapes,
-  and faster than MKL's GEMM from 4 rows up (a 320-row prefill linear 0.47x, the LM head at 8
-  rows 0.37x; a lone row 1.6x MKL's GEMV instead of 3.4x for the padded GEMM), so generation
-  with the mode on is faster than stock here. Other dtypes use "pad".
+  ("tiles" instead cuts M into fixed [8, K] tiles through one bmm, so the BLAS sees M = 8
+  exactly.)
+  "onednn", where the torch build has oneDNN: fp32 matmuls go through oneDNN's linear on a
+  weight packed once (cached per weight tensor) with M padded to a multiple of
+  ONEDNN_ROW_TILE = 4. Measured row-invariant for every M from 1 to 2048 at SmolLM2's shapes
+  on the AMD EPYC, and faster than MKL's GEMM there from 4 rows up (a 320-row prefill linear
+  0.47x, the LM head at 8 rows 0.37x; a lone row 1.6x MKL's GEMV instead of 3.4x for the
+  padded GEMM), so generation with the mode on is faster than stock there.
+  None of this is a property of x86: on an Intel Xeon (AVX-512, the same torch and MKL) the
+  padded MKL GEMM gives rows 1-8 other bits than the same rows in a 40-row call, and in bf16
+  both "pad" and oneDNN move rows 7-32, while "tiles" holds. So the strategy is not assumed,
+  it is checked: the first GEMM of each (dtype, K, N, weight layout) inside the mode runs a
+  self-check (strategy_for: row i of an M-row product equal for M = 1..16 and 24, 33, 40, and
+  for rows moved to the front), and the first strategy in the order onednn (fp32 only), pad,
+  tiles that passes is used for that shape from then on. The order is fixed, never timed, so
+  the same machine always makes the same choice. CPU_MATMUL_STRATEGY forces one.
 - A reduction with a single output and >= 32768 inputs is split across threads (two-pass), so
   `x[:1].mean(-1)` on a [1, 49152] row differs from the same row inside a batch. mean_dim
   always reduces a [R >= 2, N] contiguous view, one row per output, in a fixed vectorised
@@ -66,7 +73,13 @@ def _onednn_linear_available() -> bool:
 #: fp32 matmul: "onednn" (oneDNN's packed linear on M padded to a multiple of ONEDNN_ROW_TILE,
 #: where the build has it), "pad" (one MKL GEMM on M padded to a multiple of ROW_TILE) or
 #: "tiles" (bmm over [ROW_TILE, K])
-CPU_MATMUL_STRATEGY = "onednn" if _onednn_linear_available() else "pad"
+CPU_MATMUL_STRATEGY: str | None = None
+#: every strategy, in the order the self-check tries them (fastest first where they hold)
+STRATEGIES = ("onednn", "pad", "tiles")
+#: rows the self-check compares: each M below, and windows moved to the front
+SELF_CHECK_ROWS = (*range(1, 17), 24, 33, 40)
+#: (dtype, K, N, weight transposed) -> the strategy the self-check chose
+_chosen: dict[tuple[torch.dtype, int, int, bool], str] = {}
 #: tail-safe elementwise ops pad to a multiple of this many elements (x threads): 2 vectors
 ELEMENTWISE_BLOCK = 64
 
@@ -155,14 +168,73 @@ def addmm(
         if bias is None:
             return torch.mm(a, b, out=out)
         return torch.addmm(bias, a, b, beta=beta, alpha=alpha, out=out)
-    if CPU_MATMUL_STRATEGY == "onednn" and a.dtype == torch.float32 == b.dtype:
+    strategy = strategy_for(a.dtype, a.shape[1], b.shape[1], b.stride(0) == 1)
+    return _addmm_with(strategy, bias, a, b, beta, alpha)
+
+
+def candidates(dtype: torch.dtype) -> list[str]:
+    """The strategies that can run `dtype` here, in the order the self-check tries them."""
+    usable = ["onednn"] if dtype == torch.float32 and _onednn_linear_available() else []
+    return [*usable, "pad", "tiles"]
+
+
+def strategy_for(dtype: torch.dtype, k: int, n: int, transposed: bool) -> str:
+    """The matmul strategy for [M, k] @ [k, n] in `dtype` (weight stored transposed or not):
+    CPU_MATMUL_STRATEGY when set, else the first candidate the self-check finds row-invariant
+    on this machine (cached; "tiles" when none passes, the last resort)."""
+    if CPU_MATMUL_STRATEGY is not None:
+        return CPU_MATMUL_STRATEGY
+    key = (dtype, k, n, transposed)
+    chosen = _chosen.get(key)
+    if chosen is None:
+        chosen = next(
+            (s for s in candidates(dtype) if rows_invariant(s, dtype, k, n, transposed)), "tiles"
+        )
+        _chosen[key] = chosen
+    return chosen
+
+
+def chosen_strategies() -> dict[str, str]:
+    """What the self-check chose so far, for records and `lab probe`: "dtype KxN" -> strategy."""
+    return {
+        f"{str(d).removeprefix('torch.')} {k}x{n}{' (w^T)' if t else ''}": s
+        for (d, k, n, t), s in sorted(_chosen.items(), key=str)
+    }
+
+
+def rows_invariant(strategy: str, dtype: torch.dtype, k: int, n: int, transposed: bool) -> bool:
+    """Whether `strategy` gives each row of a [M, k] @ [k, n] product the same bits for every M
+    in SELF_CHECK_ROWS and for rows moved to the front, on random data (fixed seed)."""
+    g = torch.Generator().manual_seed(0)
+    rows = max(SELF_CHECK_ROWS)
+    a = torch.randn(rows, k, generator=g).to(dtype)
+    b = torch.randn(n, k, generator=g).to(dtype).t() if transposed else torch.randn(k, n).to(dtype)
+    full = _addmm_with(strategy, None, a, b, 1, 1)
+    for m in SELF_CHECK_ROWS:
+        if not torch.equal(_addmm_with(strategy, None, a[:m], b, 1, 1), full[:m]):
+            return False
+    for lo in (1, 5, 13, 29):  # rows from the middle of the batch, alone at the front
+        if not torch.equal(_addmm_with(strategy, None, a[lo : lo + 4], b, 1, 1), full[lo : lo + 4]):
+            return False
+    return True
+
+
+def _addmm_with(
+    strategy: str,
+    bias: torch.Tensor | None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    beta: Any,
+    alpha: Any,
+) -> torch.Tensor:
+    if strategy == "onednn" and a.dtype == torch.float32 == b.dtype:
         return _onednn_addmm(bias, a, b, beta, alpha)
     m = a.shape[0]
     rows = _round_up(m, ROW_TILE)
     a_pad = _pad_rows(a, rows, 0)  # [rows, K]
     if bias is not None and bias.dim() == 2 and bias.shape[0] == m != rows:
         bias = _pad_rows(bias, rows, 0)  # a full [M, N] bias: pad it alongside
-    if CPU_MATMUL_STRATEGY == "tiles":  # always, so the bias epilogue is the same for every M
+    if strategy == "tiles":  # always, so the bias epilogue is the same for every M
         tiles = a_pad.reshape(rows // ROW_TILE, ROW_TILE, a.shape[1])  # [T, 8, K]
         out = torch.bmm(
             tiles,

@@ -251,4 +251,9 @@ def format_probe(rows: list[ProbeRow]) -> str:
             f"{r.off_max_diff:9.2e}  {'bitwise' if r.on_equal else 'DIFFERS':>8} "
             f"{r.on_max_diff:9.2e}  {r.on_error:11.2e}"
         )
+    if not device.startswith("cuda"):
+        from lab.kernels.cpu import chosen_strategies
+
+        chosen = ", ".join(f"{shape}: {s}" for shape, s in chosen_strategies().items())
+        lines.append(f"CPU matmul strategy per shape (self-checked on this machine): {chosen}")
     return "\n".join(lines)

@@ -222,19 +222,10 @@ def bench_hf(args: argparse.Namespace) -> dict[str, float]:
 
 
 def bench_diversity(args: argparse.Namespace) -> dict[str, float]:
-    import random
-
+    from lab.bench.embeddings import synthetic_outputs
     from lab.variance.diversity import Embedder, diversity
 
-    rng = random.Random(0)
-    words = (
-        "paris capital france answer city river museum number twelve seven blue sky json "
-        "name age colour fruit red green yes no the is of a in"
-    ).split()
-    texts = [
-        [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(args.div_k)]
-        for _ in range(args.div_cases)
-    ]
+    texts = synthetic_outputs(args.div_cases, args.div_k)
     embedder = Embedder(device="cpu")
     timings: dict[str, float] = {}
 

@@ -58,6 +58,27 @@ def test_cuda_matmuls(dtype: torch.dtype) -> None:
     assert (T.bmm(x, y).double() - x.double() @ y.double()).abs().max() < TOLERANCE[dtype] * 5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@needs_cuda
+@pytest.mark.gpu
+def test_cuda_matmul_many_tiles_and_k_tail(dtype: torch.dtype) -> None:
+    """Several M and N tiles per matrix and a K that no BLOCK_K divides (the masked tail):
+    rows taken from the middle of the second M tile, alone, equal their rows of the batch."""
+    from lab.kernels import triton_ops as T
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    a = torch.randn(300, 577, device="cuda", generator=g).to(dtype)
+    w = torch.randn(1000, 577, device="cuda", generator=g).to(dtype)
+    full = T.mm(a, w.t())
+    for lo, hi in ((0, 1), (0, 3), (126, 131), (129, 130), (250, 300)):
+        assert torch.equal(T.mm(a[lo:hi], w.t()), full[lo:hi]), (lo, hi)
+    ref = a.double() @ w.t().double()
+    assert (full.double() - ref).abs().max() < TOLERANCE[dtype] * 20
+    config = T.tiling(dtype, a.device)
+    limit = torch.cuda.get_device_properties(a.device).shared_memory_per_block_optin
+    assert T.shared_memory_needed(config, a.element_size()) <= limit
+
+
 @needs_cuda
 @pytest.mark.gpu
 def test_cuda_row_kernels() -> None:
@@ -135,6 +156,27 @@ def test_cuda_tiny_llama_alone_equals_padded_batch() -> None:
         for row, n in enumerate(lengths):
             alone = model(input_ids=ids[row : row + 1, width - n :]).logits
             assert torch.equal(alone[0, -1], batch[row, -1]), row
+
+
+@needs_triton
+def test_tiling_shrinks_to_the_shared_memory_limit() -> None:
+    """Runs anywhere triton imports: the fp16 tiling (144 KiB) fits an H100's 227 KiB as is,
+    and on a consumer card's ~99 KiB drops a pipeline stage, then narrows N, never below the
+    limit; fp32's 96 KiB fits both."""
+    from lab.kernels import triton_ops as T
+
+    fp16 = T.MATMUL_CONFIGS[torch.float16]
+    assert T.shared_memory_needed(fp16, 2) == 144 * 1024
+    assert T.fit_tiling(fp16, 2, 227 * 1024) == fp16
+    small = T.fit_tiling(fp16, 2, 99 * 1024)
+    assert small == {**fp16, "num_stages": 2} and T.shared_memory_needed(small, 2) <= 99 * 1024
+    tiny = T.fit_tiling(fp16, 2, 40 * 1024)
+    assert tiny["num_stages"] == 2 and tiny["BLOCK_N"] == 64 and tiny["BLOCK_M"] == 64
+    assert T.shared_memory_needed(tiny, 2) <= 40 * 1024
+    assert (
+        T.fit_tiling(T.MATMUL_CONFIGS[torch.float32], 4, 98 * 1024)
+        == T.MATMUL_CONFIGS[torch.float32]
+    )
 
 
 INTERPRETER_CHECK = textwrap.dedent(

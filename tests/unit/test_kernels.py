@@ -97,42 +97,66 @@ def test_bmm_and_batched_matmul(mode: None) -> None:
 
 
 def test_tiles_strategy(mode: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The fallback for BLAS builds where one padded GEMM is not row-invariant: M = 8 tiles.
+    # The last resort where no single GEMM call is row-invariant: M cut into [8, K] tiles.
     a = torch.randn(33, 576, generator=gen())
     w = torch.randn(1536, 576, generator=gen(1))
     bias = torch.randn(1536, generator=gen(2))
-    monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", "pad")
-    padded = F.linear(a, w)
     monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", "tiles")
     assert slices_equal(lambda x: F.linear(x, w), a)
     assert slices_equal(lambda x: F.linear(x, w, bias), a)
     assert slices_equal(lambda x: torch.addmm(bias, x, w.t(), beta=0.5, alpha=2.0), a)
-    assert torch.equal(F.linear(a, w), padded)  # MKL: every multiple of 8 rows agrees here
     ref = 0.5 * bias.double() + 2.0 * (a.double() @ w.t().double())
     torch.testing.assert_close(
         torch.addmm(bias, a, w.t(), beta=0.5, alpha=2.0).double(), ref, rtol=0, atol=1e-3
     )
 
 
-@pytest.mark.parametrize("strategy", ["pad", "onednn"])
-def test_each_matmul_strategy_is_row_invariant(
+def row_counts_agree(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Every row count 1..len(a): F.linear's rows equal the full batch's rows."""
+    full = F.linear(a, w, bias)
+    return all(torch.equal(F.linear(a[:m], w, bias), full[:m]) for m in range(1, len(a) + 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_chosen_strategy_is_row_invariant_for_every_row_count(
+    mode: None, dtype: torch.dtype
+) -> None:
+    """Whatever this machine's BLAS does (an Intel Xeon's MKL moves rows 1-8 of a padded fp32
+    GEMM and rows 7-32 of bf16 ones, an AMD EPYC's does not), the strategy the self-check
+    picks gives every row count 1..37 the same rows, in fp32 and bf16."""
+    a = torch.randn(37, 576, generator=gen()).to(dtype)
+    w = torch.randn(1536, 576, generator=gen(1)).to(dtype)
+    bias = torch.randn(1536, generator=gen(2)).to(dtype)
+    assert row_counts_agree(a, w, bias)
+    chosen = cpu_kernels.strategy_for(dtype, 576, 1536, True)
+    assert chosen in cpu_kernels.candidates(dtype)
+    # rows 1..37 at full precision against float64: every strategy computes the same product
+    ref = a.double() @ w.t().double() + bias.double()
+    tolerance = 1e-3 if dtype == torch.float32 else 1.0
+    torch.testing.assert_close(F.linear(a, w, bias).double(), ref, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("strategy", ["pad", "onednn", "tiles"])
+def test_the_self_check_agrees_with_a_full_check(
     mode: None, monkeypatch: pytest.MonkeyPatch, strategy: str
 ) -> None:
+    """The self-check's verdict on a strategy is what a check of every row count finds: it
+    never passes a strategy that moves rows here (and tiles always passes)."""
     if strategy == "onednn" and not cpu_kernels._onednn_linear_available():
         pytest.skip("this torch build has no oneDNN linear")
+    verdict = cpu_kernels.rows_invariant(strategy, torch.float32, 576, 1536, True)
     monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", strategy)
-    a = torch.randn(37, 576, generator=gen())
+    a = torch.randn(41, 576, generator=gen())
     w = torch.randn(1536, 576, generator=gen(1))
-    bias = torch.randn(1536, generator=gen(2))
-    full = F.linear(a, w, bias)
-    assert all(torch.equal(F.linear(a[:m], w, bias), full[:m]) for m in range(1, 38))
-    ref = a.double() @ w.t().double() + bias.double()
-    torch.testing.assert_close(full.double(), ref, rtol=0, atol=1e-3)
+    full_check = row_counts_agree(a, w, torch.randn(1536, generator=gen(2)))
+    if verdict:
+        assert full_check
+    assert strategy != "tiles" or verdict
 
 
 def test_packed_weights_follow_in_place_updates_and_new_tensors(mode: None) -> None:
-    if cpu_kernels.CPU_MATMUL_STRATEGY != "onednn":
-        pytest.skip("the packed-weight cache belongs to the oneDNN strategy")
+    if cpu_kernels.strategy_for(torch.float32, 64, 32, True) != "onednn":
+        pytest.skip("the packed-weight cache belongs to the oneDNN strategy, not chosen here")
     x = torch.randn(3, 64, generator=gen())
     w = torch.randn(32, 64, generator=gen(1))
     before = F.linear(x, w)
@@ -361,8 +385,8 @@ def test_mode_off_matmul_differs() -> None:
     b = torch.randn(33, 1536, generator=gen(2))
     w2 = torch.randn(1536, 576, generator=gen(3))
     assert not torch.equal(torch.mm(b[:1], w2), torch.mm(b, w2)[:1])
-    bq, bk = torch.randn(33, 5, 64, generator=gen(6)), torch.randn(33, 64, 40, generator=gen(7))
-    assert not torch.equal(torch.bmm(bq[:1], bk[:1]), torch.bmm(bq, bk)[:1])  # M % 4 rows
+    # bmm: AMD EPYC's MKL moves a matrix's rows with the batch, an Intel Xeon's does not;
+    # the mode pins it either way (test_bmm_and_batched_matmul), so no control here.
 
 
 def test_mode_off_reductions_and_tails_differ() -> None:
