@@ -6,7 +6,8 @@ which belongs to Hugging Face's PyPI package that transformers imports when pres
         ...  # matmuls, norms, softmax and attention give the same bits for a row in any batch
 
 Modules: mode.py (the switch), cpu.py (CPU kernels), attention.py (padding-invariant attention),
-triton_ops.py (CUDA kernels; imports triton only when CUDA is asked for), probe.py (`lab probe`),
+triton_ops.py (CUDA kernels; imports triton only when CUDA is asked for), triton_attention.py
+(the fused padding-invariant attention kernel for CUDA), probe.py (`lab probe`),
 bench.py (`lab bench kernels`).
 """
 

@@ -11,7 +11,8 @@ CPU flash attention moves a padded prompt's output by ~4e-7). Two ways out, both
   fused kernel alone, with batch size 1. A sequence alone and the same sequence inside any
   padded batch make the identical kernel call, so they get the identical bits. Costs a loop
   over the batch rows; the kernel itself stays the fast fused one.
-- `fixed_order_attention` (the CUDA path, on the Triton GEMMs; usable anywhere): vectorised
+- `fixed_order_attention` (the CUDA path for masks other than left padding, on the Triton
+  GEMMs; usable anywhere; triton_attention.py fuses the same plan into one kernel): vectorised
   over the batch with a reduction order that does not depend on the key axis' length:
   1. Key chunks are anchored at each row's last visible key: the key axis is cut into chunks
      of KEY_CHUNK counted back from that key, the first (partial) chunk zero-filled in front.

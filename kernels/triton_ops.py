@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.kernels.attention import aten_sdpa, fixed_order_attention
+from lab.kernels import triton_attention
+from lab.kernels.attention import _inference_4d, aten_sdpa
 
 # One tiling per dtype, for every shape. fp32 and bf16: the fastest batch-invariant tiling of
 # scripts/gpu_tiling_sweep.py on an H200 for a SmolLM2-135M decode step (30 layers + LM head at
@@ -404,8 +405,11 @@ def row_sum(x: torch.Tensor) -> torch.Tensor:
     return out.view(x.shape[:-1])
 
 
-#: aten::scaled_dot_product_attention through the fixed-order attention, Triton GEMMs
-scaled_dot_product_attention = aten_sdpa(fixed_order_attention, bmm=bmm, row_sum=row_sum)
+#: aten::scaled_dot_product_attention: one fused kernel for left-padded layouts, the
+#: fixed-order attention on the Triton GEMMs for any other mask (triton_attention.py)
+scaled_dot_product_attention = aten_sdpa(
+    _inference_4d(triton_attention.attention), bmm=bmm, row_sum=row_sum
+)
 
 
 #: aten operator name -> kernel, as registered for the CUDA dispatch key

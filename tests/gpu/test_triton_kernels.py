@@ -130,6 +130,49 @@ def test_cuda_attention_alone_equals_left_padded(dtype: torch.dtype) -> None:
 
 @needs_cuda
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_fused_and_fallback_attention_paths(dtype: torch.dtype) -> None:
+    """Left-padded masks take the fused kernel, a sliding window the fixed-order fallback;
+    each is bitwise equal alone and padded, and close to float64."""
+    import torch.nn.functional as F
+
+    from lab.kernels import set_batch_invariant_mode
+    from lab.kernels.triton_attention import padded_layout
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    b, t, length, window = 4, 150, 131, 40
+    q = torch.randn(b, 9, t, 64, device="cuda", generator=g).to(dtype)
+    k, v = (torch.randn(b, 3, t, 64, device="cuda", generator=g).to(dtype) for _ in range(2))
+    keys = torch.arange(t, device="cuda")
+    pads = torch.tensor([t - length, 0, 17, 149], device="cuda")
+    real = keys[None, :] >= pads[:, None]
+    causal = (keys[None, :] <= keys[:, None])[None] & real[:, None, :] & real[:, :, None]
+    near = (keys[None, :] > keys[:, None] - window)[None]
+    assert padded_layout(causal[:, None], False, b, t, t, q.device) is not None
+    assert padded_layout((causal & near)[:, None], False, b, t, t, q.device) is None
+    alone_window = (keys[:length, None] >= keys[None, :length]) & (
+        keys[None, :length] > keys[:length, None] - window
+    )
+    for mask, alone_mask in ((causal, None), (causal & near, alone_window)):
+        with set_batch_invariant_mode(device="cuda"):
+            batch = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask[:, None], enable_gqa=True
+            )
+            alone = F.scaled_dot_product_attention(
+                q[:1, :, -length:], k[:1, :, -length:], v[:1, :, -length:],
+                attn_mask=None if alone_mask is None else alone_mask[None, None],
+                is_causal=alone_mask is None, enable_gqa=True,
+            )  # fmt: skip
+        assert torch.equal(alone[0], batch[0, :, -length:])
+        ref = F.scaled_dot_product_attention(  # stock kernels, float64
+            q.double(), k.double(), v.double(), attn_mask=mask[:, None], enable_gqa=True
+        )
+        err = (batch.double() - ref).permute(0, 2, 1, 3)[real].abs().max()
+        assert err < (1e-5 if dtype == torch.float32 else 2e-2)
+
+
+@needs_cuda
+@pytest.mark.gpu
 def test_cuda_tiny_llama_alone_equals_padded_batch() -> None:
     """A random-weight Llama (no tokenizer needed): the last-token logits of a prompt alone
     and left-padded inside a batch are bitwise equal with the mode on."""
@@ -222,6 +265,84 @@ INTERPRETER_CHECK = textwrap.dedent(
     print("ok")
     """
 )
+
+
+ATTENTION_INTERPRETER_CHECK = textwrap.dedent(
+    """
+import torch
+import torch.nn.functional as F
+from lab.kernels import triton_ops as T
+from lab.kernels.triton_attention import padded_layout
+
+g = torch.Generator().manual_seed(0)
+b, h, hk, d = 4, 6, 2, 32
+lengths = [70, 9, 1, 40]
+s = max(lengths)
+q = torch.randn(b, h, s, d, generator=g)
+k = torch.randn(b, hk, s, d, generator=g)
+v = torch.randn(b, hk, s, d, generator=g)
+keys = torch.arange(s)
+pads = torch.tensor([s - n for n in lengths])
+real = keys[None, :] >= pads[:, None]  # [B, S]
+causal = keys[None, :] <= keys[:, None]
+mask = (causal[None] & real[:, None, :] & real[:, :, None])[:, None]  # [B,1,T,S]
+sdpa = T.scaled_dot_product_attention
+lay = padded_layout(mask, False, b, s, s, q.device)
+assert lay is not None and lay.causal and lay.first.tolist() == pads.tolist(), lay
+out = sdpa(q, k, v, attn_mask=mask)
+def reference(q, k, v, mask):
+    return F.scaled_dot_product_attention(
+        q.double(), k.double(), v.double(), attn_mask=mask, enable_gqa=True
+    )
+ref = reference(q, k, v, mask)
+rows = real
+err = (out.double() - ref).permute(0, 2, 1, 3)[rows].abs().max()
+assert err < 1e-5, err
+assert torch.all(out.permute(0, 2, 1, 3)[~rows] == 0)  # padded queries: zeros
+for i, n in enumerate(lengths):  # alone, unpadded, is_causal (mask None)
+    alone = sdpa(q[i:i+1, :, -n:], k[i:i+1, :, -n:], v[i:i+1, :, -n:], is_causal=True)
+    assert (alone[0] - out[i, :, -n:]).abs().max() < 1e-5
+# decode: one query over the cache; alone vs padded bitwise (rows sit at the same places)
+step = sdpa(q[:, :, -1:], k, v, attn_mask=real[:, None, None])
+assert padded_layout(real[:, None, None], False, b, 1, s, q.device).causal is False
+for i, n in enumerate(lengths):
+    alone = sdpa(q[i:i+1, :, -1:], k[i:i+1, :, -n:], v[i:i+1, :, -n:])
+    assert torch.equal(alone[0], step[i]), i
+ref = reference(q[:, :, -1:], k, v, real[:, None, None])
+assert (step.double() - ref).abs().max() < 1e-5
+# other masks fall back to fixed_order_attention (still right)
+window = mask & (keys[None, :] > keys[:, None] - 16)[None, None]
+assert padded_layout(window, False, b, s, s, q.device) is None
+out_w = sdpa(q, k, v, attn_mask=window)
+ref_w = reference(q, k, v, window)
+assert (out_w.double() - ref_w).permute(0, 2, 1, 3)[rows].abs().max() < 1e-5
+assert padded_layout(None, True, 1, 3, 7, q.device) is None  # top-left causal, T != S
+# head dim 80: padded to 128 in the kernel
+q2, k2, v2 = (torch.randn(2, 2, 5, 80, generator=g) for _ in range(3))
+o2 = sdpa(q2, k2, v2, is_causal=True)
+r2 = F.scaled_dot_product_attention(q2.double(), k2.double(), v2.double(), is_causal=True)
+assert (o2.double() - r2).abs().max() < 1e-5
+print("ok")
+    """
+)
+
+
+@needs_triton
+def test_fused_padded_attention_in_the_cpu_interpreter() -> None:
+    """The fused attention kernel (triton_attention.py) in Triton's interpreter: which masks
+    it takes, float64 accuracy for left-padded prefill and decode, decode steps bitwise equal
+    alone and padded, and the fallback for other masks (a sliding window)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, "-c", ATTENTION_INTERPRETER_CHECK],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
 
 
 @needs_triton
