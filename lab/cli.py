@@ -358,8 +358,12 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
 @click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
 @click.option("--model", default=None, help="Default smollm2-135m-instruct.")
-@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
+@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
+@click.option(
+    "--tp", "tensor_parallel_size", type=int, default=None,
+    help="Tensor-parallel degree (vllm backend; default 1).",
+)  # fmt: skip
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
 @click.option("--top-k", type=int, default=None, help="Default 0 (off).")
