@@ -4,6 +4,7 @@
     lab models list|prepare      the model registry
     lab generate ...             completions with per-token logprobs
     lab demo                     greedy, alone vs in a batch of 8, through hf and vLLM
+    lab fragility RUN_DIR        prompts ranked by their nearest near-tie (and, on a sweep, AUROC)
 
 Exit codes: 0 success, 2 usage or input error (one line naming what was wrong).
 """
@@ -340,6 +341,29 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
 
     paths = write_sweep_report(run_dir, x_axis, y_axis)
     click.echo(f"report: {paths['html']}")
+
+
+@cli.command("fragility")
+@click.argument("source", metavar="RUN_DIR|RECORDS.jsonl", type=click.Path(exists=True))
+@click.option(
+    "--thresholds", default="0.01,0.05,0.1,0.5", show_default=True,
+    help="Top-1/top-2 logprob gaps (nats) to count steps under.",
+)  # fmt: skip
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Show the N most fragile.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full result to this JSON file.")  # fmt: skip
+def fragility_cmd(source: str, thresholds: str, top: int | None, json_path: str | None) -> None:
+    """Rank prompts by how close their greedy path came to a tie; on a sweep, how well that
+    predicts which prompts diverged (AUROC)."""
+    from lab.determinism.fragility import analyze, format_report, load_source, parse_thresholds
+
+    cuts = parse_thresholds(thresholds)
+    report = analyze(load_source(source), cuts)
+    click.echo(format_report(report, top))
+    if json_path:
+        from lab.store import write_atomic
+
+        write_atomic(json_path, json.dumps(report.to_dict(), indent=2))
 
 
 @cli.command("sample")
