@@ -520,6 +520,41 @@ def bench_kernels_cmd(
     click.echo(format_bench(timings))
 
 
+@bench_group.command("layercast")
+@click.option("--prompts", type=click.IntRange(min=1, max=50), default=24, show_default=True,
+              help="The first N bundled cases.")  # fmt: skip
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result to this JSON file.")  # fmt: skip
+@click.pass_obj
+def bench_layercast_cmd(
+    obj: dict[str, Any],
+    prompts: int,
+    max_tokens: int,
+    batch: int,
+    rounds: int,
+    model: str,
+    json_path: str | None,
+) -> None:
+    """fp32 / bf16 / layercast on the hf backend: memory, speed, batch movement (one run)."""
+    from lab.bench.layercast import bench_layercast, format_layercast
+    from lab.models import model_info
+
+    model_info(model, obj["cache_dir"])  # an unknown model: exit 2 before any child starts
+    result = bench_layercast(
+        prompts, max_tokens, batch, rounds, model, obj["cache_dir"],
+        emit=lambda m: click.echo(m, err=True),
+    )  # fmt: skip
+    click.echo(format_layercast(result))
+    if json_path:
+        from lab.store import write_atomic
+
+        write_atomic(json_path, json.dumps(result.to_dict(), indent=2))
+
+
 @bench_group.command("embeddings")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
