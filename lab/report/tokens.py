@@ -58,9 +58,11 @@ class Token:
 
 @dataclass
 class CellDivergence:
-    cell: str
-    #: the first output token index where this cell's output differs
+    #: the cells whose output continues this way (the same divergence point and tokens)
+    cells: list[str]
+    #: the first output token index where their output differs
     index: int
+    #: the texts of the reference's and their tokens from there on
     reference: list[str]
     other: list[str]
 
@@ -70,7 +72,7 @@ class TokenView:
     prompt: str
     tokens: list[Token]
     divergences: list[CellDivergence] = field(default_factory=list)
-    #: divergent outputs beyond MAX_CELLS, not shown
+    #: distinct divergent continuations beyond MAX_CELLS, not shown
     more: int = 0
 
 
@@ -119,18 +121,22 @@ def token_views(
                     runner_up=alternatives[1].token if len(alternatives) > 1 else None,
                 )
             )
-        view = TokenView(tid, tokens, more=max(0, len(divergent) - MAX_CELLS))
-        for label, other, index in divergent[:MAX_CELLS]:
+        # cells that diverge at the same token into the same continuation: one entry
+        groups: dict[tuple[int, tuple[int, ...]], CellDivergence] = {}
+        for label, other, index in divergent:
+            key = (index, tuple(other.output_token_ids[index : index + CONTINUATION_TOKENS]))
+            if key in groups:
+                groups[key].cells.append(label)
+                continue
             other_texts = token_texts(other, decode_token)
-            view.divergences.append(
-                CellDivergence(
-                    label,
-                    index,
-                    texts[index : index + CONTINUATION_TOKENS],
-                    other_texts[index : index + CONTINUATION_TOKENS],
-                )
+            groups[key] = CellDivergence(
+                [label],
+                index,
+                texts[index : index + CONTINUATION_TOKENS],
+                other_texts[index : index + CONTINUATION_TOKENS],
             )
-        views.append(view)
+        shown = list(groups.values())
+        views.append(TokenView(tid, tokens, shown[:MAX_CELLS], max(0, len(shown) - MAX_CELLS)))
         if len(views) >= MAX_PROMPTS:
             break
     return views
@@ -183,12 +189,17 @@ def render_token_views(views: list[TokenView]) -> str:
         for d in view.divergences:
             gap = view.tokens[d.index].gap if d.index < len(view.tokens) else None
             at = "-" if gap is None else f"{gap:.4g}"
+            cells = "; ".join(d.cells)
+            many = f" ({len(d.cells)} cells)" if len(d.cells) > 1 else ""
             parts.append(
-                f"<p><small><i>{inline(d.cell)}</i> diverges at token {d.index} "
+                f"<p><small><i>{inline(cells)}</i>{many} diverge{'' if many else 's'} at token "
+                f"{d.index} "
                 f"(reference gap there {escape(at)} nats)</small></p><div class='side'>"
                 f"<pre>reference: {escape(_visible(''.join(d.reference)))}</pre>"
-                f"<pre>this cell: {escape(_visible(''.join(d.other)))}</pre></div>"
+                f"<pre>other: {escape(_visible(''.join(d.other)))}</pre></div>"
             )
         if view.more:
-            parts.append(f"<p><small>... and {view.more} more divergent output(s)</small></p>")
+            parts.append(
+                f"<p><small>... and {view.more} more divergent continuation(s)</small></p>"
+            )
     return "".join(parts)

@@ -78,3 +78,29 @@ def test_layercast_generates_and_records_it(layercast: HFBackend) -> None:
     assert "Paris" in g.text
     assert g.engine["dtype"] == "layercast"
     assert (g.engine["weights_dtype"], g.engine["compute_dtype"]) == ("bfloat16", "float32")
+
+
+@pytest.mark.parametrize("batch_invariant", [False, True])
+def test_layercast_with_the_batch_invariant_mode_is_bitwise_alone_and_in_a_batch(
+    batch_invariant: bool,
+) -> None:
+    """Both are hf settings: LayerCast's fp32 compute runs through the lab's kernels, and a
+    prompt's logits are then the same bits alone and left-padded in a batch. Without the mode
+    (the negative control) they are not. One prefill each: the mode repacks LayerCast's fresh
+    fp32 weight copies for oneDNN at every call, which makes generation slow."""
+    import torch
+
+    from lab.prompts import render_token_ids
+
+    backend = HFBackend(
+        EngineConfig(backend="hf", device="cpu", dtype="layercast", batch_invariant=batch_invariant)
+    )
+    try:
+        ids = [render_token_ids(backend.tokenizer, r) for r in BATCH]
+        with backend._kernel_mode(), torch.inference_mode():
+            alone, _, _, _ = backend.prefill(ids[1:])
+            together, _, _, _ = backend.prefill(ids)  # FEYNMAN is the shorter: left-padded
+    finally:
+        backend.close()
+    assert len(ids[1]) < len(ids[0])
+    assert torch.equal(alone[0], together[1]) == batch_invariant

@@ -227,9 +227,9 @@ def test_token_view_marks_the_flip_at_the_near_tie_and_escapes(tmp_path: Path) -
     views = token_views(cfg, entries)
     assert [v.prompt for v in views] == ["tie"]
     assert [t.gap for t in views[0].tokens] == pytest.approx([0.5, 0.3, 0.002, 0.4])
-    assert [(d.cell, d.index) for d in views[0].divergences] == [
-        ("dtype=float32, batch_size=8", 2),
-        ("dtype=bfloat16, batch_size=8", 2),
+    # both batch-8 cells split at token 2 into the same continuation: one entry
+    assert [(d.cells, d.index) for d in views[0].divergences] == [
+        (["dtype=float32, batch_size=8", "dtype=bfloat16, batch_size=8"], 2)
     ]
     html = render_token_views(views)
     assert '<span class="tie flip" title="step 2: gap 0.002 nats' in html
@@ -237,6 +237,7 @@ def test_token_view_marks_the_flip_at_the_near_tie_and_escapes(tmp_path: Path) -
     assert_clean_html(f"<html><body>{html}</body></html>")
     assert "&lt;b&gt;" in html and "<b>&lt;" not in html
     assert "\u23ce" in html  # the line break in a token is a visible mark
+    assert "(2 cells) diverge at token 2" in html
     assert render_token_views([]) == ""
 
 
