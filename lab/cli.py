@@ -4,6 +4,7 @@
     lab models list|prepare      the model registry
     lab generate ...             completions with per-token logprobs
     lab demo                     greedy, alone vs in a batch of 8, through hf and vLLM
+    lab fragility RUN_DIR        prompts ranked by their nearest near-tie (and, on a sweep, AUROC)
 
 Exit codes: 0 success, 2 usage or input error (one line naming what was wrong).
 """
@@ -342,6 +343,29 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     click.echo(f"report: {paths['html']}")
 
 
+@cli.command("fragility")
+@click.argument("source", metavar="RUN_DIR|RECORDS.jsonl", type=click.Path(exists=True))
+@click.option(
+    "--thresholds", default="0.01,0.05,0.1,0.5", show_default=True,
+    help="Top-1/top-2 logprob gaps (nats) to count steps under.",
+)  # fmt: skip
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Show the N most fragile.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full result to this JSON file.")  # fmt: skip
+def fragility_cmd(source: str, thresholds: str, top: int | None, json_path: str | None) -> None:
+    """Rank prompts by how close their greedy path came to a tie; on a sweep, how well that
+    predicts which prompts diverged (AUROC)."""
+    from lab.determinism.fragility import analyze, format_report, load_source, parse_thresholds
+
+    cuts = parse_thresholds(thresholds)
+    report = analyze(load_source(source), cuts)
+    click.echo(format_report(report, top))
+    if json_path:
+        from lab.store import write_atomic
+
+        write_atomic(json_path, json.dumps(report.to_dict(), indent=2))
+
+
 @cli.command("sample")
 @click.argument(
     "config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(dir_okay=False)
@@ -358,8 +382,12 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
 @click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
 @click.option("--model", default=None, help="Default smollm2-135m-instruct.")
-@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
+@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
+@click.option(
+    "--tp", "tensor_parallel_size", type=int, default=None,
+    help="Tensor-parallel degree (vllm backend; default 1).",
+)  # fmt: skip
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
 @click.option("--top-k", type=int, default=None, help="Default 0 (off).")
@@ -490,6 +518,41 @@ def bench_kernels_cmd(
             prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical
         )
     click.echo(format_bench(timings))
+
+
+@bench_group.command("layercast")
+@click.option("--prompts", type=click.IntRange(min=1, max=50), default=24, show_default=True,
+              help="The first N bundled cases.")  # fmt: skip
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result to this JSON file.")  # fmt: skip
+@click.pass_obj
+def bench_layercast_cmd(
+    obj: dict[str, Any],
+    prompts: int,
+    max_tokens: int,
+    batch: int,
+    rounds: int,
+    model: str,
+    json_path: str | None,
+) -> None:
+    """fp32 / bf16 / layercast on the hf backend: memory, speed, batch movement (one run)."""
+    from lab.bench.layercast import bench_layercast, format_layercast
+    from lab.models import model_info
+
+    model_info(model, obj["cache_dir"])  # an unknown model: exit 2 before any child starts
+    result = bench_layercast(
+        prompts, max_tokens, batch, rounds, model, obj["cache_dir"],
+        emit=lambda m: click.echo(m, err=True),
+    )  # fmt: skip
+    click.echo(format_layercast(result))
+    if json_path:
+        from lab.store import write_atomic
+
+        write_atomic(json_path, json.dumps(result.to_dict(), indent=2))
 
 
 @bench_group.command("embeddings")

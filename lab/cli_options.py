@@ -38,7 +38,12 @@ def engine_options(
         )  # fmt: skip
     options += [
         click.option("--model", default="smollm2-135m-instruct", show_default=True),
-        click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
+        click.option(
+            "--dtype",
+            default="fp32",
+            show_default=True,
+            help="fp32, bf16, fp16, or layercast (hf: bf16 weights, fp32 compute).",
+        ),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
         click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
         click.option("--batch-invariant/--no-batch-invariant", default=False),

@@ -12,6 +12,8 @@ explicit arguments and stays testable. Variables:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 # Prefixes of variables that change numerics or engine behaviour; the environment record keeps them.
@@ -75,3 +77,19 @@ def set_env(name: str, value: str) -> None:
 def env_value(name: str) -> str | None:
     """Read one variable (for engines whose state lives in env vars, e.g. vLLM switches)."""
     return os.environ.get(name)
+
+
+@contextmanager
+def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set variables for the duration of a block (e.g. what spawned engine workers inherit),
+    then restore each one as it was (unset when it was unset)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

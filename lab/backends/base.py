@@ -19,7 +19,9 @@ from typing import Any
 
 from lab.errors import ConfigError, LabError
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "layercast")
+#: hf backend only: weights stored in bf16, every layer computed in fp32 (lab.backends.layercast)
+LAYERCAST = "layercast"
 DTYPE_ALIASES = {
     "fp32": "float32",
     "float32": "float32",
@@ -29,15 +31,38 @@ DTYPE_ALIASES = {
     "fp16": "float16",
     "float16": "float16",
     "half": "float16",
+    "layercast": LAYERCAST,
 }
 
 
 def canonical_dtype(name: str) -> str:
-    """'fp32' / 'bf16' / 'fp16' (or torch spellings) -> 'float32' / 'bfloat16' / 'float16'."""
+    """'fp32' / 'bf16' / 'fp16' (or torch spellings) -> 'float32' / 'bfloat16' / 'float16';
+    'layercast' stays 'layercast' (hf backend only)."""
     try:
         return DTYPE_ALIASES[name.lower()]
     except KeyError:
-        raise ConfigError(f"unknown dtype {name!r}; use one of fp32, bf16, fp16") from None
+        raise ConfigError(
+            f"unknown dtype {name!r}; use one of fp32, bf16, fp16, layercast"
+        ) from None
+
+
+def check_backend_supports(
+    backend: str, dtype: str, tensor_parallel_size: int, field_prefix: str = ""
+) -> None:
+    """The engine settings only one backend can run, refused before anything starts (a
+    sweep config, `lab sample` and EngineConfig all call this, naming their own field):
+    tensor parallelism needs vLLM (transformers runs on one device), and LayerCast is the hf
+    backend's (vLLM's dtypes are its own)."""
+    if backend == "hf" and tensor_parallel_size > 1:
+        raise ConfigError(
+            f"{field_prefix}tensor_parallel_size {tensor_parallel_size} needs the vllm backend; "
+            "the hf backend (transformers) runs on one device"
+        )
+    if dtype == LAYERCAST and backend != "hf":
+        raise ConfigError(
+            f"{field_prefix}dtype layercast (bf16 weights, fp32 compute) is for the hf backend "
+            f"only, not {backend}"
+        )
 
 
 @dataclass
@@ -113,11 +138,13 @@ class EngineConfig:
     backend: str = "hf"
     #: bundled model name, local checkpoint directory, or Hugging Face hub id
     model: str = "smollm2-135m-instruct"
-    #: fp32 / bf16 / fp16 (stored canonically as float32 / bfloat16 / float16)
+    #: fp32 / bf16 / fp16 (stored canonically as float32 / bfloat16 / float16), or layercast
+    #: (hf only: weights stored in bf16, every layer computed in fp32)
     dtype: str = "float32"
     #: "cpu", "cuda", "cuda:N", or "auto" (cuda when available)
     device: str = "auto"
-    #: tensor-parallel degree (vLLM only; must divide the model's attention heads)
+    #: tensor-parallel degree (vLLM only; must divide the model's attention heads; on the CPU
+    #: the ranks run unbound, VLLM_CPU_OMP_THREADS_BIND=nobind)
     tensor_parallel_size: int = 1
     #: run with batch-invariant kernels (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1)
     batch_invariant: bool = False
@@ -147,6 +174,7 @@ class EngineConfig:
             raise ConfigError("base_url is for the openai backend only")
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        check_backend_supports(self.backend, self.dtype, self.tensor_parallel_size)
         if self.max_num_seqs < 1:
             raise ConfigError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_model_len is not None and self.max_model_len < 1:

@@ -5,6 +5,9 @@ not give: one explicit `torch.Generator` per sample (reproducible sampling under
 global RNG), the logprobs of the distribution actually sampled from, and n samples that share
 one prefill (the KV cache is expanded, not recomputed).
 
+`dtype: layercast` stores the weights in bf16 and computes every layer in fp32
+(lab/backends/layercast.py).
+
 Pipeline per batch: `prefill` (left-padded prompts, attention mask, explicit position ids) ->
 expand the cache n times -> `decode_step` until every row stops or hits its length limit.
 
@@ -21,6 +24,7 @@ from typing import Any
 
 from lab import models
 from lab.backends.base import (
+    LAYERCAST,
     Backend,
     EngineConfig,
     Generation,
@@ -144,9 +148,11 @@ class HFBackend(Backend):
             AutoConfig.from_pretrained(str(self.info.path)), config.batch_invariant, config.model
         )
         chosen = {"attn_implementation": self.attention} if self.attention else {}
+        # layercast: loaded in bf16 (its storage), then computed in fp32 (apply_layercast)
+        load_dtype = "bfloat16" if config.dtype == LAYERCAST else config.dtype
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                str(self.info.path), dtype=torch_dtype(config.dtype), **chosen
+                str(self.info.path), dtype=torch_dtype(load_dtype), **chosen
             )
         except ValueError as exc:  # transformers: this architecture has no sdpa path
             if self.attention != "sdpa" or "scaled_dot_product_attention" not in str(exc):
@@ -155,6 +161,10 @@ class HFBackend(Backend):
                 f"{config.model}: the batch-invariant mode needs transformers' sdpa attention, "
                 f"which this architecture lacks ({str(exc).splitlines()[0]})"
             ) from exc
+        if config.dtype == LAYERCAST:
+            from lab.backends.layercast import apply_layercast
+
+            apply_layercast(model)
         self.model: Any = model.to(self.device)  # type: ignore[arg-type]
         self.model.eval()
         self.load_seconds = time.perf_counter() - started
@@ -324,6 +334,10 @@ class HFBackend(Backend):
         engine = self.config.to_dict() | {"device": self.device}
         engine["batch_invariant_kernels"] = self.kernels or False  # as the vllm backend records
         engine["attn_implementation"] = getattr(self.model.config, "_attn_implementation", None)
+        if self.config.dtype == LAYERCAST:
+            from lab.backends.layercast import COMPUTE_DTYPE, WEIGHTS_DTYPE
+
+            engine |= {"weights_dtype": WEIGHTS_DTYPE, "compute_dtype": COMPUTE_DTYPE}
         sampling_dict = dataclasses.asdict(sampling)
         out: list[list[Generation]] = []
         for req_index, (request, ids) in enumerate(chunk):

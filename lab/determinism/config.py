@@ -8,7 +8,8 @@
     sampling: {max_tokens: 128, temperature: 0.0, logprobs: 2}
     axes:                      # every axis optional; the first value of each is the reference
       backend: [vllm]
-      dtype: [fp32, bf16]
+      dtype: [fp32, bf16]       # fp16; layercast (hf only: bf16 weights, fp32 compute)
+      tensor_parallel_size: [1, 3]   # vllm only (refused beside the hf backend)
       batch_size: [1, 8, 64]
       order: [given, shuffled]
       concurrency: [1, 8, 64]  # openai backend only: requests in flight against the server
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from lab.backends.base import SamplingConfig, canonical_dtype
+from lab.backends.base import LAYERCAST, SamplingConfig, canonical_dtype
 from lab.data import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
@@ -216,6 +217,29 @@ def _parse_prompt(source: str, where: str, raw: Any, index: int) -> SweepPrompt:
     )
 
 
+def _check_backend_pairs(source: str, axes: dict[str, list[Any]]) -> None:
+    """Every value of an axis meets every value of the others, so a TP degree above 1 beside
+    the hf backend, or layercast beside vllm / openai, would be a cell that cannot run: refuse
+    the config now rather than record failed cells after the sweep."""
+    backends = axes["backend"]
+    if "hf" in backends and any(tp > 1 for tp in axes["tensor_parallel_size"]):
+        tp = max(axes["tensor_parallel_size"])
+        raise _fail(
+            source,
+            "axes.tensor_parallel_size",
+            f"{tp} needs the vllm backend, and axes.backend includes hf (transformers runs on one "
+            "device); sweep tensor parallelism in a config whose backend is vllm",
+        )
+    others = [b for b in backends if b != "hf"]
+    if others and LAYERCAST in axes["dtype"]:
+        raise _fail(
+            source,
+            "axes.dtype",
+            f"layercast (bf16 weights, fp32 compute) is for the hf backend only, and axes.backend "
+            f"includes {others[0]}",
+        )
+
+
 def _load_prompts_file(source: str, path: Path) -> list[Any]:
     if not path.is_file():
         raise _fail(source, "prompts_file", f"no such file {path}")
@@ -319,6 +343,7 @@ def parse_sweep_config(
     except LabError as exc:
         raise _fail(source, "device", str(exc)) from None
     full_axes = {"model": [model]} | DEFAULT_AXES | axes
+    _check_backend_pairs(source, full_axes)
     if full_axes["concurrency"] != [None] and set(full_axes["backend"]) != {"openai"}:
         raise _fail(source, "axes.concurrency", "only the openai backend (a server) takes it")
     base_url = data.get("base_url")

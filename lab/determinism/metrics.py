@@ -16,6 +16,8 @@ Definitions (all per target prompt, then aggregated):
 - attribution: for each swept axis, over the cells that differ from the reference only in that
   axis, the share of targets whose tokens change (and whose logprobs change at all); "repeat"
   does the same for re-running the reference cell unchanged.
+- pairs: each axis with everything else fixed, every cell against its partner at the axis's
+  first value (lab.determinism.pairs): e.g. TP 3 vs 1 at bf16 as well as at fp32.
 - identical mode, within each cell: unique completions among the copies of a prompt, the
   modal completion's share, and where each other copy first diverges from the mode.
 """
@@ -26,7 +28,7 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lab.backends.base import Generation
@@ -90,6 +92,8 @@ class SweepMetrics:
     divergences: list[dict[str, Any]]
     failed_cells: list[dict[str, Any]]
     within_cell: list[dict[str, Any]]
+    #: each axis with everything else fixed (lab.determinism.pairs)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -233,6 +237,8 @@ def compute_metrics(
         summary["best_possible_accuracy"] = best / scored if scored else None
         summary["worst_possible_accuracy"] = worst / scored if scored else None
     attribution = _attribution(ok, target_ids, ref_cell, varying, ref_outputs, by_key)
+    from lab.determinism.pairs import axis_pairs  # it reads cells through this module
+
     return SweepMetrics(
         summary,
         per_target,
@@ -241,6 +247,7 @@ def compute_metrics(
         divergences,
         failed,
         _within_cells(config, ok, varying),
+        axis_pairs(config, entries),
     )
 
 

@@ -2,8 +2,9 @@
 
 Contents: the summary, the attribution table (which axis changes the output), a heatmap of
 unique-completion counts over two chosen axes, the histogram of first-divergence positions,
-the divergent continuations side by side, per-cell rows and the failed cells. All model text
-in the HTML is escaped.
+each divergent prompt token by token (coloured by the reference's top-1/top-2 gap, with the
+divergence point; lab/report/tokens.py), the divergent continuations side by side, per-cell
+rows and the failed cells. All model text in the HTML is escaped.
 
     lab report runs/feynman [--x batch_size --y dtype]
 """
@@ -21,6 +22,7 @@ from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics, base_id
 from lab.report.svg import heatmap, histogram
 from lab.report.text import inline, md_cell, md_code, scrub
+from lab.report.tokens import TOKEN_CSS, TokenView, render_token_views, token_views
 
 
 def _fmt(v: Any) -> str:
@@ -165,6 +167,22 @@ def render_markdown(
         )
     if not metrics.attribution:
         lines.append("| (no axis varies, or the reference cell is missing) | | | | |")
+    if metrics.pairs:
+        lines += [
+            "",
+            "## Each axis, everything else fixed",
+            "",
+            "| axis | value vs | fixed | tokens differ | logprobs differ | max abs dlogprob | "
+            "first divergences |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {md_cell(r['axis'])} | {md_cell(r['value'])} vs {md_cell(r['against'])} | "
+            f"{md_cell(r['fixed'])} | {r['tokens_differ']}/{r['outputs_compared']} | "
+            f"{r['logprobs_differ']} | {_fmt(r['max_abs_logprob_delta'])} | "
+            f"{md_cell(', '.join(map(str, r['first_divergences'])) or '-')} |"
+            for r in metrics.pairs
+        ]
     ys, xs, values = grid
     lines += [
         "",
@@ -244,12 +262,31 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _pairs_html(metrics: SweepMetrics) -> list[str]:
+    if not metrics.pairs:
+        return []
+    return [
+        "<h2>Each axis, everything else fixed</h2>",
+        _table(
+            ["axis", "value vs", "fixed", "tokens differ", "outputs", "logprobs differ",
+             "max |dlogprob|", "first divergences"],
+            [
+                [r["axis"], f"{r['value']} vs {r['against']}", r["fixed"], r["tokens_differ"],
+                 r["outputs_compared"], r["logprobs_differ"], r["max_abs_logprob_delta"],
+                 ", ".join(map(str, r["first_divergences"])) or "-"]
+                for r in metrics.pairs
+            ],
+        ),
+    ]  # fmt: skip
+
+
 def render_html(
     config: SweepConfig,
     metrics: SweepMetrics,
     x: str,
     y: str,
     grid: tuple[list[str], list[str], list[list[float | None]]],
+    token_views: list[TokenView] | None = None,
 ) -> str:
     ys, xs, values = grid
     parts = [
@@ -259,7 +296,9 @@ def render_html(
         "overflow-wrap:anywhere}"  # a 100 kB word in model output wraps instead of widening
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
         "text-align:left;vertical-align:top}pre{white-space:pre-wrap;margin:0}"
-        ".side{display:grid;grid-template-columns:1fr 1fr;gap:8px}</style></head><body>",
+        ".side{display:grid;grid-template-columns:1fr 1fr;gap:8px}"
+        + (TOKEN_CSS if token_views else "")
+        + "</style></head><body>",
         f"<h1>Determinism sweep: {escape(config.name)}</h1>",
         f"<p>Mode <code>{escape(config.mode)}</code>, model <code>{escape(config.model)}</code>, "
         f"sampling <code>{escape(json.dumps(config.sampling))}</code>.</p>",
@@ -285,6 +324,7 @@ def render_html(
                 for r in metrics.attribution
             ],
         ),
+        *_pairs_html(metrics),
         "<h2>Unique completions</h2>",
         heatmap(ys, xs, values, f"mean unique completions per prompt ({y} rows, {x} columns)"),
         heatmap(
@@ -295,6 +335,7 @@ def render_html(
         "<h2>First divergence positions</h2>",
         histogram(divergence_positions(metrics), 20, "first divergent token index", "token index"),
     ]
+    parts.append(render_token_views(token_views or []))
     if metrics.divergences:
         parts.append("<h2>Divergent continuations</h2>")
         for d in metrics.divergences[:20]:
@@ -379,10 +420,11 @@ def write_sweep_report(
     metrics = compute_metrics(config, entries, context, decode)
     x, y = choose_axes(config, x, y)
     grid = unique_grid(config, metrics, entries, x, y)
+    views = token_views(config, entries, (lambda i: decode([i])) if decode else None)
     return {
         "metrics": store.write_json("metrics.json", metrics.to_dict()),
         "markdown": store.write_text("report.md", render_markdown(config, metrics, x, y, grid)),
-        "html": store.write_text("report.html", render_html(config, metrics, x, y, grid)),
+        "html": store.write_text("report.html", render_html(config, metrics, x, y, grid, views)),
     }
 
 

@@ -39,7 +39,7 @@ from typing import IO, Any
 from lab import models, settings
 from lab.backends.base import EngineConfig
 from lab.backends.vllm import cpu_scheduler_args
-from lab.devices import check_tensor_parallel, resolve_device
+from lab.devices import check_tensor_parallel, cpu_tensor_parallel_env, resolve_device
 from lab.errors import LabError
 
 #: how long a server may take to answer /health (vLLM CPU start: ~30-60 s here)
@@ -188,8 +188,8 @@ def server_environment(config: EngineConfig, on_gpu: bool) -> dict[str, str]:
     env["VLLM_BATCH_INVARIANT"] = "1" if config.batch_invariant else "0"
     # The log goes to a file, so INFO (start-up progress, errors) costs nothing on the terminal.
     env.setdefault("VLLM_LOGGING_LEVEL", "INFO")
-    if not on_gpu and config.tensor_parallel_size > 1:
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    if not on_gpu:  # CPU tensor parallelism: unbound ranks, threads shared out
+        env |= cpu_tensor_parallel_env(config.tensor_parallel_size, env)
     return env
 
 

@@ -5,6 +5,7 @@ A YAML file holds the same keys as the fields below (flags override it), e.g.
     cases: bundled:basic
     k: 32
     backend: vllm
+    tensor_parallel_size: 1      # vllm only (--tp)
     temperature: 0.7
     max_tokens: 64
     out: runs/basic-k32
@@ -113,10 +114,12 @@ class SampleConfig:
     backend: str = "vllm"
     #: bundled model name, checkpoint directory or hub id
     model: str = "smollm2-135m-instruct"
-    #: fp32 / bf16 / fp16
+    #: fp32 / bf16 / fp16, or layercast (hf backend: bf16 weights, fp32 compute)
     dtype: str = "fp32"
     #: auto / cpu / cuda[:N]
     device: str = "auto"
+    #: tensor-parallel degree (vllm backend only; must divide the model's attention heads)
+    tensor_parallel_size: int = 1
     temperature: float = 0.7
     top_p: float = 1.0
     #: 0 disables top-k
@@ -197,10 +200,12 @@ class SampleConfig:
     def _check_engine_and_sampling(self) -> None:
         """Fail here, before a run directory is created (or wiped by --fresh), not in the
         engine: the same checks the backend makes, run on the settings alone."""
-        from lab.backends.base import SamplingConfig, canonical_dtype
+        from lab.backends.base import SamplingConfig, canonical_dtype, check_backend_supports
         from lab.devices import check_device_name
 
-        canonical_dtype(self.dtype)
+        if self.tensor_parallel_size < 1:
+            raise LabError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        check_backend_supports(self.backend, canonical_dtype(self.dtype), self.tensor_parallel_size)
         check_device_name(self.device)
         check_device_name(self.embed_device)
         SamplingConfig(

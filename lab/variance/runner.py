@@ -54,6 +54,7 @@ def engine_config(config: SampleConfig) -> EngineConfig:
         model=config.model,
         dtype=config.dtype,
         device=config.device,
+        tensor_parallel_size=config.tensor_parallel_size,
         max_num_seqs=config.max_num_seqs,
         prefix_caching=config.prefix_caching and config.backend == "vllm",
     )

@@ -43,6 +43,12 @@ def test_quickstart_writes_both_reports_and_resumes(tmp_path: Path) -> None:
     assert 'href="sweep/report.html"' in page and 'href="variance/report.html"' in page
     assert "2 cases x k=2" in page and "TARr@N" in page and "kernels on" in page
     assert any(line.startswith("axis dtype:") for line in lines)
+    # lab fragility on the quickstart sweep: every prompt ranked, the prediction measured
+    from lab.determinism.fragility import analyze, load_source
+
+    fragility = analyze(load_source(out / "sweep"))
+    assert fragility.kind == "sweep" and len(fragility.prompts) == 8
+    assert fragility.prediction is not None and fragility.prediction["prompts"] == 8
 
     again: list[str] = []
     run_quickstart(

@@ -1,4 +1,5 @@
-"""A real sweep on the default model on the CPU: completes, survives a kill, records failures."""
+"""A real sweep on the default model on the CPU: completes and survives a kill. (Failed cells:
+tests/unit/test_resume_records.py; an hf cell with TP > 1 is refused at load: test_tp_vllm.py.)"""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ sampling: {max_tokens: 8, logprobs: 2}
 axes:
   backend: [hf]
   dtype: [fp32, bf16]
-  tensor_parallel_size: [1, 3]   # tp 3 cannot run on the hf backend: recorded failures
   batch_size: [1, 3]
 """
 
@@ -70,32 +70,29 @@ def test_sweep_resumes_after_kill_without_duplicates(tmp_path: Path) -> None:
     child.send_signal(signal.SIGKILL)
     child.wait()
     before = log.read_text().count("\n")
-    assert 1 <= before < 8, "the kill should land mid-sweep"
+    assert 1 <= before < 4, "the kill should land mid-sweep"
 
     config = load_sweep_config(config_path)
     store = run_sweep(config, out, progress=False)
     entries = list(store.entries(CELLS))
     keys = [json.loads(line)["key"] for line in log.read_text().splitlines()]
-    assert len(keys) == len(set(keys)) == len(expand(config)) == 8
+    assert len(keys) == len(set(keys)) == len(expand(config)) == 4
 
-    failed = [e for e in entries if e["status"] == "failed"]
-    assert len(failed) == 4 and all(e["cell"]["tensor_parallel_size"] == 3 for e in failed)
-    assert all("vllm" in e["error"] for e in failed)
     ok = [e for e in entries if e["status"] == "ok"]
+    assert len(ok) == 4
     assert all(set(e["outputs"]) == {"france", "feynman"} for e in ok)
     assert all(e["engine"]["dtype"] in ("float32", "bfloat16") for e in ok)
     assert all("Paris" in e["outputs"]["france"]["text"] for e in ok)
 
     # Running again does nothing new.
     run_sweep(config, out, progress=False)
-    assert log.read_text().count("\n") == 8
+    assert log.read_text().count("\n") == 4
 
     paths = write_sweep_report(out)
     metrics = json.loads(paths["metrics"].read_text())
-    assert metrics["summary"]["cells_failed"] == 4
+    assert metrics["summary"]["cells_failed"] == 0
     assert metrics["summary"]["accuracy_mean"] == 1.0
     axes = {row["axis"] for row in metrics["attribution"]}
     assert {"dtype", "batch_size"} <= axes
     html = paths["html"].read_text()
     assert "<script" not in html and "Attribution" in html
-    assert "Failed cells" in paths["markdown"].read_text()

@@ -43,14 +43,14 @@ LONG = "W" * 100_000  # one 100 kB line without a space
 PAGE_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "table",
     "thead", "tbody", "tr", "th", "td", "pre", "div", "ul", "li", "b", "i", "small", "br",
-    "code", "a", "bdi", "svg", "text", "rect", "line", "circle", "polyline",
+    "code", "a", "bdi", "svg", "text", "rect", "line", "circle", "polyline", "span",
 }  # fmt: skip
 #: every attribute they use
 PAGE_ATTRS = {
     "charset", "xmlns", "width", "height", "viewbox", "font-family", "font-size",
     "font-weight", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "r", "fill", "fill-opacity",
     "stroke", "stroke-width", "stroke-dasharray", "points", "text-anchor", "transform",
-    "class", "style", "href",
+    "class", "style", "href", "title",
 }  # fmt: skip
 
 

@@ -1,0 +1,72 @@
+"""Each axis with everything else fixed: every cell against its partner that differs only in
+that axis (at the axis's first value), not only against the one reference cell.
+
+The attribution table compares cells with the reference cell, so in a dtype x TP grid the TP
+effect is measured at the reference dtype only, and a bf16 TP=3 cell mixes the dtype and the
+TP effect. Here "TP 3 vs TP 1" is measured at fp32 and at bf16, at batch 1 and at batch 8, each
+pair on its own (the same prompts, the same other settings): tokens that differ, logprobs that
+differ at all, the largest |delta logprob| over the common prefix, first divergences.
+
+    rows = axis_pairs(config, entries)   # lab.report.sweep_report shows them
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lab.determinism.compare import compare
+from lab.determinism.grid import Cell, varying_axes
+from lab.determinism.metrics import base_id, cell_of, outputs_of
+
+if TYPE_CHECKING:
+    from lab.determinism.config import SweepConfig
+
+
+def axis_pairs(config: SweepConfig, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (axis, cell whose value on that axis is not the first): that cell against
+    the cell with the axis at its first value and every other axis (and the repeat) equal."""
+    ok = [e for e in entries if e.get("status") == "ok"]
+    by_key = {cell_of(e).key(): e for e in ok}
+    varying = varying_axes(config)
+    rows = []
+    for axis in varying:
+        base_value = config.axes[axis][0]
+        for entry in ok:
+            cell = cell_of(entry)
+            if cell.axes[axis] == base_value:
+                continue
+            partner_values = tuple((k, base_value if k == axis else v) for k, v in cell.values)
+            partner = by_key.get(Cell(partner_values, cell.repeat).key())
+            if partner is None:
+                continue
+            fixed = [a for a in varying if a != axis]
+            compared = tokens_differ = logprobs_differ = 0
+            max_delta = 0.0
+            firsts: list[int] = []
+            for target in dict.fromkeys(base_id(o) for o in partner["outputs"]):
+                reference = outputs_of(partner, target)
+                if not reference:
+                    continue
+                for other in outputs_of(entry, target):
+                    d = compare(reference[0], other)
+                    compared += 1
+                    tokens_differ += not d.tokens_equal
+                    logprobs_differ += d.positions_logprob_differs > 0
+                    max_delta = max(max_delta, d.max_abs_logprob_delta)
+                    if d.first_divergence is not None:
+                        firsts.append(d.first_divergence)
+            rows.append(
+                {
+                    "axis": axis,
+                    "value": str(cell.axes[axis]),
+                    "against": str(base_value),
+                    "fixed": ", ".join(f"{a}={cell.axes[a]}" for a in fixed) or "-",
+                    "repeat": cell.repeat,
+                    "outputs_compared": compared,
+                    "tokens_differ": tokens_differ,
+                    "logprobs_differ": logprobs_differ,
+                    "max_abs_logprob_delta": max_delta,
+                    "first_divergences": sorted(firsts),
+                }
+            )
+    return rows
