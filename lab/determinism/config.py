@@ -382,6 +382,12 @@ def parse_sweep_config(
     )
 
 
+def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
+    """The SweepConfig a run directory's sweep_config.json holds (already validated when the
+    sweep started); TypeError / KeyError / AttributeError when the file was damaged."""
+    return SweepConfig(**(raw | {"prompts": [SweepPrompt(**p) for p in raw["prompts"]]}))
+
+
 def load_sweep_config(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():

@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from lab.determinism.config import SweepConfig
+from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics, base_id
 from lab.report.svg import heatmap, histogram
@@ -410,7 +410,7 @@ def write_sweep_report(
     if not config_path.is_file():
         raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
     try:  # a damaged or hand-edited run directory: one line, not a traceback
-        config = _config_from_dict(json.loads(config_path.read_text()))
+        config = config_from_dict(json.loads(config_path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
     store = RunStore(root)
@@ -426,12 +426,6 @@ def write_sweep_report(
         "markdown": store.write_text("report.md", render_markdown(config, metrics, x, y, grid)),
         "html": store.write_text("report.html", render_html(config, metrics, x, y, grid, views)),
     }
-
-
-def _config_from_dict(raw: dict[str, Any]) -> SweepConfig:
-    from lab.determinism.config import SweepPrompt
-
-    return SweepConfig(**(raw | {"prompts": [SweepPrompt(**p) for p in raw["prompts"]]}))
 
 
 def _decoder(model: str) -> Any:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from lab.backends.base import Generation
 from lab.determinism.compare import compare
-from lab.determinism.fragility import step_gaps, sweep_reference
+from lab.determinism.fragility import step_gaps
+from lab.determinism.fragility_sources import sweep_reference
 from lab.report.text import inline
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lab.backends.base import Generation, TopLogprob
-from lab.determinism.config import parse_sweep_config
+from lab.determinism.config import config_from_dict, parse_sweep_config
 from lab.determinism.fragility import (
     analyze,
     auroc,
@@ -199,9 +199,7 @@ def test_sweep_prediction_on_a_hand_made_run(tmp_path: Path) -> None:
 
 def test_each_axis_with_everything_else_fixed(tmp_path: Path) -> None:
     root = _sweep_dir(tmp_path)
-    from lab.report.sweep_report import _config_from_dict
-
-    cfg = _config_from_dict(json.loads((root / "sweep_config.json").read_text()))
+    cfg = config_from_dict(json.loads((root / "sweep_config.json").read_text()))
     entries = [json.loads(line) for line in (root / "cells.jsonl").read_text().splitlines()]
     rows = axis_pairs(cfg, entries)
     batch = [r for r in rows if r["axis"] == "batch_size"]
@@ -217,12 +215,11 @@ def test_each_axis_with_everything_else_fixed(tmp_path: Path) -> None:
 
 
 def test_token_view_marks_the_flip_at_the_near_tie_and_escapes(tmp_path: Path) -> None:
-    from lab.report.sweep_report import _config_from_dict
     from lab.report.tokens import render_token_views, token_views
 
     hostile = {"tie": ["<b>", EVIL, "\n", "'\"&"]}
     root = _sweep_dir(tmp_path, hostile)
-    cfg = _config_from_dict(json.loads((root / "sweep_config.json").read_text()))
+    cfg = config_from_dict(json.loads((root / "sweep_config.json").read_text()))
     entries = [json.loads(line) for line in (root / "cells.jsonl").read_text().splitlines()]
     views = token_views(cfg, entries)
     assert [v.prompt for v in views] == ["tie"]
