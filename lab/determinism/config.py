@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 
 from lab.backends.base import SamplingConfig, canonical_dtype
-from lab.data import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
+from lab.yamlio import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 
 MODES = ("identical", "single", "mixed", "prefix", "shuffled")
 ORDERS = ("given", "reversed", "shuffled")

@@ -37,6 +37,7 @@ from lab.data import Case
 from lab.errors import LabError
 from lab.longtail import textinfo
 from lab.variance import stats
+from lab.yamlio import load_yaml_file
 
 KEYS = ("locale", "length_bands", "schema_shape", "intent", "tokenizer")
 
@@ -139,8 +140,6 @@ def parse_cohorts(value: Any) -> CohortSpec:
 
 def load_cohorts_file(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a `cohorts:` mapping (or the mapping itself), validated."""
-    from lab.data import load_yaml_file
-
     data = load_yaml_file(path)
     if isinstance(data, dict) and "cohorts" in data:
         data = data["cohorts"]

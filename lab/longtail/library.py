@@ -42,9 +42,10 @@ from typing import Any
 import yaml
 
 from lab.backends import Backend
-from lab.data import Case, cases_fingerprint, load_cases, yaml_error
+from lab.data import Case, cases_fingerprint, load_cases
 from lab.errors import LabError
 from lab.variance.config import GateConfig, load_config, parse_gate
+from lab.yamlio import yaml_error
 
 DEFAULT_LIBRARY = "library.yaml"
 DEFAULT_FLOOR = {"min_mean": 0.5, "min_p5": 0.1}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab.errors import LabError
 from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
+from lab.yamlio import load_yaml_file
 
 if TYPE_CHECKING:  # lab.data imports lab.variance
     from lab.data import Case
@@ -279,8 +280,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
     """SampleConfig from an optional YAML file, then flags (None = not given)."""
     values: dict[str, Any] = {}
     if path is not None:
-        from lab.data import load_yaml_file  # here: lab.data imports lab.variance
-
         loaded = load_yaml_file(path)
         if not isinstance(loaded, dict):
             raise LabError(f"{path}: expected a mapping of settings")
