@@ -33,7 +33,7 @@ from typing import Any
 
 from lab.determinism.config import parse_sweep_config
 from lab.errors import LabError
-from lab.report.text import inline, scrub
+from lab.safetext import inline, scrub
 
 # The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
 # an accuracy change, not only as different text.

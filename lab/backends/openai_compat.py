@@ -55,7 +55,7 @@ from lab.backends.base import (
     error_generation,
 )
 from lab.errors import ConfigError, LabError
-from lab.report.text import terminal
+from lab.safetext import terminal
 
 STATUSES = ("ok", "http_error", "bad_response", "timeout", "transport_error")
 # Connection refused / reset / dropped before an answer: nothing was answered, safe to resend.

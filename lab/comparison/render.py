@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.report.svg import histogram, scatter
-from lab.report.text import inline, md_cell, scrub
+from lab.safetext import inline, md_cell, scrub
 from lab.store import RunStore
 from lab.variance.analyze import sanitize
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from lab.errors import LabError
-from lab.report.text import md_cell, scrub
+from lab.safetext import md_cell, scrub
 from lab.variance.stats import pass_at_k
 
 

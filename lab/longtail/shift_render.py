@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.report.svg import histogram
-from lab.report.text import inline, md_cell, scrub
+from lab.safetext import inline, md_cell, scrub
 from lab.store import RunStore
 
 

@@ -20,7 +20,7 @@ from lab.determinism.config import SweepConfig
 from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics, base_id
 from lab.report.svg import heatmap, histogram
-from lab.report.text import inline, md_cell, md_code, scrub
+from lab.safetext import inline, md_cell, md_code, scrub
 
 
 def _fmt(v: Any) -> str:

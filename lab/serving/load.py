@@ -34,7 +34,7 @@ from lab.backends.openai_compat import Call, CallResult, OpenAIClient, request_b
 from lab.determinism.modes import filler_requests
 from lab.envinfo import environment_record
 from lab.errors import LabError
-from lab.report.text import terminal
+from lab.safetext import terminal
 from lab.store import RunStore
 
 REQUESTS = "requests"

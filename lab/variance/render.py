@@ -12,7 +12,7 @@ import html
 from typing import Any
 
 from lab.report import svg as plots
-from lab.report.text import inline, md_cell, scrub
+from lab.safetext import inline, md_cell, scrub
 
 HEADLINE_ROWS = [
     ("mean", "expected success (mean over cases and samples)"),

@@ -59,7 +59,7 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lab.report.text import scrub_all
+    from lab.safetext import scrub_all
 
     # Arrow stores UTF-8: a lone surrogate (a JSON "\\ud800" in a case file) would fail the write.
     table = pa.Table.from_pylist(scrub_all(rows))

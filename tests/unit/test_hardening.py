@@ -27,7 +27,7 @@ import pytest
 
 from lab.determinism.config import parse_sweep_config
 from lab.errors import LabError
-from lab.report.text import inline, terminal
+from lab.safetext import inline, terminal
 from tests.unit.comparison_runs import case_specs, make_run
 from tests.unit.test_bad_input_bash import lab, one_error
 from tests.unit.test_comparison_sweeps import SAME, make_sweep

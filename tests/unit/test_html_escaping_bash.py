@@ -397,7 +397,7 @@ def test_svg_labels_titles_and_tooltips() -> None:
 
 
 def test_md_cell_and_md_code_by_hand() -> None:
-    from lab.report.text import md_cell, md_code, scrub_all
+    from lab.safetext import md_cell, md_code, scrub_all
 
     assert md_cell("a|b\\|c") == "a\\|b\\\\\\|c"  # both pipes stay escaped: 3 cells -> 1
     assert md_cell("x\n# h\r\n<b>`t`</b> [l](u)") == "x # h \\<b>'t'\\</b> \\[l\\](u)"
