@@ -233,7 +233,7 @@ def quickstart_cmd(
     no_progress: bool,
 ) -> None:
     """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html."""
-    from lab.data import load_cases
+    from lab.cases.loaders import load_cases
     from lab.quickstart import run_quickstart
 
     # Its three steps run one after another: check what the last one needs before the first.

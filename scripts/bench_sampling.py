@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lab.backends import EngineConfig, load_backend
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.prompts import render_token_ids
 from lab.store import RunStore
 from lab.variance.config import SampleConfig

@@ -28,7 +28,7 @@ def _same_file(cases: str, out: str) -> bool:
     """Whether --out would overwrite the case file being read (bundled sets included)."""
     from pathlib import Path
 
-    from lab.data import bundled_cases_path
+    from lab.cases.loaders import bundled_cases_path
 
     source = bundled_cases_path(cases.split(":", 1)[1]) if cases.startswith("bundled:") else None
     source = source or Path(cases.partition("#")[0])
@@ -72,7 +72,7 @@ def perturb_cmd(
     drop_flagged: bool,
 ) -> None:
     """Write perturbed variants of each case, linked to their source (deterministic by seed)."""
-    from lab.data import load_cases
+    from lab.cases.loaders import load_cases
     from lab.longtail.library import write_case_file
     from lab.longtail.perturb import (
         MAY_CHANGE_TAG,

@@ -42,7 +42,8 @@ from typing import Any
 import yaml
 
 from lab.backends import Backend
-from lab.data import Case, cases_fingerprint, load_cases
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case, cases_fingerprint
 from lab.errors import LabError
 from lab.variance.config import GateConfig, load_config, parse_gate
 from lab.yamlio import yaml_error
@@ -80,7 +81,7 @@ def render_case_file(path: Path, specs: list[dict[str, Any]], header: dict[str, 
 def write_case_file(
     path: str | Path, specs: list[dict[str, Any]], header: dict[str, Any] | None = None
 ) -> Path:
-    """Write cases atomically, after checking that they load back (lab.data.load_cases)."""
+    """Write cases atomically, after checking that they load back (lab.cases.load_cases)."""
     path = Path(path)
     text = render_case_file(path, specs, header or {})
     path.parent.mkdir(parents=True, exist_ok=True)

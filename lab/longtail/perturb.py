@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from lab.data import Case
+from lab.cases.checks import Contains, Exact, JSONCheck, Normalized, Numeric, OneOf
+from lab.cases.model import Case
 from lab.errors import LabError
-from lab.variance.checks import Contains, Exact, JSONCheck, Normalized, Numeric, OneOf
 
 MAY_CHANGE_TAG = "answer-may-change"
 

@@ -23,14 +23,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lab.backends.base import SamplingConfig, canonical_dtype
+from lab.cases.cohorts import parse_cohorts
+from lab.cases.model import Case
+from lab.devices import check_device_name
 from lab.errors import LabError
 from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
 from lab.yamlio import load_yaml_file
-
-if TYPE_CHECKING:  # lab.data imports lab.variance
-    from lab.data import Case
 
 
 @dataclass
@@ -153,13 +154,11 @@ class SampleConfig:
     prices: dict[str, float] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     #: cohort buckets for the report (locale, length_bands, schema_shape, intent, tokenizer;
-    #: see lab/longtail/cohorts.py); analysis only, not part of the run's identity
+    #: see lab/cases/cohorts.py); analysis only, not part of the run's identity
     cohorts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_types()
-        from lab.longtail.cohorts import parse_cohorts  # here: lab.longtail imports lab.data
-
         self.cohorts = parse_cohorts(self.cohorts).to_dict()
         if self.backend not in ("hf", "vllm"):
             raise LabError(f"backend must be hf or vllm, got {self.backend!r}")
@@ -198,9 +197,6 @@ class SampleConfig:
     def _check_engine_and_sampling(self) -> None:
         """Fail here, before a run directory is created (or wiped by --fresh), not in the
         engine: the same checks the backend makes, run on the settings alone."""
-        from lab.backends.base import SamplingConfig, canonical_dtype
-        from lab.devices import check_device_name
-
         canonical_dtype(self.dtype)
         check_device_name(self.device)
         check_device_name(self.embed_device)

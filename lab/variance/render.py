@@ -13,6 +13,7 @@ from typing import Any
 
 from lab.report import svg as plots
 from lab.safetext import inline, md_cell, scrub
+from lab.variance.stats import tail_order
 
 HEADLINE_ROWS = [
     ("mean", "expected success (mean over cases and samples)"),
@@ -49,9 +50,7 @@ def _interval(metrics: dict[str, Any], name: str) -> str:
 
 
 def worst_cohorts_first(cohorts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Cohorts ordered by p5, then p10, then mean (lab.longtail.cohorts.tail_order)."""
-    from lab.longtail.cohorts import tail_order
-
+    """Cohorts ordered by p5, then p10, then mean (lab.variance.stats.tail_order)."""
     return sorted(cohorts.items(), key=lambda kv: (*tail_order(kv[1]), kv[0]))
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.data import Case, _FieldError, case_from_record
+from lab.cases.model import Case, CaseFieldError, case_from_record
 from lab.errors import LabError
 from lab.store import RunStore, write_atomic
 from lab.variance.analyze import analyze
@@ -50,7 +50,7 @@ def load_run_cases(path: Path) -> list[Case]:
     for i, spec in enumerate(specs):
         try:
             cases.append(case_from_record(spec, True, f"{path}/cases.json[{i}]"))
-        except _FieldError as exc:  # a hand-edited or damaged cases.json
+        except CaseFieldError as exc:  # a hand-edited or damaged cases.json
             raise LabError(f"{path}/cases.json[{i}]: field '{exc.field}': {exc}") from None
     return cases
 
@@ -118,7 +118,7 @@ def rebuild_report(
     # Only flags actually given; thresholds given now replace the run's own gate.
     flags = {k: v for k, v in overrides.items() if k in allowed and v not in (None, (), [])}
     if isinstance(flags.get("cohorts"), str | Path):  # --cohorts FILE: new buckets, same samples
-        from lab.longtail.cohorts import load_cohorts_file
+        from lab.cases.cohorts import load_cohorts_file
 
         flags["cohorts"] = load_cohorts_file(flags["cohorts"])
     config = load_config(None, base | flags)

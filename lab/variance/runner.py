@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load_backend
-from lab.data import Case, cases_fingerprint, load_cases
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
 from lab.errors import LabError
 from lab.store import RunStore, raise_if_interrupted

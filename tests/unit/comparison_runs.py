@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.variance.config import SampleConfig
 from lab.variance.report import build_report
 from lab.variance.runner import LOG, engine_config, open_run

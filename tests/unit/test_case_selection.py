@@ -62,7 +62,7 @@ def test_selection_flags_and_their_errors(tagged_cases: Path, tmp_path: Path) ->
     assert str(config.out_dir()) == "runs/sample-cases-geo_easy-first2-vllm-k32"
     with pytest.raises(LabError, match=r"no case of .* has one of these tags \(tags there: "
                        r"code, easy, geo, math\)"):  # fmt: skip
-        from lab.data import load_cases
+        from lab.cases.loaders import load_cases
 
         SampleConfig(cases=str(tagged_cases), only_tags=["nope"]).select(
             load_cases(str(tagged_cases))

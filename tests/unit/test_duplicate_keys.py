@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.determinism.config import load_sweep_config
 from lab.errors import LabError
 from lab.variance.config import load_config

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case, case_from_record
 from lab.cli import cli
-from lab.data import Case, case_from_record, load_cases
 from lab.longtail import perturb as P
 
 TEXT = "What is the capital of France? Answer in one word."

@@ -16,7 +16,7 @@ import pytest
 
 import lab.store
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.determinism.config import parse_sweep_config
 from lab.determinism.sweep import CELLS, run_sweep
 from lab.errors import LabError

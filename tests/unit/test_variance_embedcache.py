@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lab.variance.embedcache as embedcache
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.store import RunStore
 from lab.variance.analyze import analyze
 from lab.variance.config import SampleConfig

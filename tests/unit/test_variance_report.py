@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.store import RunStore
 from lab.variance.config import GateConfig, SampleConfig, load_config, parse_gate
 from lab.variance.gate import evaluate_gate

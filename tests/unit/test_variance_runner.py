@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
 from lab.variance.runner import LOG, open_run, sample_cases

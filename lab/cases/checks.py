@@ -13,9 +13,9 @@ json, python (see each class). A check that cannot parse the output (no number, 
 JSON) fails, and its `reason` says why. The `answer` a check extracts (the number, the label,
 the canonical JSON) is what the majority vote (maj@k) counts.
 
-Specs become Check objects in lab/variance/specs.py:
+Specs become Check objects in lab/cases/specs.py:
 
-    from lab.variance.specs import parse_check
+    from lab.cases.specs import parse_check
     parse_check({"numeric": 12}).run("7 + 5 = 12")   # CheckResult(passed=True, ...)
 """
 

@@ -1,8 +1,4 @@
-"""Cases: load, validate and tag the prompts a variance run samples.
-
-A case is an id, a prompt (sent as one chat user turn, or as raw text with `raw: true`) or a
-list of chat messages, the checks a sample must pass (lab.variance.checks), optional tags
-(cohorts, for per-tag tails) and free metadata. Sources:
+"""Case files: load the cases of a bundled set, a file or a saved dataset, validated.
 
     bundled:basic            the 50 example cases shipped with the lab (lab/cases/basic.yaml)
     cases.jsonl              one JSON object per line
@@ -18,78 +14,26 @@ the line (row for datasets) and the field:
 
     cases.jsonl:7: field 'checks[0].pattern': invalid regex: ...
 
-    from lab.data import load_cases
+    from lab.cases.loaders import load_cases
     cases = load_cases("bundled:basic")
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lab.backends.base import Request
+from lab.cases.model import Case, CaseFieldError, case_from_record
 from lab.errors import LabError
-from lab.variance.checks import Check
-from lab.variance.specs import CheckSpecError, parse_check
 from lab.yamlio import compose_yaml, construct_yaml, read_text
 
-CASES_DIR = Path(__file__).resolve().parent / "cases"
-FIELDS = ("id", "prompt", "messages", "system", "raw", "checks", "tags", "metadata")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
-
-
-@dataclass
-class Case:
-    id: str
-    checks: list[Check]
-    prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
-    #: a system message put before `prompt` (chat prompts only)
-    system: str | None = None
-    #: send `prompt` as raw text instead of a chat user turn
-    raw: bool = False
-    tags: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    #: "file:line" it came from
-    source: str = ""
-
-    def request(self) -> Request:
-        if self.messages is not None:
-            return Request(id=self.id, messages=self.messages)
-        assert self.prompt is not None
-        if self.raw:
-            return Request(id=self.id, prompt=self.prompt)
-        messages = [] if self.system is None else [{"role": "system", "content": self.system}]
-        return Request(id=self.id, messages=messages + [{"role": "user", "content": self.prompt}])
-
-    def to_dict(self) -> dict[str, Any]:
-        """The case as a spec again (checks as their specs), e.g. to store beside a run."""
-        out: dict[str, Any] = {"id": self.id}
-        for key in ("prompt", "messages", "system"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.raw:
-            out["raw"] = True
-        out["checks"] = [c.spec for c in self.checks]
-        if self.tags:
-            out["tags"] = self.tags
-        if self.metadata:
-            out["metadata"] = self.metadata
-        return out
-
-
-class _FieldError(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+#: the bundled case sets (`bundled:NAME`): the YAML files beside this module
+CASES_DIR = Path(__file__).resolve().parent
 
 
 def bundled_case_sets() -> list[str]:
@@ -102,105 +46,6 @@ def bundled_cases_path(name: str) -> Path:
     if not path.exists():
         raise LabError(f"no bundled case set {name!r}; have {bundled_case_sets()}")
     return path
-
-
-def _json_field(value: Any, name: str) -> Any:
-    """CSV and datasets carry structured fields as JSON text."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise _FieldError(name, f"not valid JSON: {exc.msg}") from None
-    return value
-
-
-def _messages(value: Any) -> list[dict[str, str]]:
-    value = _json_field(value, "messages")
-    if not isinstance(value, list) or not value:
-        raise _FieldError("messages", "must be a non-empty list of {role, content}")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-            raise _FieldError(f"messages[{i}]", "must be a mapping with a string 'content'")
-        if m.get("role") not in ("system", "user", "assistant"):
-            raise _FieldError(f"messages[{i}].role", "must be system, user or assistant")
-        out.append({"role": str(m["role"]), "content": str(m["content"])})
-    return out
-
-
-def _tags(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [t.strip() for t in re.split(r"[;,|]", value) if t.strip()]
-    if isinstance(value, list) and all(isinstance(t, str) for t in value):
-        return list(value)
-    raise _FieldError("tags", "must be a list of strings (or 'a;b' text)")
-
-
-def _checks(value: Any) -> list[Check]:
-    value = _json_field(value, "checks")
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise _FieldError("checks", 'give at least one check, e.g. [{"contains": "Paris"}]')
-    checks = []
-    for i, spec in enumerate(value):
-        try:
-            checks.append(parse_check(spec))
-        except CheckSpecError as exc:
-            where = f"checks[{i}].{exc.field}" if exc.field else f"checks[{i}]"
-            raise _FieldError(where, str(exc)) from None
-    return checks
-
-
-def case_from_record(
-    record: dict[str, Any], strict: bool, source: str, require_checks: bool = True
-) -> Case:
-    """One case from a mapping; raises _FieldError naming the field.
-
-    `require_checks=False` accepts a case without checks (a production sample compared with
-    `lab shift` has inputs only); checks that are given are still validated.
-    """
-    record = {k: v for k, v in record.items() if v is not None}
-    extra = {k: v for k, v in record.items() if k not in FIELDS}
-    if extra and strict:
-        name = sorted(extra)[0]
-        raise _FieldError(name, f"unknown field; a case has {', '.join(FIELDS)}")
-    case_id = record.get("id")
-    if isinstance(case_id, int) and not isinstance(case_id, bool):
-        case_id = str(case_id)
-    if not isinstance(case_id, str) or not _ID.match(case_id):
-        raise _FieldError("id", "must be a non-empty id (letters, digits, _ . : / -)")
-    has_prompt, has_messages = "prompt" in record, "messages" in record
-    if has_prompt == has_messages:
-        raise _FieldError("prompt", "give exactly one of 'prompt' or 'messages'")
-    if has_prompt and (not isinstance(record["prompt"], str) or not record["prompt"].strip()):
-        raise _FieldError("prompt", "must be non-empty text")
-    system = record.get("system")
-    if system is not None and (not isinstance(system, str) or has_messages):
-        raise _FieldError("system", "must be text, and only beside 'prompt'")
-    raw = record.get("raw", False)
-    if isinstance(raw, str):  # CSV / datasets text; anything else is a typo, not False
-        raw = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
-            raw.strip().lower(), raw
-        )
-    if not isinstance(raw, bool):
-        raise _FieldError("raw", "must be true or false")
-    metadata = _json_field(record.get("metadata", {}), "metadata")
-    if not isinstance(metadata, dict):
-        raise _FieldError("metadata", "must be a mapping")
-    return Case(
-        id=case_id,
-        prompt=record.get("prompt"),
-        messages=_messages(record["messages"]) if has_messages else None,
-        system=system,
-        raw=raw,
-        checks=_checks(record.get("checks")) if require_checks or "checks" in record else [],
-        tags=_tags(record.get("tags")),
-        metadata=metadata | extra,
-        source=source,
-    )
 
 
 class _DuplicateKey(Exception):
@@ -343,7 +188,7 @@ def load_cases(source: str | Path, require_checks: bool = True) -> list[Case]:
         where = f"{path}:{line}" if label == "line" else f"{path}: row {line}"
         try:
             case = case_from_record(record, strict, where, require_checks)
-        except _FieldError as exc:
+        except CaseFieldError as exc:
             at = field_lines.get((line, exc.field.split(".")[0].split("[")[0]), line)
             where = f"{path}:{at}" if label == "line" else where
             raise LabError(f"{where}: field '{exc.field}': {exc}") from None
@@ -354,9 +199,3 @@ def load_cases(source: str | Path, require_checks: bool = True) -> list[Case]:
         seen[case.id] = line
         cases.append(case)
     return cases
-
-
-def cases_fingerprint(cases: list[Case]) -> str:
-    """A hash of the cases as specs: a resumed run refuses a changed case set."""
-    text = json.dumps([c.to_dict() for c in cases], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
