@@ -104,7 +104,7 @@ def write_case_file(
 # --- the library -----------------------------------------------------------------------------
 
 
-def normalize_text(text: str) -> str:
+def canonical_text(text: str) -> str:
     """NFC, unified line ends, outer whitespace stripped: the same text typed twice. Inner
     whitespace and case are kept on purpose: a noise variant is a different input."""
     return unicodedata.normalize("NFC", text.replace("\r\n", "\n")).strip()
@@ -113,9 +113,9 @@ def normalize_text(text: str) -> str:
 def case_fingerprint(case: Case) -> str:
     """Identity of a case by content: its input and its checks, not its id."""
     if case.messages is not None:
-        inputs: Any = [[m["role"], normalize_text(m["content"])] for m in case.messages]
+        inputs: Any = [[m["role"], canonical_text(m["content"])] for m in case.messages]
     else:
-        inputs = [case.system and normalize_text(case.system), normalize_text(case.prompt or "")]
+        inputs = [case.system and canonical_text(case.system), canonical_text(case.prompt or "")]
     checks = sorted(json.dumps(c.spec, sort_keys=True, default=str) for c in case.checks)
     text = json.dumps({"input": inputs, "raw": case.raw, "checks": checks}, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lab.cases.checks import normalize_text, run_checks
+from lab.cases.checks import normalize_answer, run_checks
 from lab.cases.cohorts import CohortSpec, cohort_groups
 from lab.cases.model import Case
 from lab.variance import stats
@@ -39,7 +39,7 @@ def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
     results = run_checks(case.checks, text, case)
     answer = next((r.answer for r in results if r.answer is not None), None)
     if answer is None:
-        answer = normalize_text(text)[:200]
+        answer = normalize_answer(text)[:200]
     return {
         "passed": all(r.passed for r in results),
         "reasons": [f"{c.type}: {r.reason}" for c, r in zip(case.checks, results, strict=True)],
