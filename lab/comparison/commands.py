@@ -27,9 +27,10 @@ def run_compare(
 ) -> tuple[dict[str, Path], str]:
     """Compare the runs (sample or sweep), write the report; returns (paths, Markdown)."""
     from lab.comparison.analysis import CompareOptions, compare_runs
-    from lab.comparison.load import load_sample_run, run_kind
     from lab.comparison.render import markdown_sample, markdown_sweep, write_comparison
+    from lab.comparison.runs import load_sample_run
     from lab.comparison.sweeps import compare_sweeps
+    from lab.samplerun import run_kind
     from lab.variance.analyze import sanitize
 
     if len(paths) < 2:
@@ -110,8 +111,8 @@ def register(cli: click.Group) -> None:
     )
     def plan_cmd(baseline: str, delta: float, target: float, alpha: float, design: str) -> None:
         """Cases and samples per case needed to detect a change in mean success."""
-        from lab.comparison.load import load_sample_run
         from lab.comparison.plan import format_plan, plan_from_rates
+        from lab.comparison.runs import load_sample_run
 
         run = load_sample_run(baseline)
         rates = np.array([c.rate for c in run.cases.values()])

@@ -45,7 +45,9 @@ from lab.backends import Backend
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.errors import LabError
+from lab.samplerun import read_cases, read_json, run_identity
 from lab.variance.config import GateConfig, load_config, parse_gate
+from lab.variance.runner import run_sample
 from lab.yamlio import yaml_error
 
 DEFAULT_LIBRARY = "library.yaml"
@@ -202,25 +204,6 @@ class AddResult:
     total: int
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabError(
-            f"{path}: missing; {path.parent} is not a finished `lab sample` run ({what})"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabError(f"{path}: cannot read {what} ({exc})") from None
-
-
-def run_identity(run_dir: Path) -> dict[str, Any]:
-    """Which run produced a case: its config.json hash and the settings that matter most."""
-    config = _read_json(run_dir / "config.json", "the run's config")
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    keep = ("backend", "model", "dtype", "k", "temperature", "top_p", "max_tokens", "seed")
-    return {"config": digest} | {k: config.get(k) for k in keep if k in config}
-
-
 def _unique_id(wanted: str, taken: set[str]) -> str:
     if wanted not in taken:
         return wanted
@@ -238,16 +221,14 @@ def add_from_run(
     today: dt.date | None = None,
 ) -> AddResult:
     """Append the run's cases with success rate < threshold (see the module docstring)."""
-    from lab.variance.report import load_run_cases
-
     if not 0 < threshold <= 1:
         raise LabError(f"--threshold must be in (0, 1], got {threshold}")
     run = Path(run_dir)
     if not run.is_dir():
         raise LabError(f"{run}: no such run directory")
-    metrics = _read_json(run / "metrics.json", "per-case success; run lab sample-report")
+    metrics = read_json(run / "metrics.json", "per-case success; run lab sample-report")
     identity = run_identity(run)
-    cases = {c.id: c for c in load_run_cases(run)}
+    cases = {c.id: c for c in read_cases(run)}
     rates = metrics.get("cases") if isinstance(metrics, dict) else None
     if not isinstance(rates, list):
         raise LabError(f"{run / 'metrics.json'}: field 'cases': missing per-case results")
@@ -334,8 +315,6 @@ def run_library(
     cache_dir: str | None = None,
 ) -> LibraryRun:
     """Sample the library k times per case (lab.variance.runner) with its floor as the gate."""
-    from lab.variance.runner import run_sample
-
     library = read_library(library_path)
     if not library.cases:
         raise LabError(f"{library.path}: the library has no cases yet; lab library add RUN_DIR")

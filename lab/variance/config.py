@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab import samplerun
 from lab.backends.base import SamplingConfig, canonical_dtype
 from lab.cases.cohorts import parse_cohorts
 from lab.cases.model import Case
@@ -306,3 +307,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
         return SampleConfig(**values)
     except TypeError as exc:
         raise LabError(f"bad setting: {exc}") from None
+
+
+def read_settings(path: str | Path) -> SampleConfig:
+    """The SampleConfig a run directory was produced with (its settings.json)."""
+    values = samplerun.read_settings(Path(path))
+    try:
+        return SampleConfig(**values)
+    except TypeError as exc:  # a key this version does not know (hand-edited or newer lab)
+        raise LabError(f"{path}/settings.json: {exc}") from None

@@ -11,9 +11,10 @@ import pytest
 
 import lab.variance.report
 from lab.errors import LabError
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import SampleConfig, load_config
-from lab.variance.runner import LOG, run_sample
+from lab.variance.runner import run_sample
 from tests.unit.test_resume_interrupts import SeededBackend
 
 TAGS = [["geo"], ["math"], ["geo", "easy"], ["math"], ["geo"], ["code"]]
