@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.kernels.mode import set_batch_invariant_mode
+from lab.models import DEFAULT_MODEL
 
 PROMPTS = [
     "Tell me about Richard Feynman.",
@@ -166,7 +167,7 @@ def bench_generation(
     prompts: int = 8,
     max_tokens: int = 32,
     repeats: int = 3,
-    model: str = "smollm2-135m-instruct",
+    model: str = DEFAULT_MODEL,
     cache_dir: str | None = None,
     device: str = "cpu",
     dtype: str = "fp32",
@@ -175,7 +176,7 @@ def bench_generation(
     prompt alone, with the mode off and on."""
     from lab.backends.base import EngineConfig, SamplingConfig
     from lab.backends.hf import HFBackend
-    from lab.prompts import chat
+    from lab.backends.prompts import chat
 
     engines = {
         on: HFBackend(

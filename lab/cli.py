@@ -22,6 +22,7 @@ import lab.comparison.commands
 import lab.longtail.commands_library
 import lab.longtail.commands_tail
 import lab.serving.commands
+from lab.backends import registry
 from lab.cli_options import check_out_dir, engine_options, parse_engine_args
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
@@ -122,7 +123,7 @@ def generate_cmd(
 ) -> None:
     """Generate completions with per-token logprobs."""
     from lab.backends import EngineConfig, Request, SamplingConfig, close_all, load_backend
-    from lab.prompts import chat
+    from lab.backends.prompts import chat
 
     for i, text in enumerate(prompts):
         if not text.strip():
@@ -162,8 +163,8 @@ def generate_cmd(
 
 
 @cli.command("demo")
-@click.option("--backends", default="hf,vllm", show_default=True)
-@click.option("--model", default="smollm2-135m-instruct", show_default=True)
+@click.option("--backends", default=",".join(registry.ENGINES), show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--dtype", default="fp32", show_default=True)
 @click.option("--max-tokens", type=int, default=48, show_default=True)
 @click.option(
@@ -191,8 +192,10 @@ def demo_cmd(
     if not names:
         raise LabError("--backends: give at least one of hf, vllm")
     for name in names:
-        if name not in ("hf", "vllm"):
-            raise LabError(f"--backends: unknown backend {name!r}; use hf and/or vllm")
+        if name not in registry.ENGINES:
+            raise LabError(
+                f"--backends: unknown backend {name!r}; use {' and/or '.join(registry.ENGINES)}"
+            )
     try:
         result = run_demo(
             names,
@@ -216,7 +219,9 @@ def demo_cmd(
 @click.option(
     "--k", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per case."
 )
-@click.option("--backend", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
+@click.option(
+    "--backend", type=click.Choice(registry.choices("vllm")), default="vllm", show_default=True
+)
 @click.option("--cases", default="bundled:basic", show_default=True, help="Case set to sample.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
@@ -307,7 +312,9 @@ def bench_group() -> None:
 
 
 @bench_group.command("sweep")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True)
+@click.option(
+    "--backend", type=click.Choice(registry.choices("hf")), default="hf", show_default=True
+)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=16, show_default=True)
 @click.pass_obj
 def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
@@ -318,7 +325,7 @@ def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
 
 
 @bench_group.command("backends")
-@click.option("--backends", default="hf,vllm", show_default=True)
+@click.option("--backends", default=",".join(registry.ENGINES), show_default=True)
 @click.option("--max-tokens", type=int, default=64, show_default=True)
 @click.option("--dtype", default="fp32", show_default=True)
 @click.pass_obj
@@ -356,8 +363,10 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
 )
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
-@click.option("--model", default=None, help="Default smollm2-135m-instruct.")
+@click.option(
+    "--backend", type=click.Choice(registry.choices()), default=None, help="Default vllm."
+)
+@click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}.")
 @click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")

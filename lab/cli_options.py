@@ -17,11 +17,13 @@ from typing import Any
 
 import click
 
+from lab.backends import registry
 from lab.errors import LabError
+from lab.models import DEFAULT_MODEL
 
 
 def engine_options(
-    backends: tuple[str, ...] | None = ("hf", "vllm"),
+    backends: tuple[str, ...] | None = registry.ENGINES,
     max_num_seqs: int | None = None,
     engine_arg_help: str = "Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it "
     "can be).",
@@ -37,7 +39,7 @@ def engine_options(
             )
         )  # fmt: skip
     options += [
-        click.option("--model", default="smollm2-135m-instruct", show_default=True),
+        click.option("--model", default=DEFAULT_MODEL, show_default=True),
         click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
         click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),

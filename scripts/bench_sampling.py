@@ -35,8 +35,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lab.backends import EngineConfig, load_backend
+from lab.backends.prompts import render_token_ids
 from lab.cases.loaders import load_cases
-from lab.prompts import render_token_ids
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
 from lab.variance.runner import case_seed, sample_cases, sampling_config

@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from lab.cases.model import Case
+from lab.models import DEFAULT_MODEL
 
 #: below this normalized langid probability the language is reported as "und"
 MIN_LANGUAGE_PROB = 0.5
@@ -93,7 +94,7 @@ class TokenCounter:
     preparing or downloading), or "whitespace". `kind` names what was used.
     """
 
-    def __init__(self, model: str = "smollm2-135m-instruct") -> None:
+    def __init__(self, model: str = DEFAULT_MODEL) -> None:
         self.tokenizer: Any = None
         self.kind = "whitespace"
         if model != "whitespace":

@@ -16,8 +16,10 @@ from typing import Any
 
 import click
 
+from lab.backends import registry
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
+from lab.models import DEFAULT_MODEL
 
 
 def _echo_err(message: str) -> None:
@@ -151,8 +153,10 @@ def library_add_cmd(
 @library_group.command("run")
 @click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
 @click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
-@click.option("--model", default=None, help="Default smollm2-135m-instruct.")
+@click.option(
+    "--backend", type=click.Choice(registry.choices()), default=None, help="Default vllm."
+)
+@click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}.")
 @click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from lab.models import DEFAULT_MODEL
 from lab.variance.diversity import DEFAULT_EMBEDDER
 
 
@@ -21,7 +22,7 @@ from lab.variance.diversity import DEFAULT_EMBEDDER
 @click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True)
 @click.option(
     "--tokenizer",
-    default="smollm2-135m-instruct",
+    default=DEFAULT_MODEL,
     show_default=True,
     help="Model whose tokenizer counts input tokens, or 'whitespace'.",
 )

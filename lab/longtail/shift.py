@@ -48,6 +48,7 @@ from lab.longtail.twosample import (
     shares,
     total_variation,
 )
+from lab.models import DEFAULT_MODEL
 
 LEVELS = ("none", "low", "medium", "high")
 ALPHA = 0.05
@@ -338,7 +339,7 @@ def run_shift(
     prod_source: str,
     out_dir: str | Path,
     embedder_name: str,
-    tokenizer: str = "smollm2-135m-instruct",
+    tokenizer: str = DEFAULT_MODEL,
     permutations: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def serve_cmd(
     **kw: Any,
 ) -> None:
     """Run vLLM's OpenAI-compatible server on 127.0.0.1 until Ctrl-C; print its base URL."""
-    from lab.serving.server import ManagedServer
+    from lab.backends.server import ManagedServer
 
     server = ManagedServer(
         _engine_config(kw),
@@ -126,8 +126,8 @@ def load_cmd(
 ) -> None:
     """Bounded load test: every request recorded once; run again to send the missing ones.
     Exit 1 when not every request ended ok."""
+    from lab.backends.server import ManagedServer
     from lab.serving.load import format_summary, run_load
-    from lab.serving.server import ManagedServer
 
     if (base_url is None) == (not serve):
         raise LabError("give exactly one of --base-url URL or --serve")

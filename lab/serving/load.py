@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends.base import SamplingConfig
-from lab.backends.openai_compat import Call, CallResult, OpenAIClient, request_body
+from lab.backends.openai_client import Call, CallResult, OpenAIClient, request_body
 from lab.determinism.modes import filler_requests
 from lab.envinfo import environment_record
 from lab.errors import LabError

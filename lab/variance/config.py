@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from lab import samplerun
+from lab.backends import registry
 from lab.backends.base import SamplingConfig, canonical_dtype
 from lab.cases.cohorts import parse_cohorts
 from lab.cases.model import Case
 from lab.devices import check_device_name
 from lab.errors import LabError
+from lab.models import DEFAULT_MODEL
 from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
 from lab.yamlio import load_yaml_file
 
@@ -115,7 +117,7 @@ class SampleConfig:
     #: "vllm" or "hf"
     backend: str = "vllm"
     #: bundled model name, checkpoint directory or hub id
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     #: fp32 / bf16 / fp16
     dtype: str = "fp32"
     #: auto / cpu / cuda[:N]
@@ -161,7 +163,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         self._check_types()
         self.cohorts = parse_cohorts(self.cohorts).to_dict()
-        if self.backend not in ("hf", "vllm"):
+        if self.backend not in registry.ENGINES:
             raise LabError(f"backend must be hf or vllm, got {self.backend!r}")
         if self.k < 1:
             raise LabError(f"k must be >= 1, got {self.k}")

@@ -415,8 +415,8 @@ def test_md_cell_and_md_code_by_hand() -> None:
 @pytest.mark.parametrize("key", ["host", "hos", "--host", "port"])
 def test_engine_args_cannot_move_the_server_off_loopback(key: str) -> None:
     from lab.backends.base import EngineConfig
+    from lab.backends.server import server_command
     from lab.errors import LabError
-    from lab.serving.server import server_command
 
     config = EngineConfig(backend="vllm", engine_args={key: "0.0.0.0"})
     with pytest.raises(LabError, match=f"engine arg '{key}'.*127.0.0.1"):
