@@ -319,7 +319,7 @@ def bench_group() -> None:
 @click.pass_obj
 def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
     """Sweep machinery overhead over the engine's own generation time (12-cell grid)."""
-    from lab.determinism.bench import bench_sweep, format_bench
+    from lab.bench.sweep import bench_sweep, format_bench
 
     click.echo(format_bench(bench_sweep(backend, max_tokens, obj["cache_dir"])))
 
@@ -331,7 +331,7 @@ def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
 @click.pass_obj
 def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtype: str) -> None:
     """Engine start and greedy tokens/s at batch 1 and 16, per backend."""
-    from lab.backends.bench import bench_backends, format_backends
+    from lab.bench.backends import bench_backends, format_backends
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     click.echo(format_backends(bench_backends(names, max_tokens, dtype, obj["cache_dir"])))
@@ -488,8 +488,8 @@ def bench_kernels_cmd(
 ) -> None:
     """Cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
     from lab.backends.base import canonical_dtype
+    from lab.bench.kernels import bench_generation, bench_ops, format_bench
     from lab.devices import resolve_device, torch_dtype
-    from lab.kernels.bench import bench_generation, bench_ops, format_bench
 
     resolved = resolve_device(device)  # LabError (exit 2) for cuda without a GPU
     canonical = canonical_dtype(dtype)

@@ -39,6 +39,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lab.backends.base import EngineConfig, SamplingConfig
+from lab.backends.hf import HFBackend
+from lab.backends.prompts import chat
 from lab.kernels.mode import set_batch_invariant_mode
 from lab.models import DEFAULT_MODEL
 
@@ -174,10 +177,6 @@ def bench_generation(
 ) -> list[Timing]:
     """Greedy generation through the hf backend on `device` in `dtype`: a batch, and one
     prompt alone, with the mode off and on."""
-    from lab.backends.base import EngineConfig, SamplingConfig
-    from lab.backends.hf import HFBackend
-    from lab.backends.prompts import chat
-
     engines = {
         on: HFBackend(
             EngineConfig(backend="hf", model=model, device=device, dtype=dtype, batch_invariant=on),
