@@ -16,7 +16,7 @@ from typing import Any
 
 from lab.backends import EngineConfig, Generation, SamplingConfig, load_backend
 from lab.backends.prompts import chat
-from lab.determinism.compare import compare, min_top_gap
+from lab.determinism.divergence import compare, min_top_gap
 
 TARGETS = [
     ("capital-of-france", "What is the capital of France? Answer in one word."),

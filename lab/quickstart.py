@@ -143,8 +143,8 @@ def run_quickstart(
     emit: Callable[[str], None] = print,
 ) -> QuickstartResult:
     """Run (or resume) both steps into `out` and write `out/index.html`."""
+    from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
-    from lab.report.sweep_report import write_sweep_report
     from lab.variance.config import SampleConfig
     from lab.variance.runner import run_sample
 

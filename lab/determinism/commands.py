@@ -36,8 +36,8 @@ def sweep_cmd(
 ) -> None:
     """Run (or resume) a temperature-zero determinism sweep, then write its report."""
     from lab.determinism.config import load_sweep_config
+    from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
-    from lab.report.sweep_report import write_sweep_report
 
     config = load_sweep_config(config_path)
     out = out_dir or f"runs/{config.name}"
@@ -69,7 +69,7 @@ def sweep_cmd(
 @click.option("--y", "y_axis", default=None, help="Heatmap row axis.")
 def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     """Write metrics.json, report.md and report.html for a sweep run directory."""
-    from lab.report.sweep_report import write_sweep_report
+    from lab.determinism.report import write_sweep_report
 
     paths = write_sweep_report(run_dir, x_axis, y_axis)
     click.echo(f"report: {paths['html']}")

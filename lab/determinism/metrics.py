@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.backends.base import Generation
-from lab.determinism.compare import compare
 from lab.determinism.config import AXES, SweepConfig
+from lab.determinism.divergence import compare
 from lab.determinism.grid import Cell, differs_only_in, reference_cell, varying_axes
 from lab.determinism.modes import target_prompts
 

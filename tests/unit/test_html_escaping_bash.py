@@ -195,7 +195,7 @@ def _sweep_inputs() -> tuple[Any, Any, tuple[list[str], list[str], list[list[flo
 
 
 def test_sweep_report_html_and_markdown() -> None:
-    from lab.report.sweep_report import render_html, render_markdown
+    from lab.determinism.report import render_html, render_markdown
 
     cfg, metrics, grid = _sweep_inputs()
     page = render_html(cfg, metrics, "dtype", "batch_size", grid)
@@ -207,7 +207,7 @@ def test_sweep_report_html_and_markdown() -> None:
 
 
 def test_sweep_report_is_written_despite_lone_surrogates(tmp_path: Path) -> None:
-    from lab.report.sweep_report import render_html, render_markdown
+    from lab.determinism.report import render_html, render_markdown
     from lab.store import RunStore
 
     cfg, metrics, grid = _sweep_inputs()
