@@ -19,6 +19,7 @@ from typing import Any
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics, base_id
+from lab.report.page import page
 from lab.report.svg import heatmap, histogram
 from lab.safetext import inline, md_cell, md_code, scrub
 
@@ -253,13 +254,6 @@ def render_html(
 ) -> str:
     ys, xs, values = grid
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{escape(config.name)}: determinism sweep</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-        "overflow-wrap:anywhere}"  # a 100 kB word in model output wraps instead of widening
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:left;vertical-align:top}pre{white-space:pre-wrap;margin:0}"
-        ".side{display:grid;grid-template-columns:1fr 1fr;gap:8px}</style></head><body>",
         f"<h1>Determinism sweep: {escape(config.name)}</h1>",
         f"<p>Mode <code>{escape(config.mode)}</code>, model <code>{escape(config.model)}</code>, "
         f"sampling <code>{escape(json.dumps(config.sampling))}</code>.</p>",
@@ -351,8 +345,7 @@ def render_html(
                 [[json.dumps(f["cell"]), f["repeat"], f["error"]] for f in metrics.failed_cells],
             ),
         ]
-    parts.append("</body></html>")
-    return scrub("".join(parts))
+    return scrub(page(f"{config.name}: determinism sweep", parts, sep=""))
 
 
 def write_sweep_report(
