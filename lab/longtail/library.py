@@ -47,7 +47,6 @@ from lab.cases.model import Case, cases_fingerprint
 from lab.errors import LabError
 from lab.samplerun import read_cases, read_json, run_identity
 from lab.variance.config import GateConfig, load_config, parse_gate
-from lab.variance.runner import run_sample
 from lab.yamlio import yaml_error
 
 DEFAULT_LIBRARY = "library.yaml"
@@ -315,6 +314,9 @@ def run_library(
     cache_dir: str | None = None,
 ) -> LibraryRun:
     """Sample the library k times per case (lab.variance.runner) with its floor as the gate."""
+    # Imported here so that `lab --help` (which reads DEFAULT_LIBRARY) loads no sampler.
+    from lab.variance.runner import run_sample
+
     library = read_library(library_path)
     if not library.cases:
         raise LabError(f"{library.path}: the library has no cases yet; lab library add RUN_DIR")
