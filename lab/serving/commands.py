@@ -104,7 +104,7 @@ def load_cmd(
     """Bounded load test: every request recorded once; run again to send the missing ones.
     Exit 1 when not every request ended ok."""
     from lab.backends.server import ManagedServer
-    from lab.serving.load import format_summary, run_load
+    from lab.serving.loadtest import format_summary, run_load
 
     if (base_url is None) == (not serve):
         raise LabError("give exactly one of --base-url URL or --serve")

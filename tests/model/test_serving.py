@@ -21,7 +21,7 @@ from lab.backends.base import EngineConfig, SamplingConfig
 from lab.backends.openai_compat import OpenAIBackend
 from lab.backends.prompts import chat, render_token_ids
 from lab.backends.server import ManagedServer, group_members, port_is_free
-from lab.serving.load import format_summary, run_load
+from lab.serving.loadtest import format_summary, run_load
 from lab.store import RunStore
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm]

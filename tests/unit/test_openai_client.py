@@ -27,7 +27,7 @@ from lab.backends.base import EngineConfig, Request, SamplingConfig
 from lab.backends.openai_client import Call, OpenAIClient
 from lab.backends.openai_compat import OpenAIBackend
 from lab.determinism.modes import filler_requests
-from lab.serving.load import latest_outcomes, run_load
+from lab.serving.loadtest import latest_outcomes, run_load
 from lab.store import RunStore
 
 
