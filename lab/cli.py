@@ -4,7 +4,14 @@
     lab models list|prepare      the model registry
     lab generate ...             completions with per-token logprobs
     lab demo                     greedy, alone vs in a batch of 8, through hf and vLLM
-    lab fragility RUN_DIR        prompts ranked by their nearest near-tie (and, on a sweep, AUROC)
+    lab quickstart               the main job: sweep, kernels off / on, n-of-k report
+    lab probe                    which operators are batch-invariant here
+
+Every other command lives beside its capability, in that package's commands.py (determinism,
+variance, comparison, longtail, serving, bench), as a plain `@click.command` listed in its
+COMMANDS; COMMANDS below adds them all to the group, so one list shows every command. A new
+command goes in its package's commands.py and COMMANDS, never onto `cli` directly. Command
+bodies import the library lazily: `lab --help` loads no engine stack.
 
 Exit codes: 0 success, 2 usage or input error (one line naming what was wrong).
 """
@@ -14,16 +21,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+import lab.bench.commands
 import lab.comparison.commands
-import lab.longtail.commands_library
-import lab.longtail.commands_tail
+import lab.determinism.commands
+import lab.longtail.commands
 import lab.serving.commands
-from lab.cli_options import check_out_dir, engine_options, parse_engine_args
+import lab.variance.commands
+from lab.backends import registry
+from lab.cli_options import check_out_dir, engine_config, engine_options
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
 
@@ -41,7 +50,7 @@ def cli(ctx: click.Context, cache_dir: str | None) -> None:
     ctx.obj = {"cache_dir": cache_dir}
 
 
-@cli.command("env")
+@click.command("env")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def env_cmd(as_json: bool) -> None:
     """Print the environment record (devices, versions, env vars, lab commit)."""
@@ -60,7 +69,7 @@ def env_cmd(as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
-@cli.group("models")
+@click.group("models")
 def models_group() -> None:
     """The model registry."""
 
@@ -93,7 +102,7 @@ def models_prepare(obj: dict[str, Any], name: str, force: bool) -> None:
     click.echo(f"{name}: prepared at {path}")
 
 
-@cli.command("generate")
+@click.command("generate")
 @engine_options()
 @click.option("--prompt", "prompts", multiple=True, required=True, help="Repeat for a batch.")
 @click.option("--raw", is_flag=True, help="Send the prompt as raw text, not as a chat message.")
@@ -122,13 +131,13 @@ def generate_cmd(
     **engine: Any,
 ) -> None:
     """Generate completions with per-token logprobs."""
-    from lab.backends import EngineConfig, Request, SamplingConfig, close_all, load_backend
-    from lab.prompts import chat
+    from lab.backends import Request, SamplingConfig, close_all, load_backend
+    from lab.backends.prompts import chat
 
     for i, text in enumerate(prompts):
         if not text.strip():
             raise LabError(f"--prompt number {i + 1} is empty; give the text to send")
-    config = EngineConfig(**engine, engine_args=parse_engine_args(engine_args))
+    config = engine_config(engine | {"engine_args": engine_args})
     sampling = SamplingConfig(
         temperature=temperature,
         top_p=top_p,
@@ -162,9 +171,9 @@ def generate_cmd(
             click.echo(f"  {i:>3} {tid:>6} {lp:>9.4f}  | {alts}")
 
 
-@cli.command("demo")
-@click.option("--backends", default="hf,vllm", show_default=True)
-@click.option("--model", default="smollm2-135m-instruct", show_default=True)
+@click.command("demo")
+@click.option("--backends", default=",".join(registry.ENGINES), show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--dtype", default="fp32", show_default=True)
 @click.option("--max-tokens", type=int, default=48, show_default=True)
 @click.option(
@@ -192,8 +201,10 @@ def demo_cmd(
     if not names:
         raise LabError("--backends: give at least one of hf, vllm")
     for name in names:
-        if name not in ("hf", "vllm"):
-            raise LabError(f"--backends: unknown backend {name!r}; use hf and/or vllm")
+        if name not in registry.ENGINES:
+            raise LabError(
+                f"--backends: unknown backend {name!r}; use {' and/or '.join(registry.ENGINES)}"
+            )
     try:
         result = run_demo(
             names,
@@ -212,12 +223,14 @@ def demo_cmd(
             json.dump(payload, fh, indent=2)
 
 
-@cli.command("quickstart")
+@click.command("quickstart")
 @click.option("--out", default="runs/quickstart", show_default=True, help="Run directory.")
 @click.option(
     "--k", type=click.IntRange(min=1), default=8, show_default=True, help="Samples per case."
 )
-@click.option("--backend", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
+@click.option(
+    "--backend", type=click.Choice(registry.choices("vllm")), default="vllm", show_default=True
+)
 @click.option("--cases", default="bundled:basic", show_default=True, help="Case set to sample.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
@@ -234,7 +247,7 @@ def quickstart_cmd(
     no_progress: bool,
 ) -> None:
     """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html."""
-    from lab.data import load_cases
+    from lab.cases.loaders import load_cases
     from lab.quickstart import run_quickstart
 
     # Its three steps run one after another: check what the last one needs before the first.
@@ -256,209 +269,7 @@ def quickstart_cmd(
     click.echo(f"report: {result.index}")
 
 
-@cli.command("sweep")
-@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
-@click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option(
-    "--retry-failed", is_flag=True, help="On resume, run the cells that failed again too."
-)
-@click.pass_obj
-def sweep_cmd(
-    obj: dict[str, Any],
-    config_path: str,
-    out_dir: str | None,
-    fresh: bool,
-    no_progress: bool,
-    retry_failed: bool,
-) -> None:
-    """Run (or resume) a temperature-zero determinism sweep, then write its report."""
-    from lab.determinism.config import load_sweep_config
-    from lab.determinism.sweep import run_sweep
-    from lab.report.sweep_report import write_sweep_report
-
-    config = load_sweep_config(config_path)
-    out = out_dir or f"runs/{config.name}"
-    check_out_dir(out, fresh=fresh)
-    run_sweep(
-        config,
-        out,
-        fresh=fresh,
-        cache_dir=obj["cache_dir"],
-        progress=not no_progress,
-        retry_failed=retry_failed,
-    )
-    paths = write_sweep_report(out)
-    summary = json.loads(paths["metrics"].read_text())["summary"]
-    for key, value in summary.items():
-        click.echo(f"{key}: {value}")
-    if summary.get("cells_failed"):
-        click.echo(
-            f"{summary['cells_failed']} cell(s) failed (errors in the report); "
-            "`--retry-failed` runs them again",
-            err=True,
-        )
-    click.echo(f"report: {paths['html']}")
-
-
-@cli.group("bench")
-def bench_group() -> None:
-    """Benchmarks: ratios measured side by side in one run (never asserted in tests)."""
-
-
-@bench_group.command("sweep")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=16, show_default=True)
-@click.pass_obj
-def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
-    """Sweep machinery overhead over the engine's own generation time (12-cell grid)."""
-    from lab.determinism.bench import bench_sweep, format_bench
-
-    click.echo(format_bench(bench_sweep(backend, max_tokens, obj["cache_dir"])))
-
-
-@bench_group.command("backends")
-@click.option("--backends", default="hf,vllm", show_default=True)
-@click.option("--max-tokens", type=int, default=64, show_default=True)
-@click.option("--dtype", default="fp32", show_default=True)
-@click.pass_obj
-def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtype: str) -> None:
-    """Engine start and greedy tokens/s at batch 1 and 16, per backend."""
-    from lab.backends.bench import bench_backends, format_backends
-
-    names = [b.strip() for b in backends.split(",") if b.strip()]
-    click.echo(format_backends(bench_backends(names, max_tokens, dtype, obj["cache_dir"])))
-
-
-@cli.command("report")
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
-@click.option("--y", "y_axis", default=None, help="Heatmap row axis.")
-def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
-    """Write metrics.json, report.md and report.html for a sweep run directory."""
-    from lab.report.sweep_report import write_sweep_report
-
-    paths = write_sweep_report(run_dir, x_axis, y_axis)
-    click.echo(f"report: {paths['html']}")
-
-
-@cli.command("fragility")
-@click.argument("source", metavar="RUN_DIR|RECORDS.jsonl", type=click.Path(exists=True))
-@click.option(
-    "--thresholds", default="0.01,0.05,0.1,0.5", show_default=True,
-    help="Top-1/top-2 logprob gaps (nats) to count steps under.",
-)  # fmt: skip
-@click.option("--top", type=click.IntRange(min=1), default=None, help="Show the N most fragile.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the full result to this JSON file.")  # fmt: skip
-def fragility_cmd(source: str, thresholds: str, top: int | None, json_path: str | None) -> None:
-    """Rank prompts by how close their greedy path came to a tie; on a sweep, how well that
-    predicts which prompts diverged (AUROC)."""
-    from lab.determinism.fragility import analyze, format_report, load_source, parse_thresholds
-
-    cuts = parse_thresholds(thresholds)
-    report = analyze(load_source(source), cuts)
-    click.echo(format_report(report, top))
-    if json_path:
-        from lab.store import write_atomic
-
-        write_atomic(json_path, json.dumps(report.to_dict(), indent=2))
-
-
-@cli.command("sample")
-@click.argument(
-    "config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(dir_okay=False)
-)
-@click.option(
-    "--cases", default=None, help="bundled:NAME, .jsonl/.yaml/.csv, or a saved dataset dir."
-)
-@click.option(
-    "--only-tags", default=None, help="Only cases with one of these tags (comma-separated)."
-)
-@click.option(
-    "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
-)
-@click.option("--k", type=int, default=None, help="Samples per case (default 32).")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
-@click.option("--model", default=None, help="Default smollm2-135m-instruct.")
-@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf).")
-@click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
-@click.option(
-    "--tp", "tensor_parallel_size", type=int, default=None,
-    help="Tensor-parallel degree (vllm backend; default 1).",
-)  # fmt: skip
-@click.option("--temperature", type=float, default=None, help="Default 0.7.")
-@click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
-@click.option("--top-k", type=int, default=None, help="Default 0 (off).")
-@click.option("--max-tokens", type=int, default=None, help="Default 64.")
-@click.option(
-    "--seed", type=int, default=None, help="Base seed (default 0); case j sample i: seed+j*k+i."
-)
-@click.option(
-    "--independent-seeds/--shared-seeds",
-    default=None,
-    help="Default independent: no two samples share a seed. Shared: sample i of every case "
-    "uses seed + i.",
-)
-@click.option("--max-num-seqs", type=int, default=None)
-@click.option("--rows-per-call", type=int, default=None, help="Samples per engine call.")
-@click.option("--embedder", default=None, help="sentence-transformers model name or path.")
-@click.option("--cluster-threshold", type=float, default=None)
-@click.option("--price-in", type=float, default=None, help="Price per million input tokens.")
-@click.option("--price-out", type=float, default=None, help="Price per million output tokens.")
-@click.option(
-    "--gate",
-    multiple=True,
-    help="Threshold NAME=VALUE: min_mean, min_p5, "
-    "max_mean_over_p5, min_pass_hat_k (repeat or comma-separate).",
-)
-@click.option("--out", default=None, help="Run directory (resumed when it exists).")
-@click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
-@click.pass_obj
-def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
-    """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss)."""
-    from lab.backends import close_all
-    from lab.variance.config import load_config
-    from lab.variance.runner import run_sample
-
-    config = load_config(config_path, flags)
-    check_out_dir(config.out_dir(), fresh=fresh)
-    try:
-        outcome = run_sample(
-            config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
-        )
-    finally:
-        close_all()
-    _print_sample_result(outcome.path, outcome.metrics)
-
-
-@cli.command("sample-report")
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--gate", multiple=True, help="Threshold NAME=VALUE (see lab sample).")
-@click.option("--cluster-threshold", type=float, default=None)
-@click.option("--price-in", type=float, default=None)
-@click.option("--price-out", type=float, default=None)
-@click.option("--cohorts", default=None, help="YAML with a cohorts: section (new buckets).")
-def sample_report_cmd(run_dir: str, **flags: Any) -> None:
-    """Rebuild a sample run's report from its directory, without sampling."""
-    from lab.variance.report import rebuild_report
-
-    _print_sample_result(
-        run_dir, rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True))
-    )
-
-
-def _print_sample_result(path: Any, metrics: dict[str, Any] | None) -> None:
-    if metrics is None:
-        return
-    click.echo((Path(path) / "summary.md").read_text())
-    if not metrics["gate"]["passed"]:
-        click.echo("gate failed: " + "; ".join(metrics["gate"]["reasons"]), err=True)
-        sys.exit(1)
-
-
-@cli.command("probe")
+@click.command("probe")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16.")
 @click.option("--op", "ops", multiple=True, help="Only this operator (repeatable).")
@@ -479,133 +290,23 @@ def probe_cmd(device: str, dtype: str, ops: tuple[str, ...], as_json: bool) -> N
         click.echo(format_probe(rows))
 
 
-@bench_group.command("kernels")
-@click.option("--prompts", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end.")
-@click.option(
-    "--device", default="cpu", show_default=True, help="cpu, or cuda for the Triton kernels."
-)
-@click.option("--dtype", default="fp32", show_default=True, help="Operators' and model's dtype.")
-@click.option(
-    "--model",
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="Model for the end-to-end timing (a bundled name or a checkpoint directory).",
-)
-@click.pass_obj
-def bench_kernels_cmd(
-    obj: dict[str, Any],
-    prompts: int,
-    max_tokens: int,
-    repeats: int,
-    e2e: bool,
-    device: str,
-    dtype: str,
-    model: str,
-) -> None:
-    """Cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
-    from lab.backends.base import canonical_dtype
-    from lab.devices import resolve_device, torch_dtype
-    from lab.kernels.bench import bench_generation, bench_ops, format_bench
-
-    resolved = resolve_device(device)  # LabError (exit 2) for cuda without a GPU
-    canonical = canonical_dtype(dtype)
-    timings = bench_ops(max(repeats, 3), resolved, torch_dtype(canonical))
-    if e2e:
-        timings += bench_generation(
-            prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical
-        )
-    click.echo(format_bench(timings))
-
-
-@bench_group.command("layercast")
-@click.option("--prompts", type=click.IntRange(min=1, max=50), default=24, show_default=True,
-              help="The first N bundled cases.")  # fmt: skip
-@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--batch", type=click.IntRange(min=2), default=8, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--model", default=DEFAULT_MODEL, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the result to this JSON file.")  # fmt: skip
-@click.pass_obj
-def bench_layercast_cmd(
-    obj: dict[str, Any],
-    prompts: int,
-    max_tokens: int,
-    batch: int,
-    rounds: int,
-    model: str,
-    json_path: str | None,
-) -> None:
-    """fp32 / bf16 / layercast on the hf backend: memory, speed, batch movement (one run)."""
-    from lab.bench.layercast import bench_layercast, format_layercast
-    from lab.models import model_info
-
-    model_info(model, obj["cache_dir"])  # an unknown model: exit 2 before any child starts
-    result = bench_layercast(
-        prompts, max_tokens, batch, rounds, model, obj["cache_dir"],
-        emit=lambda m: click.echo(m, err=True),
-    )  # fmt: skip
-    click.echo(format_layercast(result))
-    if json_path:
-        from lab.store import write_atomic
-
-        write_atomic(json_path, json.dumps(result.to_dict(), indent=2))
-
-
-@bench_group.command("embeddings")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--embedder",
-    default="all-MiniLM-L6-v2",
-    show_default=True,
-    help="A sentence-transformers model name or directory.",
-)
-@click.option("--cases", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-    help="Batch size of the batched pass and the loop.",
-)  # fmt: skip
-@click.option("--batch-sizes", default="16,32,64,128,256,512,1024", show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench_embeddings_cmd(
-    device: str,
-    embedder: str,
-    cases: int,
-    k: int,
-    batch_size: int,
-    batch_sizes: str,
-    rounds: int,
-    as_json: bool,
-) -> None:
-    """Diversity embeddings: one batched pass vs a per-case loop, and sentences/s by batch size."""
-    from lab.bench.embeddings import bench_embeddings, format_embedding_bench
-    from lab.devices import resolve_device
-
-    try:
-        sizes = tuple(int(s) for s in batch_sizes.split(",") if s.strip())
-    except ValueError:
-        raise LabError(f"--batch-sizes: expected integers like 32,128, got {batch_sizes!r}") from (
-            None
-        )
-    if not sizes or min(sizes) < 1:
-        raise LabError(f"--batch-sizes: expected positive integers, got {batch_sizes!r}")
-    result = bench_embeddings(embedder, resolve_device(device), cases, k, batch_size, sizes, rounds)
-    click.echo(
-        json.dumps(result.to_dict(), indent=2) if as_json else format_embedding_bench(result)
-    )
-
-
-# Commands that live in their own packages: each `register(cli)` adds its commands to the group.
-# (One line per package; keep this block just above main().)
-lab.longtail.commands_library.register(cli)
-lab.longtail.commands_tail.register(cli)
-lab.comparison.commands.register(cli)
-lab.serving.commands.register(cli)
+#: Every command, in one list: the ones above, then each package's own (its commands.py).
+COMMANDS: list[click.Command] = [
+    env_cmd,
+    models_group,
+    generate_cmd,
+    demo_cmd,
+    quickstart_cmd,
+    probe_cmd,
+    *lab.determinism.commands.COMMANDS,
+    *lab.variance.commands.COMMANDS,
+    *lab.comparison.commands.COMMANDS,
+    *lab.longtail.commands.COMMANDS,
+    *lab.serving.commands.COMMANDS,
+    *lab.bench.commands.COMMANDS,
+]
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

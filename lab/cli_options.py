@@ -1,15 +1,17 @@
 """Click options shared by commands that define an engine (`lab generate`, `lab serve`,
-`lab load --serve`), and the parser of their `--engine-arg KEY=VALUE` pairs.
+`lab load --serve`), the one place their values become an EngineConfig (`engine_config`), the
+parser of `--engine-arg KEY=VALUE` pairs, and the output-directory check every command runs.
 
 A module of its own so that command packages (lab/serving/commands.py) can use them while
 lab/cli.py imports those packages.
 
     @engine_options(backends=("hf", "vllm"))
-    def generate_cmd(backend, model, dtype, ..., engine_args): ...
+    def generate_cmd(**options): config = engine_config(options)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +19,14 @@ from typing import Any
 
 import click
 
+from lab.backends import registry
+from lab.backends.base import EngineConfig
 from lab.errors import LabError
+from lab.models import DEFAULT_MODEL
 
 
 def engine_options(
-    backends: tuple[str, ...] | None = ("hf", "vllm"),
+    backends: tuple[str, ...] | None = registry.ENGINES,
     max_num_seqs: int | None = None,
     engine_arg_help: str = "Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it "
     "can be).",
@@ -37,7 +42,7 @@ def engine_options(
             )
         )  # fmt: skip
     options += [
-        click.option("--model", default="smollm2-135m-instruct", show_default=True),
+        click.option("--model", default=DEFAULT_MODEL, show_default=True),
         click.option(
             "--dtype",
             default="fp32",
@@ -83,6 +88,15 @@ def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = raw
     return out
+
+
+def engine_config(options: dict[str, Any], **fixed: Any) -> EngineConfig:
+    """The EngineConfig of a command's engine options (engine_options() values; `--engine-arg`
+    pairs parsed; other options of the command ignored), with `fixed` settings on top (e.g.
+    backend="vllm" for a command that has one engine kind)."""
+    fields = {f.name for f in dataclasses.fields(EngineConfig)} - {"engine_args"}
+    values = {k: v for k, v in options.items() if k in fields} | fixed
+    return EngineConfig(**values, engine_args=parse_engine_args(options.get("engine_args", ())))
 
 
 def check_out_dir(path: str | Path | None, option: str = "--out", fresh: bool = False) -> None:

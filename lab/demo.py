@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.backends import EngineConfig, Generation, SamplingConfig, load_backend
-from lab.determinism.compare import compare, min_top_gap
-from lab.prompts import chat
+from lab.backends.prompts import chat
+from lab.determinism.divergence import compare, min_top_gap
 
 TARGETS = [
     ("capital-of-france", "What is the capital of France? Answer in one word."),

@@ -33,7 +33,9 @@ from typing import Any
 
 from lab.determinism.config import parse_sweep_config
 from lab.errors import LabError
-from lab.report.text import inline, scrub
+from lab.report.page import page
+from lab.safetext import inline, scrub
+from lab.store import write_atomic
 
 # The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
 # an accuracy change, not only as different text.
@@ -143,8 +145,8 @@ def run_quickstart(
     emit: Callable[[str], None] = print,
 ) -> QuickstartResult:
     """Run (or resume) both steps into `out` and write `out/index.html`."""
+    from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
-    from lab.report.sweep_report import write_sweep_report
     from lab.variance.config import SampleConfig
     from lab.variance.runner import run_sample
 
@@ -260,26 +262,19 @@ def write_index(
     # sweep_lines(..., inline) is HTML: its values escaped and bidi-isolated (a U+202E in a
     # prompt id would reverse the rest of the bullet), the rest numbers and markup-free words.
 
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>determinism lab quickstart</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
-overflow-wrap:anywhere}}
-li{{margin:.3rem 0}}</style></head><body>
-<h1>determinism and variance lab: quickstart</h1>
-<h2>1. Temperature-zero determinism sweep</h2>
-<ul>{"".join(f"<li>{line}</li>" for line in sweep_lines(sweep, inline))}</ul>
-<p><a href="sweep/report.html">full sweep report</a></p>
-<h2>2. Batch-invariant kernels</h2>
-<ul>{items(kernel_lines(kernels))}</ul>
-<p><a href="kernels-off/report.html">kernels off</a> &middot;
-<a href="kernels-on/report.html">kernels on</a></p>
-<h2>3. n-of-k variance</h2>
-<ul>{items(variance_lines(variance))}</ul>
-<p><a href="variance/report.html">full variance report</a></p>
-</body></html>
-"""
-    from lab.store import write_atomic
-
+    parts = [
+        "<h1>determinism and variance lab: quickstart</h1>",
+        "<h2>1. Temperature-zero determinism sweep</h2>",
+        f"<ul>{''.join(f'<li>{line}</li>' for line in sweep_lines(sweep, inline))}</ul>",
+        '<p><a href="sweep/report.html">full sweep report</a></p>',
+        "<h2>2. Batch-invariant kernels</h2>",
+        f"<ul>{items(kernel_lines(kernels))}</ul>",
+        '<p><a href="kernels-off/report.html">kernels off</a> &middot;',
+        '<a href="kernels-on/report.html">kernels on</a></p>',
+        "<h2>3. n-of-k variance</h2>",
+        f"<ul>{items(variance_lines(variance))}</ul>",
+        '<p><a href="variance/report.html">full variance report</a></p>',
+    ]
     root.mkdir(parents=True, exist_ok=True)
     # scrub: a lone surrogate (JSON "\\ud800" in a prompt id) cannot be encoded
-    return write_atomic(root / "index.html", scrub(page))
+    return write_atomic(root / "index.html", scrub(page("determinism lab quickstart", parts)))

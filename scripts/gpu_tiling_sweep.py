@@ -100,7 +100,7 @@ def main() -> None:
     code = pytest.main(args)
     print("pytest exit", int(code), flush=True)
 
-    from lab.kernels.bench import bench_generation, bench_ops, format_bench
+    from lab.bench.kernels import bench_generation, bench_ops, format_bench
 
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         print(f"## bench kernels cuda {name}, tiling {winners[dtype]}")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from lab.backends import Backend, EngineConfig, close_all, load_backend
-from lab.prompts import chat
+from lab.backends.prompts import chat
 
 FRANCE = chat("france", "What is the capital of France? Answer in one word.")
 FEYNMAN = chat("feynman", "Tell me about Richard Feynman.")

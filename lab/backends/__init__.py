@@ -1,13 +1,17 @@
 """Generation backends behind one interface (base.py), loaded on demand.
 
-`load_backend(config)` imports an engine's stack only when that backend is asked for, so
-`import lab` works anywhere, and reuses the running engine when the configuration is unchanged:
-changing batch size, seed or sampling never restarts an engine. vLLM holds one engine per
+`load_backend(config)` imports an engine's stack only when that backend is asked for
+(registry.py names the backends and their classes), so `import lab` works anywhere, and reuses
+the running engine when the configuration is unchanged: changing batch size, seed or sampling
+never restarts an engine. vLLM holds one engine per
 process; asking for another configuration shuts the old one down first.
 """
 
 from __future__ import annotations
 
+import os
+
+from lab.backends import registry
 from lab.backends.base import Backend, EngineConfig, Generation, Request, SamplingConfig
 
 __all__ = ["Backend", "EngineConfig", "Generation", "Request", "SamplingConfig", "load_backend"]
@@ -15,8 +19,13 @@ __all__ = ["Backend", "EngineConfig", "Generation", "Request", "SamplingConfig",
 _running: dict[str, tuple[tuple[object, ...], Backend]] = {}
 
 
-def load_backend(config: EngineConfig, cache_dir: str | None = None) -> Backend:
-    """The running backend for this configuration, started if needed."""
+def load_backend(
+    config: EngineConfig,
+    cache_dir: str | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> Backend:
+    """The running backend for this configuration, started if needed. `log_dir`: where a server
+    the backend starts (openai without a base_url) writes its log (None: a temp dir)."""
     key = config.key() + (("cache_dir", cache_dir),)
     current = _running.get(config.backend)
     if current is not None and current[0] == key:
@@ -24,19 +33,11 @@ def load_backend(config: EngineConfig, cache_dir: str | None = None) -> Backend:
     if current is not None:
         current[1].close()
         del _running[config.backend]
-    backend: Backend
-    if config.backend == "hf":
-        from lab.backends.hf import HFBackend
-
-        backend = HFBackend(config, cache_dir)
-    elif config.backend == "openai":
-        from lab.backends.openai_compat import OpenAIBackend
-
-        backend = OpenAIBackend(config, cache_dir)
+    cls = registry.backend_class(config.backend)  # imports that engine's stack only now
+    if registry.BACKENDS[config.backend].runs_server:
+        backend: Backend = cls(config, cache_dir, log_dir=log_dir)
     else:
-        from lab.backends.vllm import VLLMBackend
-
-        backend = VLLMBackend(config, cache_dir)
+        backend = cls(config, cache_dir)
     _running[config.backend] = (key, backend)
     return backend
 

@@ -17,7 +17,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.backends import registry
 from lab.errors import ConfigError, LabError
+from lab.models import DEFAULT_MODEL
 
 DTYPES = ("float32", "bfloat16", "float16", "layercast")
 #: hf backend only: weights stored in bf16, every layer computed in fp32 (lab.backends.layercast)
@@ -134,10 +136,10 @@ class EngineConfig:
     Two configs that compare equal can share one running engine.
     """
 
-    #: "hf" (transformers) or "vllm"
+    #: "hf" (transformers), "vllm" or "openai" (lab.backends.registry)
     backend: str = "hf"
     #: bundled model name, local checkpoint directory, or Hugging Face hub id
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     #: fp32 / bf16 / fp16 (stored canonically as float32 / bfloat16 / float16), or layercast
     #: (hf only: weights stored in bf16, every layer computed in fp32)
     dtype: str = "float32"
@@ -168,8 +170,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self.dtype = canonical_dtype(self.dtype)
-        if self.backend not in ("hf", "vllm", "openai"):
-            raise ConfigError(f"unknown backend {self.backend!r}; use hf, vllm or openai")
+        registry.check_name(self.backend)
         if self.base_url is not None and self.backend != "openai":
             raise ConfigError("base_url is for the openai backend only")
         if self.tensor_parallel_size < 1:

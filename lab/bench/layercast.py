@@ -128,7 +128,7 @@ def memory_child(dtype: str, model: str, cache_dir: str | None, batch: int) -> d
     from lab.backends import EngineConfig, SamplingConfig
     from lab.backends.hf import HFBackend
     from lab.backends.layercast import parameter_bytes
-    from lab.data import load_cases
+    from lab.cases.loaders import load_cases
 
     requests = [c.request() for c in load_cases("bundled:basic")[:batch]]
     _trim()
@@ -181,8 +181,8 @@ def bench_layercast(
 ) -> LayerCastBench:
     from lab.backends import EngineConfig, SamplingConfig
     from lab.backends.hf import HFBackend
-    from lab.data import load_cases
-    from lab.determinism.compare import compare
+    from lab.cases.loaders import load_cases
+    from lab.determinism.divergence import compare
 
     say = emit or (lambda message: None)
     result = LayerCastBench(model, prompts, max_tokens, batch, rounds, loadavg())

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from lab.comparison import drift, paired
-from lab.comparison.load import (
+from lab.comparison.runs import (
     CaseData,
     SampleRun,
     align_cases,

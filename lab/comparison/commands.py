@@ -4,7 +4,7 @@
                 [--seed 0] [--bootstrap 2000]
     lab plan --baseline RUN --delta 0.05 [--power 0.8] [--alpha 0.05] [--design paired]
 
-Registered in lab/cli.py with `lab.comparison.commands.register(cli)`.
+Listed in lab/cli.py (COMMANDS).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ def run_compare(
 ) -> tuple[dict[str, Path], str]:
     """Compare the runs (sample or sweep), write the report; returns (paths, Markdown)."""
     from lab.comparison.analysis import CompareOptions, compare_runs
-    from lab.comparison.load import load_sample_run, run_kind
     from lab.comparison.render import markdown_sample, markdown_sweep, write_comparison
+    from lab.comparison.runs import load_sample_run
     from lab.comparison.sweeps import compare_sweeps
+    from lab.samplerun import run_kind
     from lab.variance.analyze import sanitize
 
     if len(paths) < 2:
@@ -64,57 +65,60 @@ def run_compare(
     return written, markdown_sample(sanitize(result))
 
 
-def register(cli: click.Group) -> None:
-    @cli.command("compare")
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-    @click.option("--out", default=None, help="Report directory (default runs/compare-A-vs-B).")
-    @click.option(
-        "--intersection", is_flag=True, help="Compare on the shared cases when case sets differ."
-    )
-    @click.option("--alpha", type=float, default=0.05, show_default=True)
-    @click.option(
-        "--seed",
-        type=click.IntRange(min=0),  # numpy generators take no negative seed
-        default=0,
-        show_default=True,
-        help="Bootstrap/permutations.",
-    )
-    @click.option("--bootstrap", type=int, default=2000, show_default=True)
-    def compare_cmd(
-        runs: tuple[str, ...],
-        out: str | None,
-        intersection: bool,
-        alpha: float,
-        seed: int,
-        bootstrap: int,
-    ) -> None:
-        """Paired comparison of n-of-k runs (all vs the first) or of two sweeps."""
-        target = Path(out) if out else default_out(list(runs))
-        if target.exists() and not target.is_dir():
-            raise LabError(f"--out {target}: is a file, not a directory; choose a directory")
-        written, markdown = run_compare(list(runs), target, intersection, alpha, seed, bootstrap)
-        click.echo(markdown)
-        click.echo(f"report: {written['html']}", err=True)
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="Report directory (default runs/compare-A-vs-B).")
+@click.option(
+    "--intersection", is_flag=True, help="Compare on the shared cases when case sets differ."
+)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),  # numpy generators take no negative seed
+    default=0,
+    show_default=True,
+    help="Bootstrap/permutations.",
+)
+@click.option("--bootstrap", type=int, default=2000, show_default=True)
+def compare_cmd(
+    runs: tuple[str, ...],
+    out: str | None,
+    intersection: bool,
+    alpha: float,
+    seed: int,
+    bootstrap: int,
+) -> None:
+    """Paired comparison of n-of-k runs (all vs the first) or of two sweeps."""
+    target = Path(out) if out else default_out(list(runs))
+    if target.exists() and not target.is_dir():
+        raise LabError(f"--out {target}: is a file, not a directory; choose a directory")
+    written, markdown = run_compare(list(runs), target, intersection, alpha, seed, bootstrap)
+    click.echo(markdown)
+    click.echo(f"report: {written['html']}", err=True)
 
-    @cli.command("plan")
-    @click.option("--baseline", required=True, type=click.Path(file_okay=False, exists=True))
-    @click.option("--delta", type=float, required=True, help="Change in mean success to detect.")
-    @click.option("--power", "target", type=float, default=0.8, show_default=True)
-    @click.option("--alpha", type=float, default=0.05, show_default=True)
-    @click.option(
-        "--design",
-        type=click.Choice(["paired", "independent"]),
-        default="paired",
-        show_default=True,
-        help="paired: the same cases in both runs (what lab compare tests).",
-    )
-    def plan_cmd(baseline: str, delta: float, target: float, alpha: float, design: str) -> None:
-        """Cases and samples per case needed to detect a change in mean success."""
-        from lab.comparison.load import load_sample_run
-        from lab.comparison.plan import format_plan, plan_from_rates
 
-        run = load_sample_run(baseline)
-        rates = np.array([c.rate for c in run.cases.values()])
-        ks = {c.k for c in run.cases.values()}
-        plan = plan_from_rates(rates, min(ks), delta, target, alpha, design)
-        click.echo(format_plan(plan))
+@click.command("plan")
+@click.option("--baseline", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--delta", type=float, required=True, help="Change in mean success to detect.")
+@click.option("--power", "target", type=float, default=0.8, show_default=True)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+@click.option(
+    "--design",
+    type=click.Choice(["paired", "independent"]),
+    default="paired",
+    show_default=True,
+    help="paired: the same cases in both runs (what lab compare tests).",
+)
+def plan_cmd(baseline: str, delta: float, target: float, alpha: float, design: str) -> None:
+    """Cases and samples per case needed to detect a change in mean success."""
+    from lab.comparison.plan import format_plan, plan_from_rates
+    from lab.comparison.runs import load_sample_run
+
+    run = load_sample_run(baseline)
+    rates = np.array([c.rate for c in run.cases.values()])
+    ks = {c.k for c in run.cases.values()}
+    plan = plan_from_rates(rates, min(ks), delta, target, alpha, design)
+    click.echo(format_plan(plan))
+
+
+COMMANDS: list[click.Command] = [compare_cmd, plan_cmd]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from lab.comparison.load import CaseData
+from lab.comparison.runs import CaseData
 
 
 def case_variances(cases: list[CaseData]) -> np.ndarray:

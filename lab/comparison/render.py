@@ -15,8 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lab.report.page import page
 from lab.report.svg import histogram, scatter
-from lab.report.text import inline, md_cell, scrub
+from lab.safetext import inline, md_cell, scrub
 from lab.store import RunStore
 from lab.variance.analyze import sanitize
 
@@ -181,13 +182,9 @@ def markdown_sweep(result: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- HTML
 
+#: the interval bars (the rest of the style is the shared page shell's)
 STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
-    "overflow-wrap:anywhere}"  # a 100 kB word in model output wraps instead of widening
-    "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
-    "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
-    "pre{white-space:pre-wrap;margin:0;max-width:420px;font-size:12px}"
-    ".better{color:#1e8449}.worse{color:#c0392b}.same{color:#555}"
+    "pre{max-width:420px}"
     ".bar{position:relative;width:300px;height:14px;background:#f4f4f4}"
     ".bar .ci{position:absolute;top:4px;height:6px;background:#7fb3d5}"
     ".bar .pt{position:absolute;top:0;width:2px;height:14px;background:#1a5276}"
@@ -238,9 +235,6 @@ def _output_cell(out: dict[str, Any]) -> str:
 
 def html_sample(result: dict[str, Any]) -> str:
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Comparison against {_esc(result['baseline'])}</title>",
-        f"<style>{STYLE}</style></head><body>",
         f"<h1>Paired comparison against {_esc(result['baseline'])}</h1>",
         f"<p>Cases compared: {result['cases_compared']}. "
         + (_esc(result["cases_note"]) + ". " if result["cases_note"] else "")
@@ -370,16 +364,13 @@ def html_sample(result: dict[str, Any]) -> str:
             )
     parts.append("<h3>Definitions</h3><ul>")
     parts += [f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in result["definitions"].items()]
-    parts.append("</ul></body></html>")
-    return scrub("".join(parts))
+    parts.append("</ul>")
+    return scrub(page(f"Comparison against {result['baseline']}", parts, STYLE, sep=""))
 
 
 def html_sweep(result: dict[str, Any]) -> str:
     a, b = result["runs"][0]["name"], result["runs"][1]["name"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Sweep comparison {_esc(b)} vs {_esc(a)}</title>",
-        f"<style>{STYLE}</style></head><body>",
         f"<h1>Sweep comparison: {inline(b)} vs {inline(a)}</h1>",
         f"<p>{_esc(result['verdict'])}.</p>",
         _table(
@@ -441,8 +432,7 @@ def html_sweep(result: dict[str, Any]) -> str:
                 ],
             )
         )
-    parts.append("</body></html>")
-    return scrub("".join(parts))
+    return scrub(page(f"Sweep comparison {b} vs {a}", parts, STYLE, sep=""))
 
 
 def write_comparison(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:

@@ -24,9 +24,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lab.determinism.compare import compare
+from lab.determinism.cells import base_id, outputs_of
 from lab.determinism.config import AXES, DEFAULT_AXES
-from lab.determinism.metrics import base_id, outputs_of, parse_answer, tar
+from lab.determinism.divergence import compare
+from lab.determinism.metrics import parse_answer, tar
 from lab.errors import LabError
 from lab.store import RunStore
 

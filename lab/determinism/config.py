@@ -29,10 +29,12 @@ from typing import Any
 
 import yaml
 
+from lab.backends import registry
 from lab.backends.base import LAYERCAST, SamplingConfig, canonical_dtype
-from lab.data import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
+from lab.models import DEFAULT_MODEL
+from lab.yamlio import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 
 MODES = ("identical", "single", "mixed", "prefix", "shuffled")
 ORDERS = ("given", "reversed", "shuffled")
@@ -119,7 +121,7 @@ class SweepConfig:
     prompts: list[SweepPrompt]
     sampling: dict[str, Any]
     axes: dict[str, list[Any]]
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     repeats: int = 1
     #: prefix mode: shared-prefix lengths in tokens (scaled down to fit the model's context)
     prefix_lengths: list[int] = field(default_factory=lambda: [1, 64, 512, 2048])
@@ -324,7 +326,7 @@ def parse_sweep_config(
                 values = [canonical_dtype(v) for v in values]
             except LabError as exc:
                 raise _fail(source, "axes.dtype", str(exc)) from None
-        if name == "backend" and any(v not in ("hf", "vllm", "openai") for v in values):
+        if name == "backend" and any(v not in registry.NAMES for v in values):
             raise _fail(source, "axes.backend", "values must be hf, vllm or openai")
         if name == "concurrency" and any(v is not None and v < 1 for v in values):
             raise _fail(source, "axes.concurrency", "values must be >= 1 (or null: all at once)")
@@ -335,7 +337,7 @@ def parse_sweep_config(
         if len(set(map(repr, values))) != len(values):
             raise _fail(source, f"axes.{name}", "values must be distinct")
         axes[name] = list(values)
-    model = data.get("model", "smollm2-135m-instruct")
+    model = data.get("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model.strip():
         raise _fail(source, "model", f"must be a model name or path, got {model!r}")
     try:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lab.backends.base import Generation
-from lab.determinism.compare import compare
+from lab.determinism.divergence import compare
 from lab.determinism.fragility_sources import FragilitySource, load_source, sweep_reference
 from lab.errors import LabError
 
@@ -299,7 +299,7 @@ def _g(value: float | None, digits: int = 3) -> str:
 
 def format_report(report: FragilityReport, top: int | None = None) -> str:
     """The ranking and (on a sweep) the prediction, as plain text for a terminal."""
-    from lab.report.text import terminal
+    from lab.safetext import terminal
 
     t_keys = [_key(t) for t in report.thresholds]
     lines = [f"fragility of {terminal(report.source)} ({report.kind})"]

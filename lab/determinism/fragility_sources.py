@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends.base import Generation
+from lab.determinism.cells import base_id, cell_of, outputs_of
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import reference_cell, varying_axes
-from lab.determinism.metrics import base_id, cell_of, outputs_of
 from lab.errors import LabError
 
 

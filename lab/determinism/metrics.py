@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.backends.base import Generation
-from lab.determinism.compare import compare
-from lab.determinism.config import AXES, SweepConfig
+from lab.determinism.cells import base_id, cell_of, outputs_of
+from lab.determinism.config import SweepConfig
+from lab.determinism.divergence import compare
 from lab.determinism.grid import Cell, differs_only_in, reference_cell, varying_axes
 from lab.determinism.modes import target_prompts
+from lab.determinism.pairs import axis_pairs
 
 
 def normalize_answer(text: str) -> str:
@@ -59,28 +61,6 @@ def tar(values_per_target: list[list[Any]]) -> float | None:
         return None
     agree = sum(1 for v in scored if None not in v and len(set(v)) == 1)
     return agree / len(scored)
-
-
-def cell_of(entry: dict[str, Any]) -> Cell:
-    # .get: cells stored before an axis existed (concurrency) lack it; the axis default is None
-    return Cell(tuple((k, entry["cell"].get(k)) for k in AXES), entry["repeat"])
-
-
-def generation_of(entry: dict[str, Any], output_id: str) -> Generation:
-    record = dict(entry["outputs"][output_id])
-    return Generation.from_dict(record | {"engine": entry["engine"], "sampling": entry["sampling"]})
-
-
-def base_id(output_id: str) -> str:
-    """Identical mode stores copy i of prompt p as "p#i"; every copy measures prompt p."""
-    return output_id.split("#")[0]
-
-
-def outputs_of(entry: dict[str, Any], target: str) -> list[Generation]:
-    """Every output a cell produced for a target (identical mode: all its copies, in order)."""
-    ids = [o for o in entry["outputs"] if base_id(o) == target]
-    ids.sort(key=lambda o: int(o.split("#")[1]) if "#" in o else 0)
-    return [generation_of(entry, o) for o in ids]
 
 
 @dataclass
@@ -237,7 +217,6 @@ def compute_metrics(
         summary["best_possible_accuracy"] = best / scored if scored else None
         summary["worst_possible_accuracy"] = worst / scored if scored else None
     attribution = _attribution(ok, target_ids, ref_cell, varying, ref_outputs, by_key)
-    from lab.determinism.pairs import axis_pairs  # it reads cells through this module
 
     return SweepMetrics(
         summary,

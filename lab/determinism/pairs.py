@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lab.determinism.compare import compare
+from lab.determinism.cells import base_id, cell_of, outputs_of
+from lab.determinism.divergence import compare
 from lab.determinism.grid import Cell, varying_axes
-from lab.determinism.metrics import base_id, cell_of, outputs_of
 
 if TYPE_CHECKING:
     from lab.determinism.config import SweepConfig

@@ -26,7 +26,6 @@ from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
 from lab.envinfo import environment_record
-from lab.serving.server import set_log_directory
 from lab.store import RunStore, raise_if_interrupted
 
 CELLS = "cells"
@@ -130,15 +129,14 @@ def run_sweep(
     remaining = [c for c in cells if c.key() not in done]
     context = context_length(config)
     bar = _progress(len(cells), len(cells) - len(remaining), progress)
-    # A managed server (openai backend without base_url) logs into the run directory.
-    previous_log_directory = set_log_directory(store.path)
     try:
         for group in group_by_engine(remaining):
             raise_if_interrupted()  # before starting another engine
             engine_config = group[0].engine_config(config.device, config.base_url)
             started = time.perf_counter()
             try:
-                backend = load_backend(engine_config, cache_dir)
+                # A managed server (openai without base_url) logs into the run directory.
+                backend = load_backend(engine_config, cache_dir, store.path)
             except Exception as exc:  # noqa: BLE001 - an engine that cannot start fails its cells
                 raise_if_interrupted()  # a Ctrl-C that broke the load is not the engine's failure
                 for cell in group:
@@ -159,7 +157,6 @@ def run_sweep(
                     on_cell(cell, payload)
                 bar.update(1)
     finally:
-        set_log_directory(previous_log_directory)
         bar.close()
         close_all()
     return store

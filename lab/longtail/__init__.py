@@ -1,2 +1,2 @@
-"""The long tail: worst-case input library (perturbations), distribution-shift checklist,
-cohort tails and variance-aware retry policies."""
+"""The long tail: worst-case input library (perturbations), distribution-shift checklist
+and variance-aware retry policies (cohort buckets are lab.cases.cohorts)."""

@@ -42,9 +42,12 @@ from typing import Any
 import yaml
 
 from lab.backends import Backend
-from lab.data import Case, cases_fingerprint, load_cases, yaml_error
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case, cases_fingerprint
 from lab.errors import LabError
+from lab.samplerun import read_cases, read_json, run_identity
 from lab.variance.config import GateConfig, load_config, parse_gate
+from lab.yamlio import yaml_error
 
 DEFAULT_LIBRARY = "library.yaml"
 DEFAULT_FLOOR = {"min_mean": 0.5, "min_p5": 0.1}
@@ -79,7 +82,7 @@ def render_case_file(path: Path, specs: list[dict[str, Any]], header: dict[str, 
 def write_case_file(
     path: str | Path, specs: list[dict[str, Any]], header: dict[str, Any] | None = None
 ) -> Path:
-    """Write cases atomically, after checking that they load back (lab.data.load_cases)."""
+    """Write cases atomically, after checking that they load back (lab.cases.load_cases)."""
     path = Path(path)
     text = render_case_file(path, specs, header or {})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ def write_case_file(
 # --- the library -----------------------------------------------------------------------------
 
 
-def normalize_text(text: str) -> str:
+def canonical_text(text: str) -> str:
     """NFC, unified line ends, outer whitespace stripped: the same text typed twice. Inner
     whitespace and case are kept on purpose: a noise variant is a different input."""
     return unicodedata.normalize("NFC", text.replace("\r\n", "\n")).strip()
@@ -111,9 +114,9 @@ def normalize_text(text: str) -> str:
 def case_fingerprint(case: Case) -> str:
     """Identity of a case by content: its input and its checks, not its id."""
     if case.messages is not None:
-        inputs: Any = [[m["role"], normalize_text(m["content"])] for m in case.messages]
+        inputs: Any = [[m["role"], canonical_text(m["content"])] for m in case.messages]
     else:
-        inputs = [case.system and normalize_text(case.system), normalize_text(case.prompt or "")]
+        inputs = [case.system and canonical_text(case.system), canonical_text(case.prompt or "")]
     checks = sorted(json.dumps(c.spec, sort_keys=True, default=str) for c in case.checks)
     text = json.dumps({"input": inputs, "raw": case.raw, "checks": checks}, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -200,25 +203,6 @@ class AddResult:
     total: int
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabError(
-            f"{path}: missing; {path.parent} is not a finished `lab sample` run ({what})"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabError(f"{path}: cannot read {what} ({exc})") from None
-
-
-def run_identity(run_dir: Path) -> dict[str, Any]:
-    """Which run produced a case: its config.json hash and the settings that matter most."""
-    config = _read_json(run_dir / "config.json", "the run's config")
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    keep = ("backend", "model", "dtype", "k", "temperature", "top_p", "max_tokens", "seed")
-    return {"config": digest} | {k: config.get(k) for k in keep if k in config}
-
-
 def _unique_id(wanted: str, taken: set[str]) -> str:
     if wanted not in taken:
         return wanted
@@ -236,16 +220,14 @@ def add_from_run(
     today: dt.date | None = None,
 ) -> AddResult:
     """Append the run's cases with success rate < threshold (see the module docstring)."""
-    from lab.variance.report import load_run_cases
-
     if not 0 < threshold <= 1:
         raise LabError(f"--threshold must be in (0, 1], got {threshold}")
     run = Path(run_dir)
     if not run.is_dir():
         raise LabError(f"{run}: no such run directory")
-    metrics = _read_json(run / "metrics.json", "per-case success; run lab sample-report")
+    metrics = read_json(run / "metrics.json", "per-case success; run lab sample-report")
     identity = run_identity(run)
-    cases = {c.id: c for c in load_run_cases(run)}
+    cases = {c.id: c for c in read_cases(run)}
     rates = metrics.get("cases") if isinstance(metrics, dict) else None
     if not isinstance(rates, list):
         raise LabError(f"{run / 'metrics.json'}: field 'cases': missing per-case results")
@@ -332,6 +314,7 @@ def run_library(
     cache_dir: str | None = None,
 ) -> LibraryRun:
     """Sample the library k times per case (lab.variance.runner) with its floor as the gate."""
+    # Imported here so that `lab --help` (which reads DEFAULT_LIBRARY) loads no sampler.
     from lab.variance.runner import run_sample
 
     library = read_library(library_path)

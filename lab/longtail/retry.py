@@ -37,7 +37,10 @@ from typing import Any
 import numpy as np
 
 from lab.errors import LabError
-from lab.report.text import md_cell, scrub
+from lab.safetext import md_cell, scrub
+from lab.samplerun import read_cases, read_entries
+from lab.store import RunStore
+from lab.variance.analyze import evaluate_sample
 from lab.variance.stats import pass_at_k
 
 
@@ -64,17 +67,12 @@ class CaseOutcomes:
 
 def load_outcomes(run_dir: str | Path) -> list[CaseOutcomes]:
     """Per-case verdicts and tokens of a finished lab sample run directory."""
-    from lab.store import RunStore
-    from lab.variance.analyze import evaluate_sample
-    from lab.variance.report import load_run_cases
-    from lab.variance.runner import LOG
-
     root = Path(run_dir)
     if not (root / "samples.jsonl").is_file():
         raise LabError(f"{root}: no samples.jsonl; not a lab sample run directory")
-    cases = {c.id: c for c in load_run_cases(root)}
+    cases = {c.id: c for c in read_cases(root)}
     out = []
-    for entry in RunStore(root).entries(LOG):
+    for entry in read_entries(root):
         case = cases.get(entry["case_id"])
         if case is None:
             raise LabError(f"{root}/samples.jsonl: case {entry['case_id']!r} not in cases.json")
@@ -234,8 +232,6 @@ def run_retry(
     run_dir: str, max_attempts: int, fallback_dir: str | None, out: str | None
 ) -> tuple[dict[str, Any], str, Path]:
     """Load, estimate, write OUT (Markdown) and OUT with .json; returns (report, md, path)."""
-    from lab.store import RunStore
-
     run = load_outcomes(run_dir)
     fallback = load_outcomes(fallback_dir) if fallback_dir else None
     report = retry_report(

@@ -1,6 +1,6 @@
 """Distribution-shift checklist: how does a curated demo set differ from what production sends?
 
-`lab shift DEMO PROD` loads both case sets (any format lab.data.load_cases reads; production
+`lab shift DEMO PROD` loads both case sets (any format lab.cases.load_cases reads; production
 samples need no checks) and lists gaps. Each gap has a size (its unit in `size_label`), a
 statistical test where one applies, and a severity:
 
@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from lab.data import Case, load_cases
+from lab.cases import textinfo
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case
 from lab.errors import LabError
-from lab.longtail import textinfo
 from lab.longtail.twosample import (
     chi_square,
     fisher_2x2,
@@ -47,6 +48,7 @@ from lab.longtail.twosample import (
     shares,
     total_variation,
 )
+from lab.models import DEFAULT_MODEL
 
 LEVELS = ("none", "low", "medium", "high")
 ALPHA = 0.05
@@ -337,7 +339,7 @@ def run_shift(
     prod_source: str,
     out_dir: str | Path,
     embedder_name: str,
-    tokenizer: str = "smollm2-135m-instruct",
+    tokenizer: str = DEFAULT_MODEL,
     permutations: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import html
 from pathlib import Path
 from typing import Any
 
+from lab.report.page import page
 from lab.report.svg import histogram
-from lab.report.text import inline, md_cell, scrub
+from lab.safetext import inline, md_cell, scrub
 from lab.store import RunStore
 
 
@@ -67,14 +68,6 @@ def markdown(report: dict[str, Any]) -> str:
     return scrub("\n".join(out) + "\n")
 
 
-CSS = """
-body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;overflow-wrap:anywhere}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:left;vertical-align:top;font-size:13px}th{background:#f4f4f4}
-.high{background:#f5b7b1}.medium{background:#fdebd0}.low{background:#fcf3cf}
-"""
-
-
 def html_page(report: dict[str, Any]) -> str:
     e = html.escape
     s = report["summary"]
@@ -91,8 +84,6 @@ def html_page(report: dict[str, Any]) -> str:
             f"<td>{test}</td><td>{_p(g['test'])}</td><td>{e(g['detail'])}</td></tr>"
         )
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f"<p>Gaps by severity: high {s['high']}, medium {s['medium']}, low {s['low']}, "
         f"none {s['none']}.</p>",
@@ -114,8 +105,8 @@ def html_page(report: dict[str, Any]) -> str:
         )
         parts.append(f"<h2>Production inputs least like any demo input</h2><ul>{items}</ul>")
     method = "".join(f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in report["method"].items())
-    parts.append(f"<h2>Method</h2><ul>{method}</ul></body></html>")
-    return scrub("\n".join(parts))
+    parts.append(f"<h2>Method</h2><ul>{method}</ul>")
+    return scrub(page(title, parts))
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:

@@ -1,1 +1,2 @@
-"""Serving mode: a managed OpenAI-compatible server and load generation against it."""
+"""Serving mode: `lab serve` (the managed vLLM server, lab.backends.server) and a bounded load
+test against any OpenAI-compatible server."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir, engine_options, parse_engine_args
+from lab.cli_options import check_out_dir, engine_config, engine_options
 from lab.errors import LabError
 
 # The engine options of `lab generate`, without --backend (always vLLM) and with
@@ -24,29 +24,6 @@ server_options = engine_options(
     max_num_seqs=64,
     engine_arg_help="Extra `vllm serve` argument KEY=VALUE (value parsed as JSON when it can be).",
 )
-
-
-def _engine_config(kw: dict[str, Any]) -> Any:
-    from lab.backends.base import EngineConfig
-
-    return EngineConfig(
-        backend="vllm",
-        model=kw["model"],
-        dtype=kw["dtype"],
-        device=kw["device"],
-        tensor_parallel_size=kw["tensor_parallel_size"],
-        batch_invariant=kw["batch_invariant"],
-        prefix_caching=kw["prefix_caching"],
-        enforce_eager=kw["enforce_eager"],
-        max_num_seqs=kw["max_num_seqs"],
-        max_model_len=kw["max_model_len"],
-        engine_args=parse_engine_args(kw["engine_args"]),
-    )
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(serve_cmd)
-    cli.add_command(load_cmd)
 
 
 @click.command("serve")
@@ -70,10 +47,10 @@ def serve_cmd(
     **kw: Any,
 ) -> None:
     """Run vLLM's OpenAI-compatible server on 127.0.0.1 until Ctrl-C; print its base URL."""
-    from lab.serving.server import ManagedServer
+    from lab.backends.server import ManagedServer
 
     server = ManagedServer(
-        _engine_config(kw),
+        engine_config(kw, backend="vllm"),
         log_path=log_path,
         port=port,
         cache_dir=obj["cache_dir"],
@@ -126,8 +103,8 @@ def load_cmd(
 ) -> None:
     """Bounded load test: every request recorded once; run again to send the missing ones.
     Exit 1 when not every request ended ok."""
-    from lab.serving.load import format_summary, run_load
-    from lab.serving.server import ManagedServer
+    from lab.backends.server import ManagedServer
+    from lab.serving.loadtest import format_summary, run_load
 
     if (base_url is None) == (not serve):
         raise LabError("give exactly one of --base-url URL or --serve")
@@ -152,7 +129,7 @@ def load_cmd(
         "fresh": fresh,
     }
     if serve:
-        config = _engine_config(kw)
+        config = engine_config(kw, backend="vllm")
         if fresh and out_dir.exists():
             import shutil
 
@@ -176,3 +153,6 @@ def load_cmd(
     click.echo(format_summary(summary))
     if not summary.complete:
         sys.exit(1)
+
+
+COMMANDS: list[click.Command] = [serve_cmd, load_cmd]

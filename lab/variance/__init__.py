@@ -1,9 +1,7 @@
 """n-of-k variance: sample every case k times and measure the distribution, not one draw.
 
-checks.py     does one output pass (exact, normalized, contains, regex, numeric, one_of,
-              json + JSON Schema, python callable), with the reason and extracted answer
-specs.py      check specs (YAML / JSON mappings) -> validated Check objects
-examples.py   example python checks, used by the bundled case set
+examples.py   example python checks, used by the bundled case set (cases and their checks
+              are lab.cases)
 stats.py      Wilson intervals, pass@k, pass^k, quantiles, CV across runs, bootstrap
 diversity.py  one batched embedding pass; per-case similarity, Vendi, clusters, entropy
 config.py     SampleConfig (YAML + flags) and the gate thresholds

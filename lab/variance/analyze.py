@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from lab.data import Case
-from lab.longtail.cohorts import cohort_tails
+from lab.cases.checks import normalize_answer, run_checks
+from lab.cases.cohorts import CohortSpec, cohort_groups
+from lab.cases.model import Case
 from lab.variance import stats
-from lab.variance.checks import normalize_text, run_checks
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder, diversity
 from lab.variance.embedcache import embed_with_cache
@@ -39,7 +39,7 @@ def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
     results = run_checks(case.checks, text, case)
     answer = next((r.answer for r in results if r.answer is not None), None)
     if answer is None:
-        answer = normalize_text(text)[:200]
+        answer = normalize_answer(text)[:200]
     return {
         "passed": all(r.passed for r in results),
         "reasons": [f"{c.type}: {r.reason}" for c, r in zip(case.checks, results, strict=True)],
@@ -83,6 +83,20 @@ def cost_frame(entries: list[dict[str, Any]], prices: dict[str, float]) -> dict[
         out["price_per_inference"] = price / max(len(gens), 1)
         out["prices_per_million"] = dict(prices)
     return out
+
+
+def cohort_tails(
+    cases: list[Case], rates: np.ndarray, spec: CohortSpec | dict[str, Any] | None, model: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Tail summary per tag and per configured bucket (lab.cases.cohorts), worst tail first
+    (stats.tail_order); and how the buckets were made."""
+    groups, info = cohort_groups(cases, spec, model)
+    tails = {
+        name: stats.tail_summary(rates[np.array(members)]) | {"kind": kind}
+        for name, (kind, members) in groups.items()
+    }
+    ordered = sorted(tails.items(), key=lambda kv: (*stats.tail_order(kv[1]), kv[0]))
+    return dict(ordered), info
 
 
 def analyze(

@@ -24,13 +24,18 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lab import samplerun
+from lab.backends import registry
+from lab.backends.base import SamplingConfig, canonical_dtype, check_backend_supports
+from lab.cases.cohorts import parse_cohorts
+from lab.cases.model import Case
+from lab.devices import check_device_name
 from lab.errors import LabError
+from lab.models import DEFAULT_MODEL
 from lab.variance.diversity import DEFAULT_EMBEDDER, DEFAULT_THRESHOLD
-
-if TYPE_CHECKING:  # lab.data imports lab.variance
-    from lab.data import Case
+from lab.yamlio import load_yaml_file
 
 
 @dataclass
@@ -113,7 +118,7 @@ class SampleConfig:
     #: "vllm" or "hf"
     backend: str = "vllm"
     #: bundled model name, checkpoint directory or hub id
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     #: fp32 / bf16 / fp16, or layercast (hf backend: bf16 weights, fp32 compute)
     dtype: str = "fp32"
     #: auto / cpu / cuda[:N]
@@ -155,15 +160,13 @@ class SampleConfig:
     prices: dict[str, float] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     #: cohort buckets for the report (locale, length_bands, schema_shape, intent, tokenizer;
-    #: see lab/longtail/cohorts.py); analysis only, not part of the run's identity
+    #: see lab/cases/cohorts.py); analysis only, not part of the run's identity
     cohorts: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._check_types()
-        from lab.longtail.cohorts import parse_cohorts  # here: lab.longtail imports lab.data
-
         self.cohorts = parse_cohorts(self.cohorts).to_dict()
-        if self.backend not in ("hf", "vllm"):
+        if self.backend not in registry.ENGINES:
             raise LabError(f"backend must be hf or vllm, got {self.backend!r}")
         if self.k < 1:
             raise LabError(f"k must be >= 1, got {self.k}")
@@ -200,9 +203,6 @@ class SampleConfig:
     def _check_engine_and_sampling(self) -> None:
         """Fail here, before a run directory is created (or wiped by --fresh), not in the
         engine: the same checks the backend makes, run on the settings alone."""
-        from lab.backends.base import SamplingConfig, canonical_dtype, check_backend_supports
-        from lab.devices import check_device_name
-
         if self.tensor_parallel_size < 1:
             raise LabError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         check_backend_supports(self.backend, canonical_dtype(self.dtype), self.tensor_parallel_size)
@@ -284,8 +284,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
     """SampleConfig from an optional YAML file, then flags (None = not given)."""
     values: dict[str, Any] = {}
     if path is not None:
-        from lab.data import load_yaml_file  # here: lab.data imports lab.variance
-
         loaded = load_yaml_file(path)
         if not isinstance(loaded, dict):
             raise LabError(f"{path}: expected a mapping of settings")
@@ -316,3 +314,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
         return SampleConfig(**values)
     except TypeError as exc:
         raise LabError(f"bad setting: {exc}") from None
+
+
+def read_settings(path: str | Path) -> SampleConfig:
+    """The SampleConfig a run directory was produced with (its settings.json)."""
+    values = samplerun.read_settings(Path(path))
+    try:
+        return SampleConfig(**values)
+    except TypeError as exc:  # a key this version does not know (hand-edited or newer lab)
+        raise LabError(f"{path}/settings.json: {exc}") from None

@@ -1,7 +1,7 @@
 """Render a run's metrics as the Markdown summary and the self-contained HTML report.
 
-The HTML has no external resources (inline CSS and SVG); every piece of model text, case id,
-tag and check reason goes through html.escape.
+The HTML has no external resources (the shared page shell of lab.report.page, inline SVG);
+every piece of model text, case id, tag and check reason goes through html.escape.
 
     from lab.variance.render import markdown_summary, html_report
 """
@@ -12,7 +12,9 @@ import html
 from typing import Any
 
 from lab.report import svg as plots
-from lab.report.text import inline, md_cell, scrub
+from lab.report.page import page
+from lab.safetext import inline, md_cell, scrub
+from lab.variance.stats import tail_order
 
 HEADLINE_ROWS = [
     ("mean", "expected success (mean over cases and samples)"),
@@ -49,9 +51,7 @@ def _interval(metrics: dict[str, Any], name: str) -> str:
 
 
 def worst_cohorts_first(cohorts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Cohorts ordered by p5, then p10, then mean (lab.longtail.cohorts.tail_order)."""
-    from lab.longtail.cohorts import tail_order
-
+    """Cohorts ordered by p5, then p10, then mean (lab.variance.stats.tail_order)."""
     return sorted(cohorts.items(), key=lambda kv: (*tail_order(kv[1]), kv[0]))
 
 
@@ -131,15 +131,6 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     return scrub("\n".join(out) + "\n")
 
 
-CSS = """
-body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;overflow-wrap:anywhere}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:left;vertical-align:top;font-size:13px}th{background:#f4f4f4}
-pre{white-space:pre-wrap;background:#f8f8f8;padding:6px;margin:0;max-width:640px;font-size:12px}
-.fail{color:#b03a2e}.pass{color:#1e8449}.flag{background:#fdebd0;padding:6px}
-"""
-
-
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     """Cells must already be escaped HTML."""
     head = "".join(f"<th>{h}</th>" for h in headers)
@@ -152,10 +143,8 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     run, head, cases = metrics["run"], metrics["headline"], metrics["cases"]
     rates = [c["rate"] for c in cases]
     ids = [c["id"] for c in cases]
+    title = f"n-of-k variance: {run['cases']} cases x k={run['k']}"
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>n-of-k variance: {run['cases']} cases x k={run['k']}</title>",
-        f"<style>{CSS}</style></head><body>",
         f"<h1>n-of-k variance: {run['cases']} cases x k={run['k']}</h1>",
         "<p>"
         + e(f"{run['backend']} / ")
@@ -251,5 +240,5 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         )
     )
     defs = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in metrics["definitions"].items())
-    parts.append(f"<h2>Definitions</h2><ul>{defs}</ul></body></html>")
-    return scrub("\n".join(parts))
+    parts.append(f"<h2>Definitions</h2><ul>{defs}</ul>")
+    return scrub(page(title, parts))

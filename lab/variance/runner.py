@@ -21,21 +21,22 @@ of every case uses seed + i), which correlates the noise across cases within a r
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import samplerun
 from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load_backend
-from lab.data import Case, cases_fingerprint, load_cases
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
 from lab.errors import LabError
+from lab.samplerun import LOG
 from lab.store import RunStore, raise_if_interrupted
+from lab.variance import report
 from lab.variance.config import SampleConfig
-
-LOG = "samples"
 
 
 @dataclass
@@ -83,34 +84,6 @@ def plan_calls(cases: list[tuple[int, Case]], config: SampleConfig) -> list[list
     return [cases[i : i + per_call] for i in range(0, len(cases), per_call)]
 
 
-BATCHING = "batching.json"
-
-
-def check_batching(store: RunStore, config: SampleConfig) -> None:
-    """Refuse to resume with other samples per engine call than the run started with.
-
-    They decide which cases share a batch, and batch composition moves the hf backend's
-    logprobs (and can flip a token): one run must not mix two. Kept beside config.json, not in
-    it, because it is no part of what a comparison calls the configuration. A run made
-    before this file existed records its current value."""
-    rows = config.calls_rows()
-    path = store.path / BATCHING
-    if path.is_file():
-        try:
-            recorded = json.loads(path.read_text()).get("rows_per_call")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            recorded = None  # unreadable: written again below
-        if recorded is not None and recorded != rows:
-            raise LabError(
-                f"{store.path} was sampled with rows_per_call {recorded}, not {rows}: batch "
-                f"composition changes the samples; pass --rows-per-call {recorded} to resume, "
-                "or --fresh to start over"
-            )
-        if recorded == rows:
-            return
-    store.write_json(BATCHING, {"rows_per_call": rows})
-
-
 def open_run(
     config: SampleConfig, cases: list[Case], backend_config: EngineConfig, fresh: bool
 ) -> RunStore:
@@ -119,12 +92,15 @@ def open_run(
         "cases_source": config.cases,
         "cases_fingerprint": cases_fingerprint(cases),
     }
-    store = RunStore.open(config.out_dir(), identity, fresh=fresh, environment=environment_record())
-    check_batching(store, config)
-    # The cases as run: the report can be rebuilt from the run directory alone.
-    store.write_json("cases.json", [c.to_dict() for c in cases])
-    store.write_json("settings.json", config.to_dict())
-    return store
+    return samplerun.open_run(
+        config.out_dir(),
+        identity,
+        cases,
+        config.to_dict(),
+        config.calls_rows(),
+        fresh,
+        environment_record(),
+    )
 
 
 class Progress:
@@ -244,26 +220,5 @@ def run_sample(
         )
     if not complete:
         return RunOutcome(store.path, sampled, False)
-    from lab.variance.report import build_report
-
-    metrics = build_report(store.path, config, emit=emit)
+    metrics = report.build_report(store.path, config, emit=emit)
     return RunOutcome(store.path, sampled, True, metrics)
-
-
-def load_entries(path: Path) -> list[dict[str, Any]]:
-    """The finished cases of a run directory, in log order."""
-    return list(RunStore(Path(path)).entries(LOG))
-
-
-def read_settings(path: Path) -> SampleConfig:
-    """The SampleConfig a run directory was produced with."""
-    try:
-        values = json.loads((Path(path) / "settings.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabError(f"{path}: not a sample run directory ({exc})") from None
-    if not isinstance(values, dict):
-        raise LabError(f"{path}/settings.json: expected a mapping of settings")
-    try:
-        return SampleConfig(**values)
-    except TypeError as exc:  # a key this version does not know (hand-edited or newer lab)
-        raise LabError(f"{path}/settings.json: {exc}") from None

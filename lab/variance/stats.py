@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -99,6 +99,17 @@ def tail_summary(rates: np.ndarray) -> dict[str, float]:
         "mean_over_p5": ratio,
         "min": float(np.min(rates)) if len(rates) else math.nan,
     }
+
+
+def tail_order(summary: dict[str, Any]) -> tuple[float, float, float]:
+    """Sort key of a tail summary, worst tail first: p5, then p10, then the mean (missing
+    values last)."""
+
+    def v(key: str) -> float:
+        x = summary.get(key)
+        return float(x) if isinstance(x, int | float) and not math.isnan(x) else math.inf
+
+    return (v("p5"), v("p10"), v("mean"))
 
 
 def high_variance(mean: float, p5: float) -> bool:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from lab.backends import Backend, Request, SamplingConfig
-from lab.prompts import chat
+from lab.backends.prompts import chat
 from tests.conftest import FEYNMAN, FRANCE
 
 pytestmark = pytest.mark.model

@@ -14,8 +14,8 @@ import pytest
 
 from lab.backends import Backend, EngineConfig, Generation, SamplingConfig
 from lab.backends.hf import HFBackend
-from lab.determinism.compare import compare
-from lab.prompts import chat
+from lab.backends.prompts import chat
+from lab.determinism.divergence import compare
 from tests.conftest import FEYNMAN, FRANCE
 
 pytestmark = pytest.mark.model

@@ -28,7 +28,7 @@ def layercast() -> Iterator[HFBackend]:
 def prefill_logits(backend: HFBackend) -> object:
     import torch
 
-    from lab.prompts import render_token_ids
+    from lab.backends.prompts import render_token_ids
 
     with torch.inference_mode():
         logits, _, _, _ = backend.prefill([render_token_ids(backend.tokenizer, r) for r in BATCH])
@@ -90,7 +90,7 @@ def test_layercast_with_the_batch_invariant_mode_is_bitwise_alone_and_in_a_batch
     fp32 weight copies for oneDNN at every call, which makes generation slow."""
     import torch
 
-    from lab.prompts import render_token_ids
+    from lab.backends.prompts import render_token_ids
 
     backend = HFBackend(
         EngineConfig(backend="hf", device="cpu", dtype="layercast", batch_invariant=batch_invariant)

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from lab.backends import Backend
+from lab.cases.loaders import load_cases
 from lab.cli import cli
-from lab.data import load_cases
 from lab.longtail.library import read_library, run_library
 from lab.variance.config import SampleConfig
 from lab.variance.runner import run_sample

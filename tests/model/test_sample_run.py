@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from lab.backends import Backend
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import SampleConfig, parse_gate
 from lab.variance.diversity import Embedder
-from lab.variance.runner import LOG, run_sample
+from lab.variance.runner import run_sample
 
 pytestmark = pytest.mark.model
 

@@ -19,9 +19,9 @@ import pytest
 
 from lab.backends.base import EngineConfig, SamplingConfig
 from lab.backends.openai_compat import OpenAIBackend
-from lab.prompts import chat, render_token_ids
-from lab.serving.load import format_summary, run_load
-from lab.serving.server import ManagedServer, group_members, port_is_free
+from lab.backends.prompts import chat, render_token_ids
+from lab.backends.server import ManagedServer, group_members, port_is_free
+from lab.serving.loadtest import format_summary, run_load
 from lab.store import RunStore
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm]

@@ -14,8 +14,8 @@ import pytest
 
 from lab.determinism.config import load_sweep_config
 from lab.determinism.grid import expand
+from lab.determinism.report import write_sweep_report
 from lab.determinism.sweep import CELLS, run_sweep
-from lab.report.sweep_report import write_sweep_report
 
 pytestmark = pytest.mark.model
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
+from lab.samplerun import LOG
 from lab.variance.config import SampleConfig
 from lab.variance.report import build_report
-from lab.variance.runner import LOG, engine_config, open_run
+from lab.variance.runner import engine_config, open_run
 from tests.unit.test_variance_report import StubEmbedder
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import click
 import pytest
 
+from lab.cases.cohorts import load_cohorts_file
+from lab.cases.loaders import load_cases
 from lab.cli import cli, main
 from lab.cli_options import parse_engine_args
-from lab.data import load_cases
 from lab.determinism.config import parse_sweep_config
+from lab.determinism.report import choose_axes
 from lab.devices import check_device_name
 from lab.errors import LabError
-from lab.longtail.cohorts import load_cohorts_file
-from lab.report.sweep_report import choose_axes
 
 CASE = '{"id": "a", "prompt": "hi", "checks": [{"contains": "x"}]}\n'
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.errors import LabError
 
 CHECKS = '"[{""contains"": ""x""}]"'

@@ -11,9 +11,10 @@ import pytest
 
 import lab.variance.report
 from lab.errors import LabError
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import SampleConfig, load_config
-from lab.variance.runner import LOG, run_sample
+from lab.variance.runner import run_sample
 from tests.unit.test_resume_interrupts import SeededBackend
 
 TAGS = [["geo"], ["math"], ["geo", "easy"], ["math"], ["geo"], ["code"]]
@@ -62,7 +63,7 @@ def test_selection_flags_and_their_errors(tagged_cases: Path, tmp_path: Path) ->
     assert str(config.out_dir()) == "runs/sample-cases-geo_easy-first2-vllm-k32"
     with pytest.raises(LabError, match=r"no case of .* has one of these tags \(tags there: "
                        r"code, easy, geo, math\)"):  # fmt: skip
-        from lab.data import load_cases
+        from lab.cases.loaders import load_cases
 
         SampleConfig(cases=str(tagged_cases), only_tags=["nope"]).select(
             load_cases(str(tagged_cases))

@@ -14,7 +14,7 @@ from scipy.stats import t as t_dist
 
 from lab.comparison import paired, plan
 from lab.comparison.analysis import CompareOptions, compare_pair
-from lab.comparison.load import CaseData
+from lab.comparison.runs import CaseData
 
 OPTIONS = CompareOptions(alpha=0.05, bootstrap=200, permutations=400)
 

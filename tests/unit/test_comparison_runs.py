@@ -10,7 +10,7 @@ import pytest
 
 from lab.comparison.analysis import CompareOptions, compare_runs
 from lab.comparison.commands import run_compare
-from lab.comparison.load import load_sample_run
+from lab.comparison.runs import load_sample_run
 from lab.errors import LabError
 from tests.unit.comparison_runs import case_specs, draw, make_run
 from tests.unit.test_cli import run_lab

@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 
 from lab.comparison import paired, plan
 from lab.comparison.drift import drift_check
-from lab.comparison.load import CaseData
+from lab.comparison.runs import CaseData
 from lab.variance import stats
 
 

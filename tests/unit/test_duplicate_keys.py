@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.data import load_cases, load_yaml_file
+from lab.cases.loaders import load_cases
 from lab.determinism.config import load_sweep_config
 from lab.errors import LabError
 from lab.variance.config import load_config
+from lab.yamlio import load_yaml_file
 
 
 def test_a_jsonl_case_with_a_key_twice_is_refused(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ def test_each_axis_with_everything_else_fixed(tmp_path: Path) -> None:
 
 
 def test_token_view_marks_the_flip_at_the_near_tie_and_escapes(tmp_path: Path) -> None:
-    from lab.report.tokens import render_token_views, token_views
+    from lab.determinism.tokens import render_token_views, token_views
 
     hostile = {"tie": ["<b>", EVIL, "\n", "'\"&"]}
     root = _sweep_dir(tmp_path, hostile)
@@ -239,7 +239,7 @@ def test_token_view_marks_the_flip_at_the_near_tie_and_escapes(tmp_path: Path) -
 
 
 def test_sweep_report_html_holds_the_token_view(tmp_path: Path) -> None:
-    from lab.report.sweep_report import write_sweep_report
+    from lab.determinism.report import write_sweep_report
 
     root = _sweep_dir(tmp_path)
     paths = write_sweep_report(root, with_tokenizer=False)

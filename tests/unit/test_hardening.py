@@ -27,7 +27,7 @@ import pytest
 
 from lab.determinism.config import parse_sweep_config
 from lab.errors import LabError
-from lab.report.text import inline, terminal
+from lab.safetext import inline, terminal
 from tests.unit.comparison_runs import case_specs, make_run
 from tests.unit.test_bad_input_bash import lab, one_error
 from tests.unit.test_comparison_sweeps import SAME, make_sweep
@@ -313,7 +313,7 @@ def test_quickstart_index_bullets_isolate_prompt_ids_and_cells(tmp_path: Path) -
 
 def test_sweep_report_divergence_line_isolates_target_and_cell() -> None:
     from lab.determinism.metrics import SweepMetrics
-    from lab.report.sweep_report import render_html
+    from lab.determinism.report import render_html
 
     cfg = parse_sweep_config(
         {"name": "s", "prompts": [{"id": "p1", "prompt": "x"}], "axes": {"dtype": ["fp32"]}}

@@ -195,7 +195,7 @@ def _sweep_inputs() -> tuple[Any, Any, tuple[list[str], list[str], list[list[flo
 
 
 def test_sweep_report_html_and_markdown() -> None:
-    from lab.report.sweep_report import render_html, render_markdown
+    from lab.determinism.report import render_html, render_markdown
 
     cfg, metrics, grid = _sweep_inputs()
     page = render_html(cfg, metrics, "dtype", "batch_size", grid)
@@ -207,7 +207,7 @@ def test_sweep_report_html_and_markdown() -> None:
 
 
 def test_sweep_report_is_written_despite_lone_surrogates(tmp_path: Path) -> None:
-    from lab.report.sweep_report import render_html, render_markdown
+    from lab.determinism.report import render_html, render_markdown
     from lab.store import RunStore
 
     cfg, metrics, grid = _sweep_inputs()
@@ -397,7 +397,7 @@ def test_svg_labels_titles_and_tooltips() -> None:
 
 
 def test_md_cell_and_md_code_by_hand() -> None:
-    from lab.report.text import md_cell, md_code, scrub_all
+    from lab.safetext import md_cell, md_code, scrub_all
 
     assert md_cell("a|b\\|c") == "a\\|b\\\\\\|c"  # both pipes stay escaped: 3 cells -> 1
     assert md_cell("x\n# h\r\n<b>`t`</b> [l](u)") == "x # h \\<b>'t'\\</b> \\[l\\](u)"
@@ -415,8 +415,8 @@ def test_md_cell_and_md_code_by_hand() -> None:
 @pytest.mark.parametrize("key", ["host", "hos", "--host", "port"])
 def test_engine_args_cannot_move_the_server_off_loopback(key: str) -> None:
     from lab.backends.base import EngineConfig
+    from lab.backends.server import server_command
     from lab.errors import LabError
-    from lab.serving.server import server_command
 
     config = EngineConfig(backend="vllm", engine_args={key: "0.0.0.0"})
     with pytest.raises(LabError, match=f"engine arg '{key}'.*127.0.0.1"):

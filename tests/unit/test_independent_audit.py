@@ -25,8 +25,8 @@ from scipy.stats import t as t_dist
 
 from lab.backends.base import Generation, TopLogprob
 from lab.comparison import paired, plan
-from lab.determinism.compare import compare
 from lab.determinism.config import parse_sweep_config
+from lab.determinism.divergence import compare
 from lab.determinism.metrics import compute_metrics, parse_answer, tar
 from lab.longtail.retry import CaseOutcomes, fallback_case, retry_case, retry_report
 from lab.variance import stats

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
+from lab.cases.loaders import load_cases
 from lab.cli import cli
-from lab.data import load_cases
 from lab.errors import LabError
 from lab.longtail import library as L
 from lab.variance import report
@@ -135,7 +135,7 @@ def test_duplicates_are_found_by_content_and_ids_made_unique(tmp_path: Path) -> 
 
 
 def test_fingerprint_keeps_noise_variants_apart() -> None:
-    from lab.data import case_from_record
+    from lab.cases.model import case_from_record
 
     def fp(prompt: str) -> str:
         return L.case_fingerprint(case_from_record(case("x", prompt), True, "t"))

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case, case_from_record
 from lab.cli import cli
-from lab.data import Case, case_from_record, load_cases
 from lab.longtail import perturb as P
+from lab.longtail import textedits as T
 
 TEXT = "What is the capital of France? Answer in one word."
 
@@ -29,31 +31,31 @@ def case(record: dict[str, object]) -> Case:
 
 
 def test_typos_golden() -> None:
-    edit = P.typos(TEXT, rng(0), rate=0.1)
+    edit = T.typos(TEXT, rng(0), rate=0.1)
     assert edit is not None
     assert edit.text == "Whf is the caial of Frqnce? Answer in one word."
     assert edit.params == {"rate": 0.1, "edits": {"drop": 3, "substitute": 2}}
     # A low rate still makes one typo (a variant equal to its source would be useless).
-    one = P.typos("abc", rng(1), rate=0.0)
+    one = T.typos("abc", rng(1), rate=0.0)
     assert one is not None and one.text != "abc" and sum(one.params["edits"].values()) == 1
-    assert P.typos("?! ...", rng(0)) is None
+    assert T.typos("?! ...", rng(0)) is None
 
 
 def test_typo_substitutions_are_qwerty_neighbours() -> None:
-    assert set(P.QWERTY_NEIGHBOURS["g"]) == set("fhtybv")
-    assert set(P.QWERTY_NEIGHBOURS["q"]) == set("wa12")
+    assert set(T.QWERTY_NEIGHBOURS["g"]) == set("fhtybv")
+    assert set(T.QWERTY_NEIGHBOURS["q"]) == set("wa12")
     for seed in range(20):
-        edit = P.typos("g", rng(seed), rate=1.0)
+        edit = T.typos("g", rng(seed), rate=1.0)
         assert edit is not None
         if edit.params["edits"] == {"substitute": 1}:
             assert edit.text in "fhtybv"  # letters stay letters
 
 
 def test_truncation_golden() -> None:
-    chars = P.truncate_chars(TEXT, rng(0), keep=0.5)
+    chars = T.truncate_chars(TEXT, rng(0), keep=0.5)
     assert chars.text == "What is the capital of Fr"
     assert chars.may_change is not None and "'ance? Answer in one word.'" in chars.may_change
-    words = P.truncate_tokens(TEXT, rng(0), keep=0.5)
+    words = T.truncate_tokens(TEXT, rng(0), keep=0.5)
     assert words is not None and words.text == "What is the capital of"
     assert words.params == {
         "mode": "tokens",
@@ -63,7 +65,7 @@ def test_truncation_golden() -> None:
         "of": 10,
     }
     # Whole trailing sentences after a complete question: the answer stands, no mark.
-    kept = P.truncate_tokens("What is 12 * 7?  Reply with the number only.", rng(0), keep=0.5)
+    kept = T.truncate_tokens("What is 12 * 7?  Reply with the number only.", rng(0), keep=0.5)
     assert kept is not None and kept.text == "What is 12 * 7?" and kept.may_change is None
 
 
@@ -78,30 +80,30 @@ class _CharTokenizer:
 
 
 def test_truncation_by_tokenizer_tokens() -> None:
-    edit = P.truncate_tokens("abcdefghij", rng(0), keep=0.3, tokenizer=_CharTokenizer())
+    edit = T.truncate_tokens("abcdefghij", rng(0), keep=0.3, tokenizer=_CharTokenizer())
     assert edit is not None and edit.text == "abc"
     assert edit.params["unit"] == "tokenizer" and edit.params["of"] == 10
 
 
 def test_trailing_field_golden() -> None:
-    edit = P.drop_trailing_field("name: Ada\ncity: London\nage: 36", rng(0))
+    edit = T.drop_trailing_field("name: Ada\ncity: London\nage: 36", rng(0))
     assert edit is not None and edit.text == "name: Ada\ncity: London\n"
     assert edit.params == {"mode": "field", "field": "age"}
-    obj = P.drop_trailing_field('Use {"a": 1, "b": "x"} now', rng(0))
+    obj = T.drop_trailing_field('Use {"a": 1, "b": "x"} now', rng(0))
     assert obj is not None and obj.text == 'Use {"a": 1} now'
-    assert P.drop_trailing_field("Question: no record here", rng(0)) is None
+    assert T.drop_trailing_field("Question: no record here", rng(0)) is None
 
 
 def test_mojibake_golden() -> None:
     text = 'It\'s a "test" - really...'
-    cp = P.double_encoded(text, rng(0), codec="cp1252")
+    cp = T.double_encoded(text, rng(0), codec="cp1252")
     assert cp is not None
     assert cp.text == "Itâ€™s a â€œtestâ€\x9dÂ\xa0â€“Â\xa0reallyâ€¦"
-    latin = P.double_encoded(text, rng(0), codec="latin-1")
+    latin = T.double_encoded(text, rng(0), codec="latin-1")
     assert latin is not None
     assert latin.text == "Itâ\x80\x99s a â\x80\x9ctestâ\x80\x9dÂ\xa0â\x80\x93Â\xa0reallyâ\x80¦"
-    assert P.mojibake("café") == "cafÃ©"
-    assert P.mojibake("café", rounds=2) == "cafÃƒÂ©"
+    assert T.mojibake("café") == "cafÃ©"
+    assert T.mojibake("café", rounds=2) == "cafÃƒÂ©"
 
 
 @pytest.mark.parametrize("codec", ["cp1252", "latin-1"])
@@ -111,26 +113,26 @@ def test_mojibake_round_trips(codec: str, rounds: int) -> None:
     texts = ["café – naïve “x” it’s… ÿ", "😀 Ω ß \x81\x9d", "ascii only", "日本語のテキスト"]
     texts.append("".join(chr(c) for c in range(0x80, 0x800)))
     for text in texts:
-        garbled = P.mojibake(text, codec, rounds)
-        assert P.unmojibake(garbled, codec, rounds) == text
+        garbled = T.mojibake(text, codec, rounds)
+        assert T.unmojibake(garbled, codec, rounds) == text
     # The family's output goes back to the typographic text it garbled.
-    edit = P.double_encoded(TEXT, rng(3), codec=codec, rounds=rounds)
+    edit = T.double_encoded(TEXT, rng(3), codec=codec, rounds=rounds)
     assert edit is not None
-    assert P.unmojibake(edit.text, codec, rounds) == P.typographic(TEXT, rng(3))
+    assert T.unmojibake(edit.text, codec, rounds) == T.typographic(TEXT, rng(3))
 
 
 def test_unmojibake_refuses_text_that_is_not_mojibake() -> None:
     with pytest.raises(ValueError, match="not cp1252 mojibake"):
-        P.unmojibake("naïve")  # "ï" then "v" is not a UTF-8 sequence
+        T.unmojibake("naïve")  # "ï" then "v" is not a UTF-8 sequence
 
 
 def test_locale_golden() -> None:
-    assert P.foreign_sentence(TEXT, rng(0), "ar").text == f"{TEXT} من فضلك أجب باختصار."
-    digits = P.locale_digits("What is 12 + 30 on 2026-11-27?", rng(0), "devanagari")
+    assert T.foreign_sentence(TEXT, rng(0), "ar").text == f"{TEXT} من فضلك أجب باختصار."
+    digits = T.locale_digits("What is 12 + 30 on 2026-11-27?", rng(0), "devanagari")
     assert digits is not None and digits.text == "What is १२ + ३० on २०२६-११-२७?"
-    arabic = P.locale_digits("What is 12 + 30?", rng(0), "arabic-indic")
+    arabic = T.locale_digits("What is 12 + 30?", rng(0), "arabic-indic")
     assert arabic is not None and arabic.text == "What is ١٢ + ٣٠?"
-    assert P.locale_digits("no digits", rng(0)) is None
+    assert T.locale_digits("no digits", rng(0)) is None
     text = "Add 1234.5 and 2500000 to 7."
     expect = {
         "de": "Add 1.234,5 and 2.500.000 to 7.",
@@ -139,43 +141,43 @@ def test_locale_golden() -> None:
         "en-IN": "Add 1,234.5 and 25,00,000 to 7.",
     }
     for style, want in expect.items():
-        edit = P.locale_numbers(text, rng(0), style)
+        edit = T.locale_numbers(text, rng(0), style)
         assert edit is not None and edit.text == want
-    assert P.locale_numbers("Add 12 and 7.", rng(0)) is None  # nothing to regroup
+    assert T.locale_numbers("Add 12 and 7.", rng(0)) is None  # nothing to regroup
     dates = {"dmy-slash": "27/11/2026", "dmy-dot": "27.11.2026", "ymd-jp": "2026年11月27日"}
     for style, want in dates.items():
-        edit = P.locale_dates("The meeting is on 2026-11-27.", rng(0), style)
+        edit = T.locale_dates("The meeting is on 2026-11-27.", rng(0), style)
         assert edit is not None and edit.text == f"The meeting is on {want}."
 
 
 def test_noise_golden() -> None:
-    ws = P.whitespace_noise(TEXT, rng(0))
+    ws = T.whitespace_noise(TEXT, rng(0))
     assert ws.text == "  What is the  capital of France? Answer in one word. \n"
-    punct = P.punctuation_noise(TEXT, rng(0))
+    punct = T.punctuation_noise(TEXT, rng(0))
     assert punct.text == "What is the capital of France? Answer in one word"
-    assert P.punctuation_noise("no marks", rng(0)).text == "no marks??"
-    upper = P.case_noise(TEXT, rng(0), "upper")
+    assert T.punctuation_noise("no marks", rng(0)).text == "no marks??"
+    upper = T.case_noise(TEXT, rng(0), "upper")
     assert upper is not None and upper.text == TEXT.upper()
-    flips = P.case_noise(TEXT, rng(0), "random")
+    flips = T.case_noise(TEXT, rng(0), "random")
     assert flips is not None and flips.text == "WHAT is the cApItaL OF France? ANswer in one wOrD."
-    assert P.case_noise("123", rng(0), "upper") is None
+    assert T.case_noise("123", rng(0), "upper") is None
 
 
 def test_fields_golden() -> None:
     text = 'Summarize: {"name": "Ada", "city": "London"}'
-    missing = P.drop_field(text, rng(0), "missing")
+    missing = T.drop_field(text, rng(0), "missing")
     assert missing is not None and missing.text == 'Summarize: {"name": "Ada"}'
-    empty = P.drop_field(text, rng(0), "empty")
+    empty = T.drop_field(text, rng(0), "empty")
     assert empty is not None and empty.text == 'Summarize: {"name": "Ada", "city": ""}'
-    lines = P.drop_field("name: Ada\ncity: London\nWhat city?", rng(1), "missing")
+    lines = T.drop_field("name: Ada\ncity: London\nWhat city?", rng(1), "missing")
     assert lines is not None and lines.text == "city: London\nWhat city?"
-    assert P.drop_field(TEXT, rng(0)) is None  # one "Key: value" line is prose
+    assert T.drop_field(TEXT, rng(0)) is None  # one "Key: value" line is prose
 
 
 def test_paraphrase_golden() -> None:
-    assert P.paraphrase(TEXT, rng(0), 0).text == f"Question: {TEXT}\nAnswer:"
-    assert P.paraphrase(TEXT, rng(0), 4).text == "hey, quick one: w" + TEXT[1:]
-    drawn = P.paraphrase(TEXT, rng(0))
+    assert T.paraphrase(TEXT, rng(0), 0).text == f"Question: {TEXT}\nAnswer:"
+    assert T.paraphrase(TEXT, rng(0), 4).text == "hey, quick one: w" + TEXT[1:]
+    drawn = T.paraphrase(TEXT, rng(0))
     assert drawn.params == {"template": 6}
     assert drawn.text == f"My teacher asked me this and I am not sure. {TEXT}"
 

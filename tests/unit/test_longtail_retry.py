@@ -21,8 +21,8 @@ from lab.longtail.retry import (
     retry_report,
     run_retry,
 )
+from lab.samplerun import LOG
 from lab.store import RunStore
-from lab.variance.runner import LOG
 from tests.unit.test_cli import run_lab
 
 K = 4

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from lab.data import Case, load_cases
+from lab.cases import textinfo
+from lab.cases.loaders import load_cases
+from lab.cases.model import Case
 from lab.errors import LabError
-from lab.longtail import shift, textinfo
+from lab.longtail import shift
 from lab.longtail.shift_render import html_page, markdown, write_outputs
 from lab.longtail.twosample import (
     chi_square,

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 
 from lab.backends.base import EngineConfig, Request, SamplingConfig
-from lab.backends.openai_compat import Call, OpenAIBackend, OpenAIClient
+from lab.backends.openai_client import Call, OpenAIClient
+from lab.backends.openai_compat import OpenAIBackend
 from lab.determinism.modes import filler_requests
-from lab.serving.load import latest_outcomes, run_load
+from lab.serving.loadtest import latest_outcomes, run_load
 from lab.store import RunStore
 
 

@@ -16,13 +16,14 @@ import pytest
 
 import lab.store
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
 from lab.determinism.config import parse_sweep_config
 from lab.determinism.sweep import CELLS, run_sweep
 from lab.errors import LabError
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
-from lab.variance.runner import LOG, open_run, sample_cases
+from lab.variance.runner import open_run, sample_cases
 
 
 class SeededBackend(Backend):

@@ -68,7 +68,7 @@ def test_the_sweep_report_counts_a_retried_cell_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import lab.determinism.sweep
-    from lab.report.sweep_report import write_sweep_report
+    from lab.determinism.report import write_sweep_report
 
     attempts: list[int] = []
 

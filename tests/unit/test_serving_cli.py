@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.serving.load import percentile
+from lab.serving.loadtest import percentile
 from tests.unit.test_openai_client import Stub
 
 

@@ -13,21 +13,21 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from lab.backends.base import EngineConfig
-from lab.errors import LabError
-from lab.serving.server import (
+from lab.backends.server import (
     ManagedServer,
     engine_arg_flags,
     free_port,
     group_members,
     port_is_free,
     server_command,
-    set_log_directory,
 )
+from lab.errors import LabError
 
 STUB = r"""
 import http.server, os, signal, subprocess, sys, time
@@ -204,13 +204,27 @@ def test_port_is_free_sees_a_listener() -> None:
 
 
 def test_servers_log_into_the_directory_a_sweep_sets(tmp_path: Path) -> None:
-    previous = set_log_directory(tmp_path)
-    try:
-        server = ManagedServer(EngineConfig(backend="vllm"))
-        assert server.log_path.parent == tmp_path and server.log_path.suffix == ".log"
-    finally:
-        set_log_directory(previous)
+    server = ManagedServer(EngineConfig(backend="vllm"), log_dir=tmp_path)
+    assert server.log_path.parent == tmp_path and server.log_path.suffix == ".log"
     assert ManagedServer(EngineConfig(backend="vllm")).log_path.parent != tmp_path
+
+
+def test_a_sweep_passes_its_run_directory_as_the_server_log_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lab.determinism.sweep
+    from lab.determinism.config import parse_sweep_config
+
+    calls: list[tuple[Any, ...]] = []
+
+    def no_engine(*args: Any) -> Any:
+        calls.append(args)
+        raise RuntimeError("no engine here")
+
+    monkeypatch.setattr(lab.determinism.sweep, "load_backend", no_engine)
+    config = parse_sweep_config({"name": "t", "prompts": ["hi"], "axes": {"backend": ["hf"]}})
+    lab.determinism.sweep.run_sweep(config, tmp_path / "run", progress=False)
+    assert calls and calls[0][2] == tmp_path / "run"
 
 
 def test_batch_invariant_server_on_the_cpu_is_refused_before_starting(tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from lab.determinism.compare import compare
+from lab.determinism.cells import cell_of
 from lab.determinism.config import load_sweep_config, parse_sweep_config
+from lab.determinism.divergence import compare
 from lab.determinism.grid import expand, group_by_engine, reference_cell
-from lab.determinism.metrics import cell_of, compute_metrics, parse_answer, tar
+from lab.determinism.metrics import compute_metrics, parse_answer, tar
 from lab.errors import LabError
 from tests.unit.test_base import make_generation
 
@@ -153,7 +154,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_html_report_escapes_model_text() -> None:
     from lab.determinism.metrics import SweepMetrics
-    from lab.report.sweep_report import render_html, render_markdown
+    from lab.determinism.report import render_html, render_markdown
 
     cfg = config()
     evil = "<script>alert(1)</script>"

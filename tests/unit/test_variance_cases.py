@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.data import bundled_cases_path, load_cases
+from lab.cases.loaders import bundled_cases_path, load_cases
 from lab.errors import LabError
 
 GOOD = {"id": "c1", "prompt": "What is 2+3?", "checks": [{"numeric": 5}], "tags": ["math"]}

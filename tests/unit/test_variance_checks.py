@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.variance.checks import CheckResult, extract_numbers
-from lab.variance.specs import CheckSpecError, parse_check
+from lab.cases.checks import CheckResult, extract_numbers
+from lab.cases.specs import CheckSpecError, parse_check
 
 
 def run(spec: dict, output: str) -> CheckResult:  # type: ignore[type-arg]

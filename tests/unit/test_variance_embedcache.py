@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import lab.variance.embedcache as embedcache
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.analyze import analyze
-from lab.variance.config import SampleConfig
+from lab.variance.config import SampleConfig, read_settings
 from lab.variance.report import build_report
-from lab.variance.runner import LOG, read_settings
 from tests.unit.comparison_runs import draw, make_run
 from tests.unit.test_variance_report import StubEmbedder
 

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import GateConfig, SampleConfig, load_config, parse_gate
 from lab.variance.gate import evaluate_gate
 from lab.variance.report import build_report, rebuild_report
-from lab.variance.runner import LOG, engine_config, open_run
+from lab.variance.runner import engine_config, open_run
 
 K = 4
 CASES = [

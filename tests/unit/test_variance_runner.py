@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
-from lab.data import load_cases
+from lab.cases.loaders import load_cases
+from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
-from lab.variance.runner import LOG, open_run, sample_cases
+from lab.variance.runner import open_run, sample_cases
 
 
 class FakeBackend(Backend):

@@ -39,7 +39,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lab.backends.base import EngineConfig, SamplingConfig
+from lab.backends.hf import HFBackend
+from lab.backends.prompts import chat
 from lab.kernels.mode import set_batch_invariant_mode
+from lab.models import DEFAULT_MODEL
 
 PROMPTS = [
     "Tell me about Richard Feynman.",
@@ -166,17 +170,13 @@ def bench_generation(
     prompts: int = 8,
     max_tokens: int = 32,
     repeats: int = 3,
-    model: str = "smollm2-135m-instruct",
+    model: str = DEFAULT_MODEL,
     cache_dir: str | None = None,
     device: str = "cpu",
     dtype: str = "fp32",
 ) -> list[Timing]:
     """Greedy generation through the hf backend on `device` in `dtype`: a batch, and one
     prompt alone, with the mode off and on."""
-    from lab.backends.base import EngineConfig, SamplingConfig
-    from lab.backends.hf import HFBackend
-    from lab.prompts import chat
-
     engines = {
         on: HFBackend(
             EngineConfig(backend="hf", model=model, device=device, dtype=dtype, batch_invariant=on),

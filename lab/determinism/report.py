@@ -3,7 +3,7 @@
 Contents: the summary, the attribution table (which axis changes the output), a heatmap of
 unique-completion counts over two chosen axes, the histogram of first-divergence positions,
 each divergent prompt token by token (coloured by the reference's top-1/top-2 gap, with the
-divergence point; lab/report/tokens.py), the divergent continuations side by side, per-cell
+divergence point; lab/determinism/tokens.py), the divergent continuations side by side, per-cell
 rows and the failed cells. All model text in the HTML is escaped.
 
     lab report runs/feynman [--x batch_size --y dtype]
@@ -17,12 +17,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lab.determinism.cells import base_id
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import varying_axes
-from lab.determinism.metrics import SweepMetrics, base_id
+from lab.determinism.metrics import SweepMetrics
+from lab.determinism.tokens import TOKEN_CSS, TokenView, render_token_views, token_views
+from lab.report.page import page
 from lab.report.svg import heatmap, histogram
-from lab.report.text import inline, md_cell, md_code, scrub
-from lab.report.tokens import TOKEN_CSS, TokenView, render_token_views, token_views
+from lab.safetext import inline, md_cell, md_code, scrub
 
 
 def _fmt(v: Any) -> str:
@@ -290,15 +292,6 @@ def render_html(
 ) -> str:
     ys, xs, values = grid
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{escape(config.name)}: determinism sweep</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-        "overflow-wrap:anywhere}"  # a 100 kB word in model output wraps instead of widening
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:left;vertical-align:top}pre{white-space:pre-wrap;margin:0}"
-        ".side{display:grid;grid-template-columns:1fr 1fr;gap:8px}"
-        + (TOKEN_CSS if token_views else "")
-        + "</style></head><body>",
         f"<h1>Determinism sweep: {escape(config.name)}</h1>",
         f"<p>Mode <code>{escape(config.mode)}</code>, model <code>{escape(config.model)}</code>, "
         f"sampling <code>{escape(json.dumps(config.sampling))}</code>.</p>",
@@ -392,8 +385,8 @@ def render_html(
                 [[json.dumps(f["cell"]), f["repeat"], f["error"]] for f in metrics.failed_cells],
             ),
         ]
-    parts.append("</body></html>")
-    return scrub("".join(parts))
+    css = TOKEN_CSS if token_views else ""
+    return scrub(page(f"{config.name}: determinism sweep", parts, css=css, sep=""))
 
 
 def write_sweep_report(

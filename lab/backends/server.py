@@ -50,16 +50,6 @@ LOG_TAIL_LINES = 30
 
 _live: set[ManagedServer] = set()
 _live_lock = threading.Lock()
-#: where servers started without an explicit log path write their log (None: a temp dir)
-_log_directory: Path | None = None
-
-
-def set_log_directory(directory: str | os.PathLike[str] | None) -> Path | None:
-    """Servers started later without a log path log into `directory` (e.g. a sweep's run
-    directory; None: a temp dir). Returns the previous setting, to restore."""
-    global _log_directory
-    previous, _log_directory = _log_directory, None if directory is None else Path(directory)
-    return previous
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -252,14 +242,17 @@ class ManagedServer:
         cache_dir: str | None = None,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
         grace_s: float = DEFAULT_GRACE_S,
+        log_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`log_path`: the server's log file; else a new file in `log_dir` (e.g. a sweep's run
+        directory); else a temporary directory."""
         self.config = config
         self.cache_dir = cache_dir
         self.requested_port = port
         self.startup_timeout_s = startup_timeout_s
         self.grace_s = grace_s
-        if log_path is None and _log_directory is not None:
-            log_path = _log_directory / f"server-{time.strftime('%Y%m%d-%H%M%S')}-{id(self)}.log"
+        if log_path is None and log_dir is not None:
+            log_path = Path(log_dir) / f"server-{time.strftime('%Y%m%d-%H%M%S')}-{id(self)}.log"
         elif log_path is None:
             log_path = Path(tempfile.mkdtemp(prefix="lab-serve-")) / "server.log"
         self.log_path = Path(log_path)

@@ -13,9 +13,9 @@ json, python (see each class). A check that cannot parse the output (no number, 
 JSON) fails, and its `reason` says why. The `answer` a check extracts (the number, the label,
 the canonical JSON) is what the majority vote (maj@k) counts.
 
-Specs become Check objects in lab/variance/specs.py:
+Specs become Check objects in lab/cases/specs.py:
 
-    from lab.variance.specs import parse_check
+    from lab.cases.specs import parse_check
     parse_check({"numeric": 12}).run("7 + 5 = 12")   # CheckResult(passed=True, ...)
 """
 
@@ -44,7 +44,7 @@ class CheckResult:
     answer: str | None = None
 
 
-def normalize_text(text: str) -> str:
+def normalize_answer(text: str) -> str:
     """SQuAD normalization: lowercase, drop punctuation and articles, collapse whitespace."""
     text = text.lower().translate(_PUNCT)
     text = _ARTICLES.sub(" ", text)
@@ -92,8 +92,8 @@ class Normalized(Check):
     values: list[str] = field(default_factory=list)
 
     def run(self, output: str, case: Any = None) -> CheckResult:
-        got = normalize_text(output)
-        ok = got in {normalize_text(v) for v in self.values}
+        got = normalize_answer(output)
+        ok = got in {normalize_answer(v) for v in self.values}
         return CheckResult(ok, "normalized match" if ok else f"got {_short(got)!r}", got)
 
 
@@ -189,14 +189,14 @@ class OneOf(Check):
     answer: str | None = None
 
     def extract(self, output: str) -> tuple[str | None, str]:
-        norm = normalize_text(output)
+        norm = normalize_answer(output)
         for label in self.labels:
-            if norm == normalize_text(label):
+            if norm == normalize_answer(label):
                 return label, "the output is the label"
         # Longest labels first, their matches masked, so "not spam" does not also count "spam".
         found = []
-        for label in sorted(self.labels, key=lambda lab: -len(normalize_text(lab))):
-            pattern = rf"\b{re.escape(normalize_text(label))}\b"
+        for label in sorted(self.labels, key=lambda lab: -len(normalize_answer(lab))):
+            pattern = rf"\b{re.escape(normalize_answer(label))}\b"
             if re.search(pattern, norm):
                 found.append(label)
                 norm = re.sub(pattern, " ", norm)

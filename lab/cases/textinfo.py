@@ -1,7 +1,7 @@
 """What a case's input looks like: its text, language, script, token count and structured fields.
 
 Shared by the distribution-shift checklist (lab/longtail/shift.py) and the cohort buckets
-(lab/longtail/cohorts.py), so both describe an input the same way.
+(lab/cases/cohorts.py), so both describe an input the same way.
 
     case_text(case)            the user-visible input: prompt, or the messages' contents joined
     languages(texts)           [(ISO 639-1 code, probability)] from langid.py (norm_probs);
@@ -27,7 +27,8 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any
 
-from lab.data import Case
+from lab.cases.model import Case
+from lab.models import DEFAULT_MODEL
 
 #: below this normalized langid probability the language is reported as "und"
 MIN_LANGUAGE_PROB = 0.5
@@ -93,7 +94,7 @@ class TokenCounter:
     preparing or downloading), or "whitespace". `kind` names what was used.
     """
 
-    def __init__(self, model: str = "smollm2-135m-instruct") -> None:
+    def __init__(self, model: str = DEFAULT_MODEL) -> None:
         self.tokenizer: Any = None
         self.kind = "whitespace"
         if model != "whitespace":

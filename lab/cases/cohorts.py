@@ -1,4 +1,4 @@
-"""Cohort tails: per-cohort success distributions for the n-of-k report, worst tail first.
+"""Cohort buckets: which cases form each cohort of the n-of-k report (tags and buckets).
 
 Every tag is a cohort. A `cohorts:` section in the `lab sample` YAML config adds buckets, each
 case falling in exactly one bucket per dimension, so a rollout can watch them from day one:
@@ -16,12 +16,11 @@ case falling in exactly one bucket per dimension, so a rollout can watch them fr
 Cohort definitions are analysis settings: they do not change a run's identity, so a finished
 run can be re-reported with new buckets (`lab sample-report RUN_DIR --cohorts cohorts.yaml`).
 
-Per cohort: number of cases, mean, p5, p10, p50, p90 of per-case success
-(lab.variance.stats.tail_summary) and its kind; cohorts come ordered worst tail first
-(p5, then p10, then mean, ascending).
+The report's statistics per cohort (number of cases, mean, p5, p10, p50, p90 of per-case
+success, worst tail first) are lab.variance.analyze.cohort_tails over these groups.
 
-    from lab.longtail.cohorts import parse_cohorts, cohort_tails
-    tails, info = cohort_tails(cases, rates, parse_cohorts(config.cohorts), config.model)
+    from lab.cases.cohorts import cohort_groups, parse_cohorts
+    groups, info = cohort_groups(cases, parse_cohorts(config.cohorts), config.model)
 """
 
 from __future__ import annotations
@@ -31,12 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lab.data import Case
+from lab.cases import textinfo
+from lab.cases.model import Case
 from lab.errors import LabError
-from lab.longtail import textinfo
-from lab.variance import stats
+from lab.yamlio import load_yaml_file
 
 KEYS = ("locale", "length_bands", "schema_shape", "intent", "tokenizer")
 
@@ -139,8 +136,6 @@ def parse_cohorts(value: Any) -> CohortSpec:
 
 def load_cohorts_file(path: str | Path) -> dict[str, Any]:
     """A YAML file holding a `cohorts:` mapping (or the mapping itself), validated."""
-    from lab.data import load_yaml_file
-
     data = load_yaml_file(path)
     if isinstance(data, dict) and "cohorts" in data:
         data = data["cohorts"]
@@ -200,20 +195,11 @@ def bucket_cases(
     return buckets, info
 
 
-def tail_order(summary: dict[str, Any]) -> tuple[float, float, float]:
-    """Worst tail first: p5, then p10, then the mean (missing values last)."""
-
-    def v(key: str) -> float:
-        x = summary.get(key)
-        return float(x) if isinstance(x, int | float) and not math.isnan(x) else math.inf
-
-    return (v("p5"), v("p10"), v("mean"))
-
-
-def cohort_tails(
-    cases: list[Case], rates: np.ndarray, spec: CohortSpec | dict[str, Any] | None, model: str
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Tail summary per tag and per configured bucket, worst tail first; and bucket info."""
+def cohort_groups(
+    cases: list[Case], spec: CohortSpec | dict[str, Any] | None, model: str
+) -> tuple[dict[str, tuple[str, list[int]]], dict[str, Any]]:
+    """{cohort name: (kind, case indices)}: every tag (kind "tag"), then each configured
+    bucket; and how the buckets were made."""
     spec = parse_cohorts(spec) if not isinstance(spec, CohortSpec) else spec
     groups: dict[str, tuple[str, list[int]]] = {}
     for tag in sorted({t for c in cases for t in c.tags}):
@@ -222,9 +208,4 @@ def cohort_tails(
     if spec.active:
         buckets, info = bucket_cases(cases, spec, model)
         groups |= buckets
-    tails = {
-        name: stats.tail_summary(rates[np.array(members)]) | {"kind": kind}
-        for name, (kind, members) in groups.items()
-    }
-    ordered = sorted(tails.items(), key=lambda kv: (*tail_order(kv[1]), kv[0]))
-    return dict(ordered), info
+    return groups, info

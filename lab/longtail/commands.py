@@ -1,11 +1,16 @@
-"""The worst-case input library's commands: `lab perturb` and `lab library add|run|show`.
+"""The long-tail commands: the worst-case input library (`lab perturb`, `lab library
+add|run|show`), the distribution-shift checklist (`lab shift`) and retry policies (`lab retry`).
 
     lab perturb bundled:basic --out perturbed.jsonl --seed 0 --kinds typos,mojibake
     lab library add runs/basic --library evals/library.yaml --threshold 0.5
     lab library run --library evals/library.yaml --k 8 --backend hf
     lab library show --library evals/library.yaml
+    lab shift DEMO PROD [--out DIR] [--embedder NAME] [--tokenizer MODEL|whitespace]
+              [--seed S] [--permutations 1000]
+    lab retry RUN_DIR [--max-attempts 3] [--fallback RUN_DIR2] [--out FILE.md]
 
-Parsing and printing only: the work is in lab.longtail.perturb and lab.longtail.library.
+Parsing and printing only: the work is in lab.longtail (perturb, library, shift, retry).
+Listed in lab/cli.py (COMMANDS).
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from typing import Any
 
 import click
 
+from lab.backends import registry
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
+from lab.models import DEFAULT_MODEL
+from lab.variance.diversity import DEFAULT_EMBEDDER
 
 
 def _echo_err(message: str) -> None:
@@ -28,7 +36,7 @@ def _same_file(cases: str, out: str) -> bool:
     """Whether --out would overwrite the case file being read (bundled sets included)."""
     from pathlib import Path
 
-    from lab.data import bundled_cases_path
+    from lab.cases.loaders import bundled_cases_path
 
     source = bundled_cases_path(cases.split(":", 1)[1]) if cases.startswith("bundled:") else None
     source = source or Path(cases.partition("#")[0])
@@ -72,7 +80,7 @@ def perturb_cmd(
     drop_flagged: bool,
 ) -> None:
     """Write perturbed variants of each case, linked to their source (deterministic by seed)."""
-    from lab.data import load_cases
+    from lab.cases.loaders import load_cases
     from lab.longtail.library import write_case_file
     from lab.longtail.perturb import (
         MAY_CHANGE_TAG,
@@ -151,8 +159,10 @@ def library_add_cmd(
 @library_group.command("run")
 @click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
 @click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None, help="Default vllm.")
-@click.option("--model", default=None, help="Default smollm2-135m-instruct.")
+@click.option(
+    "--backend", type=click.Choice(registry.choices()), default=None, help="Default vllm."
+)
+@click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}.")
 @click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
@@ -206,6 +216,74 @@ def library_show_cmd(library_path: str, as_json: bool) -> None:
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(perturb_cmd)
-    cli.add_command(library_group)
+@click.command("shift")
+@click.argument("demo")
+@click.argument("prod")
+@click.option("--out", default="shift-report", show_default=True, help="Output directory.")
+@click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True)
+@click.option(
+    "--tokenizer",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model whose tokenizer counts input tokens, or 'whitespace'.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Permutation seed."
+)
+@click.option("--permutations", type=int, default=1000, show_default=True)
+def shift_cmd(
+    demo: str, prod: str, out: str, embedder: str, tokenizer: str, seed: int, permutations: int
+) -> None:
+    """How a curated DEMO case set differs from a PROD sample: gaps, tests, severities."""
+    from lab.cli_options import check_out_dir
+    from lab.longtail.shift import run_shift
+
+    check_out_dir(out)
+    given = click.get_current_context().get_parameter_source("tokenizer")
+    if tokenizer != "whitespace" and given is click.core.ParameterSource.COMMANDLINE:
+        # TokenCounter quietly counts words when a tokenizer cannot load (right for the
+        # default); a name the user typed must exist, or the counts would silently change.
+        from lab.models import resolve
+
+        resolve(tokenizer, prepare=False)
+    report = run_shift(demo, prod, out, embedder, tokenizer, permutations, seed)
+    for g in report["gaps"]:
+        p = g["test"]["p_value"] if g["test"] else None
+        p_text = "" if p is None else f" (p={p:.3g})"
+        click.echo(f"{g['severity']:>6}  {g['name']}: {g['size']:.3f}{p_text}  {g['detail']}")
+    click.echo(f"wrote {out}/gaps.json, shift.md, shift.html")
+
+
+@click.command("retry")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--max-attempts",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Largest number of attempts in all (first try included) to estimate; <= k.",
+)
+@click.option(
+    "--fallback",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="A second run of the same cases (another temperature, model or prompt).",
+)
+@click.option(
+    "--out", default=None, help="Markdown file (JSON beside it); default RUN_DIR/retry.md."
+)
+def retry_cmd(run_dir: str, max_attempts: int, fallback: str | None, out: str | None) -> None:
+    """What retrying or falling back would deliver, from the run's own k samples per case."""
+    from pathlib import Path
+
+    from lab.errors import LabError
+    from lab.longtail.retry import run_retry
+
+    if out is not None and Path(out).is_dir():
+        raise LabError(f"--out {out}: is a directory; give a file name such as {out}/retry.md")
+    _, text, path = run_retry(run_dir, max_attempts, fallback, out)
+    click.echo(text)
+    click.echo(f"wrote {path} and {path.with_suffix('.json')}", err=True)
+
+
+COMMANDS: list[click.Command] = [perturb_cmd, library_group, shift_cmd, retry_cmd]

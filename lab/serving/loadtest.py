@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends.base import SamplingConfig
-from lab.backends.openai_compat import Call, CallResult, OpenAIClient, request_body
+from lab.backends.openai_client import Call, CallResult, OpenAIClient, request_body
 from lab.determinism.modes import filler_requests
 from lab.envinfo import environment_record
 from lab.errors import LabError
-from lab.report.text import terminal
+from lab.safetext import terminal
 from lab.store import RunStore
 
 REQUESTS = "requests"

@@ -2,11 +2,12 @@
 
     {"type": "contains", "value": "Paris"}   ==   {"contains": "Paris"}     (shorthand)
 
-`parse_check(spec)` raises CheckSpecError(field, message); lab.data turns that into a LabError
-naming the case file, line and field (e.g. `checks[1].pattern`). Python checks are imported
-here, at load time, so a typo in "module:function" fails before any engine starts.
+`parse_check(spec)` raises CheckSpecError(field, message); lab.cases.model and loaders turn
+that into a LabError naming the case file, line and field (e.g. `checks[1].pattern`). Python
+checks are imported here, at load time, so a typo in "module:function" fails before any engine
+starts.
 
-    from lab.variance.specs import parse_check
+    from lab.cases.specs import parse_check
     check = parse_check({"numeric": 12, "tolerance": 0.5})
 """
 
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from lab.variance.checks import (
+from lab.cases.checks import (
     Check,
     Contains,
     Exact,

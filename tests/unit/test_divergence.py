@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lab.backends.base import TopLogprob
-from lab.determinism.compare import compare, min_top_gap
+from lab.determinism.divergence import compare, min_top_gap
 from tests.unit.test_base import make_generation
 
 

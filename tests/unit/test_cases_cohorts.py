@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab.data import Case
-from lab.errors import LabError
-from lab.longtail.cohorts import (
+from lab.cases.cohorts import (
     band_label,
     bucket_cases,
-    cohort_tails,
     load_cohorts_file,
     parse_cohorts,
 )
+from lab.cases.model import Case
+from lab.errors import LabError
+from lab.variance.analyze import cohort_tails
 from lab.variance.config import SampleConfig, load_config
 from lab.variance.report import build_report, rebuild_report
 from tests.unit.test_cli import run_lab

@@ -1,7 +1,10 @@
 """Untrusted text (model outputs, prompts, case ids, tags, run names, error messages) made
-safe for the Markdown reports, and any report text made writable as UTF-8.
+safe for the Markdown and HTML reports and for a terminal, and any text made writable as UTF-8.
 
-    from lab.report.text import md_cell, md_code, scrub
+A foundation module (it imports nothing of the lab): reports, run directories and backends
+(a server's error body printed to a terminal) all escape through here.
+
+    from lab.safetext import md_cell, md_code, scrub
     f"| {md_cell(case_id)} | {md_cell(output, 60)} |"   # a table cell, list item or heading
     f"`{md_code(output)}`"                              # the inside of a code span
     store.write_text("report.html", scrub(page))        # lone surrogates -> U+FFFD

@@ -22,10 +22,10 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from lab.backends.base import Generation
-from lab.determinism.compare import compare
+from lab.determinism.divergence import compare
 from lab.determinism.fragility import step_gaps
 from lab.determinism.fragility_sources import sweep_reference
-from lab.report.text import inline
+from lab.safetext import inline
 
 if TYPE_CHECKING:
     from lab.determinism.config import SweepConfig

@@ -1,9 +1,9 @@
-"""Load finished runs for comparison and check that they can be compared.
+"""The runs a comparison reads, and whether they can be compared.
 
-A sample run (`lab sample`) is read from its directory: config.json (identity: engine,
-sampling, case fingerprint), cases.json (the case specs as run), metrics.json (per-case
-diversity) and samples.parquet (one row per sample: passed, text, seed). A sweep run
-(`lab sweep`) is recognised by its cells.jsonl.
+A sample run (`lab sample`) is read from its directory through lab.samplerun: config.json
+(identity: engine, sampling, case fingerprint), cases.json (the case specs as run),
+metrics.json (per-case diversity) and samples.parquet (one row per sample: passed, text,
+seed). A sweep run (`lab sweep`) is recognised by its cells.jsonl (samplerun.run_kind).
 
 Runs are comparable when they hold the same cases with the same specs (prompt, checks, tags):
 `align_cases` refuses anything else with one line naming the cases, or, with
@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from lab import samplerun
 from lab.errors import LabError
+from lab.samplerun import read_json, read_samples, run_kind
 
 # Identity fields a re-run of the same configuration may change (where the case file lives
 # does not matter: cases_fingerprint and cases.json carry what the cases are).
 RERUN_FIELDS = ("seed", "cases_source")
+#: the columns of samples.parquet a comparison reads
+SAMPLE_COLUMNS = ["case_id", "sample_index", "seed", "text", "passed", "reasons"]
 
 
 @dataclass
@@ -69,55 +73,18 @@ class SampleRun:
         return max((c.k for c in self.cases.values()), default=0)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise LabError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise LabError(f"{path}: not valid JSON ({exc})") from None
-
-
-def run_kind(path: str | Path) -> str:
-    """'sample' or 'sweep'; LabError for anything else."""
-    root = Path(path)
-    if not root.is_dir():
-        raise LabError(f"{root}: no such run directory")
-    if (root / "cells.jsonl").is_file():
-        return "sweep"
-    if (root / "cases.json").is_file() and (root / "config.json").is_file():
-        return "sample"
-    raise LabError(f"{root}: neither a sample run (cases.json) nor a sweep run (cells.jsonl)")
-
-
-def _samples(root: Path) -> list[dict[str, Any]]:
-    path = root / "samples.parquet"
-    if not path.is_file():
-        raise LabError(f"{path}: missing; run `lab sample-report {root}` to write it")
-    import pyarrow.parquet as pq
-
-    columns = ["case_id", "sample_index", "seed", "text", "passed", "reasons"]
-    try:
-        return pq.read_table(path, columns=columns).to_pylist()
-    except Exception as exc:  # noqa: BLE001 - any unreadable parquet is a user-facing problem
-        raise LabError(f"{path}: cannot read samples ({exc})") from None
-
-
 def load_sample_run(path: str | Path) -> SampleRun:
     """Everything a comparison needs from a finished sample run directory."""
     root = Path(path)
     if run_kind(root) != "sample":
         raise LabError(f"{root}: a sweep run cannot be compared with sample runs")
-    identity = _read_json(root / "config.json")
-    specs = _read_json(root / "cases.json")
-    metrics_path = root / "metrics.json"
-    if not metrics_path.is_file():
-        raise LabError(f"{metrics_path}: missing; the run is not finished (rerun lab sample)")
-    metrics = _read_json(metrics_path)
-    env_path = root / "environment.json"
-    environment = _read_json(env_path) if env_path.is_file() else {}
+    identity = read_json(root / samplerun.CONFIG, "the run's config")
+    specs = read_json(root / samplerun.CASES, "the run's cases")
+    metrics = read_json(root / samplerun.METRICS, "per-case results; rerun lab sample")
+    env_path = root / samplerun.ENVIRONMENT
+    environment = read_json(env_path, "the run's environment") if env_path.is_file() else {}
     by_case: dict[str, list[dict[str, Any]]] = {}
-    for row in _samples(root):
+    for row in read_samples(root, SAMPLE_COLUMNS):
         by_case.setdefault(row["case_id"], []).append(row)
     diversity = {
         c["id"]: {

@@ -1,0 +1,175 @@
+"""`lab bench ...`: the benchmarks of lab.bench, each printing ratios measured in one run.
+
+    lab bench sweep [--backend hf|vllm] [--max-tokens 16]
+    lab bench backends [--backends hf,vllm] [--max-tokens 64] [--dtype fp32]
+    lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e]
+    lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
+
+Parsing and printing only. Listed in lab/cli.py (COMMANDS).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from lab.backends import registry
+from lab.errors import LabError
+from lab.models import DEFAULT_MODEL
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks: ratios measured side by side in one run (never asserted in tests)."""
+
+
+@bench_group.command("sweep")
+@click.option(
+    "--backend", type=click.Choice(registry.choices("hf")), default="hf", show_default=True
+)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=16, show_default=True)
+@click.pass_obj
+def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
+    """Sweep machinery overhead over the engine's own generation time (12-cell grid)."""
+    from lab.bench.sweep import bench_sweep, format_bench
+
+    click.echo(format_bench(bench_sweep(backend, max_tokens, obj["cache_dir"])))
+
+
+@bench_group.command("backends")
+@click.option("--backends", default=",".join(registry.ENGINES), show_default=True)
+@click.option("--max-tokens", type=int, default=64, show_default=True)
+@click.option("--dtype", default="fp32", show_default=True)
+@click.pass_obj
+def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtype: str) -> None:
+    """Engine start and greedy tokens/s at batch 1 and 16, per backend."""
+    from lab.bench.backends import bench_backends, format_backends
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    click.echo(format_backends(bench_backends(names, max_tokens, dtype, obj["cache_dir"])))
+
+
+@bench_group.command("kernels")
+@click.option("--prompts", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end.")
+@click.option(
+    "--device", default="cpu", show_default=True, help="cpu, or cuda for the Triton kernels."
+)
+@click.option("--dtype", default="fp32", show_default=True, help="Operators' and model's dtype.")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model for the end-to-end timing (a bundled name or a checkpoint directory).",
+)
+@click.pass_obj
+def bench_kernels_cmd(
+    obj: dict[str, Any],
+    prompts: int,
+    max_tokens: int,
+    repeats: int,
+    e2e: bool,
+    device: str,
+    dtype: str,
+    model: str,
+) -> None:
+    """Cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
+    from lab.backends.base import canonical_dtype
+    from lab.bench.kernels import bench_generation, bench_ops, format_bench
+    from lab.devices import resolve_device, torch_dtype
+
+    resolved = resolve_device(device)  # LabError (exit 2) for cuda without a GPU
+    canonical = canonical_dtype(dtype)
+    timings = bench_ops(max(repeats, 3), resolved, torch_dtype(canonical))
+    if e2e:
+        timings += bench_generation(
+            prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical
+        )
+    click.echo(format_bench(timings))
+
+
+@bench_group.command("layercast")
+@click.option("--prompts", type=click.IntRange(min=1, max=50), default=24, show_default=True,
+              help="The first N bundled cases.")  # fmt: skip
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result to this JSON file.")  # fmt: skip
+@click.pass_obj
+def bench_layercast_cmd(
+    obj: dict[str, Any],
+    prompts: int,
+    max_tokens: int,
+    batch: int,
+    rounds: int,
+    model: str,
+    json_path: str | None,
+) -> None:
+    """fp32 / bf16 / layercast on the hf backend: memory, speed, batch movement (one run)."""
+    from lab.bench.layercast import bench_layercast, format_layercast
+    from lab.models import model_info
+
+    model_info(model, obj["cache_dir"])  # an unknown model: exit 2 before any child starts
+    result = bench_layercast(
+        prompts, max_tokens, batch, rounds, model, obj["cache_dir"],
+        emit=lambda m: click.echo(m, err=True),
+    )  # fmt: skip
+    click.echo(format_layercast(result))
+    if json_path:
+        from lab.store import write_atomic
+
+        write_atomic(json_path, json.dumps(result.to_dict(), indent=2))
+
+
+@bench_group.command("embeddings")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--embedder",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="A sentence-transformers model name or directory.",
+)
+@click.option("--cases", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+    help="Batch size of the batched pass and the loop.",
+)  # fmt: skip
+@click.option("--batch-sizes", default="16,32,64,128,256,512,1024", show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench_embeddings_cmd(
+    device: str,
+    embedder: str,
+    cases: int,
+    k: int,
+    batch_size: int,
+    batch_sizes: str,
+    rounds: int,
+    as_json: bool,
+) -> None:
+    """Diversity embeddings: one batched pass vs a per-case loop, and sentences/s by batch size."""
+    from lab.bench.embeddings import bench_embeddings, format_embedding_bench
+    from lab.devices import resolve_device
+
+    try:
+        sizes = tuple(int(s) for s in batch_sizes.split(",") if s.strip())
+    except ValueError:
+        raise LabError(f"--batch-sizes: expected integers like 32,128, got {batch_sizes!r}") from (
+            None
+        )
+    if not sizes or min(sizes) < 1:
+        raise LabError(f"--batch-sizes: expected positive integers, got {batch_sizes!r}")
+    result = bench_embeddings(embedder, resolve_device(device), cases, k, batch_size, sizes, rounds)
+    click.echo(
+        json.dumps(result.to_dict(), indent=2) if as_json else format_embedding_bench(result)
+    )
+
+
+COMMANDS: list[click.Command] = [bench_group]

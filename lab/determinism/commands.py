@@ -1,0 +1,101 @@
+"""The determinism commands: `lab sweep` (run or resume a temperature-zero sweep, then its
+report) and `lab report` (rewrite a sweep's metrics.json, report.md and report.html).
+
+    lab sweep experiments/feynman/config.yaml --out runs/feynman [--fresh] [--retry-failed]
+    lab report runs/feynman [--x batch_size --y dtype]
+
+Parsing and printing only: the work is in lab.determinism. Listed in lab/cli.py (COMMANDS).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from lab.cli_options import check_out_dir
+
+
+@click.command("sweep")
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--retry-failed", is_flag=True, help="On resume, run the cells that failed again too."
+)
+@click.pass_obj
+def sweep_cmd(
+    obj: dict[str, Any],
+    config_path: str,
+    out_dir: str | None,
+    fresh: bool,
+    no_progress: bool,
+    retry_failed: bool,
+) -> None:
+    """Run (or resume) a temperature-zero determinism sweep, then write its report."""
+    from lab.determinism.config import load_sweep_config
+    from lab.determinism.report import write_sweep_report
+    from lab.determinism.sweep import run_sweep
+
+    config = load_sweep_config(config_path)
+    out = out_dir or f"runs/{config.name}"
+    check_out_dir(out, fresh=fresh)
+    run_sweep(
+        config,
+        out,
+        fresh=fresh,
+        cache_dir=obj["cache_dir"],
+        progress=not no_progress,
+        retry_failed=retry_failed,
+    )
+    paths = write_sweep_report(out)
+    summary = json.loads(paths["metrics"].read_text())["summary"]
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}")
+    if summary.get("cells_failed"):
+        click.echo(
+            f"{summary['cells_failed']} cell(s) failed (errors in the report); "
+            "`--retry-failed` runs them again",
+            err=True,
+        )
+    click.echo(f"report: {paths['html']}")
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
+@click.option("--y", "y_axis", default=None, help="Heatmap row axis.")
+def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
+    """Write metrics.json, report.md and report.html for a sweep run directory."""
+    from lab.determinism.report import write_sweep_report
+
+    paths = write_sweep_report(run_dir, x_axis, y_axis)
+    click.echo(f"report: {paths['html']}")
+
+
+@click.command("fragility")
+@click.argument("source", metavar="RUN_DIR|RECORDS.jsonl", type=click.Path(exists=True))
+@click.option(
+    "--thresholds", default="0.01,0.05,0.1,0.5", show_default=True,
+    help="Top-1/top-2 logprob gaps (nats) to count steps under.",
+)  # fmt: skip
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Show the N most fragile.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full result to this JSON file.")  # fmt: skip
+def fragility_cmd(source: str, thresholds: str, top: int | None, json_path: str | None) -> None:
+    """Rank prompts by how close their greedy path came to a tie; on a sweep, how well that
+    predicts which prompts diverged (AUROC)."""
+    from lab.determinism.fragility import analyze, format_report, load_source, parse_thresholds
+
+    cuts = parse_thresholds(thresholds)
+    report = analyze(load_source(source), cuts)
+    click.echo(format_report(report, top))
+    if json_path:
+        from lab.store import write_atomic
+
+        write_atomic(json_path, json.dumps(report.to_dict(), indent=2))
+
+
+COMMANDS: list[click.Command] = [sweep_cmd, report_cmd, fragility_cmd]

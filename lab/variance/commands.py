@@ -1,0 +1,118 @@
+"""The n-of-k variance commands: `lab sample` (sample every case k times, resumably, and write
+the report) and `lab sample-report` (rebuild a run's report with other analysis settings).
+Both print summary.md and exit 1 when the run misses its gate.
+
+    lab sample [CONFIG.yaml] --cases bundled:basic --k 32 --backend vllm --gate min_p5=0.1
+    lab sample-report runs/basic --gate min_p5=0.2 [--cohorts cohorts.yaml]
+
+Parsing and printing only: the work is in lab.variance. Listed in lab/cli.py (COMMANDS).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lab.backends import registry
+from lab.cli_options import check_out_dir
+from lab.models import DEFAULT_MODEL
+
+
+@click.command("sample")
+@click.argument(
+    "config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(dir_okay=False)
+)
+@click.option(
+    "--cases", default=None, help="bundled:NAME, .jsonl/.yaml/.csv, or a saved dataset dir."
+)
+@click.option(
+    "--only-tags", default=None, help="Only cases with one of these tags (comma-separated)."
+)
+@click.option(
+    "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
+)
+@click.option("--k", type=int, default=None, help="Samples per case (default 32).")
+@click.option(
+    "--backend", type=click.Choice(registry.choices()), default=None, help="Default vllm."
+)
+@click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}.")
+@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf).")
+@click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
+@click.option(
+    "--tp", "tensor_parallel_size", type=int, default=None,
+    help="Tensor-parallel degree (vllm backend; default 1).",
+)  # fmt: skip
+@click.option("--temperature", type=float, default=None, help="Default 0.7.")
+@click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
+@click.option("--top-k", type=int, default=None, help="Default 0 (off).")
+@click.option("--max-tokens", type=int, default=None, help="Default 64.")
+@click.option(
+    "--seed", type=int, default=None, help="Base seed (default 0); case j sample i: seed+j*k+i."
+)
+@click.option(
+    "--independent-seeds/--shared-seeds",
+    default=None,
+    help="Default independent: no two samples share a seed. Shared: sample i of every case "
+    "uses seed + i.",
+)
+@click.option("--max-num-seqs", type=int, default=None)
+@click.option("--rows-per-call", type=int, default=None, help="Samples per engine call.")
+@click.option("--embedder", default=None, help="sentence-transformers model name or path.")
+@click.option("--cluster-threshold", type=float, default=None)
+@click.option("--price-in", type=float, default=None, help="Price per million input tokens.")
+@click.option("--price-out", type=float, default=None, help="Price per million output tokens.")
+@click.option(
+    "--gate",
+    multiple=True,
+    help="Threshold NAME=VALUE: min_mean, min_p5, "
+    "max_mean_over_p5, min_pass_hat_k (repeat or comma-separate).",
+)
+@click.option("--out", default=None, help="Run directory (resumed when it exists).")
+@click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
+@click.pass_obj
+def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
+    """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss)."""
+    from lab.backends import close_all
+    from lab.variance.config import load_config
+    from lab.variance.runner import run_sample
+
+    config = load_config(config_path, flags)
+    check_out_dir(config.out_dir(), fresh=fresh)
+    try:
+        outcome = run_sample(
+            config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
+        )
+    finally:
+        close_all()
+    _print_sample_result(outcome.path, outcome.metrics)
+
+
+@click.command("sample-report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--gate", multiple=True, help="Threshold NAME=VALUE (see lab sample).")
+@click.option("--cluster-threshold", type=float, default=None)
+@click.option("--price-in", type=float, default=None)
+@click.option("--price-out", type=float, default=None)
+@click.option("--cohorts", default=None, help="YAML with a cohorts: section (new buckets).")
+def sample_report_cmd(run_dir: str, **flags: Any) -> None:
+    """Rebuild a sample run's report from its directory, without sampling."""
+    from lab.variance.report import rebuild_report
+
+    _print_sample_result(
+        run_dir, rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True))
+    )
+
+
+def _print_sample_result(path: Any, metrics: dict[str, Any] | None) -> None:
+    if metrics is None:
+        return
+    click.echo((Path(path) / "summary.md").read_text())
+    if not metrics["gate"]["passed"]:
+        click.echo("gate failed: " + "; ".join(metrics["gate"]["reasons"]), err=True)
+        sys.exit(1)
+
+
+COMMANDS: list[click.Command] = [sample_cmd, sample_report_cmd]
