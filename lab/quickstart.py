@@ -143,8 +143,10 @@ def run_quickstart(
     cache_dir: str | None = None,
     progress: bool = True,
     emit: Callable[[str], None] = print,
+    engine: dict[str, Any] | None = None,
 ) -> QuickstartResult:
-    """Run (or resume) both steps into `out` and write `out/index.html`."""
+    """Run (or resume) both steps into `out` and write `out/index.html`. `engine`: settings of
+    step 3's engine (SampleConfig keys: tensor_parallel_size, prefix_caching, engine_args...)."""
     from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
     from lab.variance.config import SampleConfig
@@ -175,8 +177,9 @@ def run_quickstart(
 
     emit(f"== 3/3 n-of-k variance: {cases}, k={k}, temperature 0.7 ==")
     sample_config = SampleConfig(
-        cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir)
-    )
+        cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir),
+        **(engine or {}),
+    )  # fmt: skip
     outcome = run_sample(sample_config, fresh=fresh, emit=emit, cache_dir=cache_dir)
     assert outcome.metrics is not None  # complete: run_sample stops early only when asked
     headline = outcome.metrics["headline"]

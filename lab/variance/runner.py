@@ -50,15 +50,7 @@ class RunOutcome:
 
 
 def engine_config(config: SampleConfig) -> EngineConfig:
-    return EngineConfig(
-        backend=config.backend,
-        model=config.model,
-        dtype=config.dtype,
-        device=config.device,
-        tensor_parallel_size=config.tensor_parallel_size,
-        max_num_seqs=config.max_num_seqs,
-        prefix_caching=config.prefix_caching and config.backend == "vllm",
-    )
+    return config.engine_config()
 
 
 def sampling_config(config: SampleConfig, seed: int) -> SamplingConfig:
