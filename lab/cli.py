@@ -263,7 +263,7 @@ def quickstart_cmd(
     from lab.variance.config import SampleConfig
 
     # Its three steps run one after another: check what the last one needs before the first.
-    check_out_dir(out)
+    check_out_dir(out, fresh=fresh, kind="quickstart")
     load_cases(cases)
     settings = {k: v for k, v in engine_settings(engine).items() if v is not None}
     SampleConfig(cases=cases, backend=backend, **settings)  # step 3's settings, checked now

@@ -23,6 +23,7 @@ from lab.backends import registry
 from lab.backends.base import EngineConfig
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
+from lab.runkinds import check_run_dir
 
 
 def engine_options(
@@ -158,18 +159,15 @@ def engine_config(options: dict[str, Any], **fixed: Any) -> EngineConfig:
     return EngineConfig.from_values(options | fixed, engine_args=args)
 
 
-def check_out_dir(path: str | Path | None, option: str = "--out", fresh: bool = False) -> None:
-    """An output directory option must not name an existing file, and `--fresh` (which deletes
-    the directory) must not name a directory of other files (checked before any work)."""
+def check_out_dir(
+    path: str | Path | None, option: str = "--out", fresh: bool = False, kind: str | None = None
+) -> None:
+    """An output directory option must not name an existing file; a run's (`kind`: sample,
+    sweep, load, quickstart) must hold nothing, that kind of run, or (without --fresh) files
+    it would not overwrite: lab.runkinds.check_run_dir (checked before any work)."""
     if path is None or not Path(path).exists():
         return
-    root = Path(path)
-    if not root.is_dir():
+    if kind is not None:
+        check_run_dir(path, kind, fresh, option)
+    elif not Path(path).is_dir():
         raise LabError(f"{option} {path}: is a file, not a directory; choose a directory")
-    # server.log: what `lab load --serve` leaves when the server failed before the run began
-    others = [p for p in root.iterdir() if p.name != "server.log"]
-    if fresh and not (root / "config.json").is_file() and others:
-        raise LabError(
-            f"{option} {path}: holds files but no lab run (no config.json); --fresh would "
-            "delete them, so choose another directory"
-        )

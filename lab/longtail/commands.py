@@ -179,7 +179,7 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
     from lab.cli_options import check_out_dir
     from lab.longtail.library import run_library
 
-    check_out_dir(flags.get("out"), fresh=fresh)
+    check_out_dir(flags.get("out"), fresh=fresh, kind="sample")
     try:
         run = run_library(
             library_path,

@@ -68,7 +68,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
     from lab.variance.runner import run_sample
 
     config = load_config(config_path, engine_settings(flags))
-    check_out_dir(config.out_dir(), fresh=fresh)
+    check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
     try:
         outcome = run_sample(
             config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]

@@ -33,6 +33,7 @@ from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
 from lab.errors import LabError
+from lab.models import check_model
 from lab.samplerun import LOG
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance import report
@@ -197,6 +198,8 @@ def run_sample(
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)
+    if backend is None:
+        check_model(config.model, cache_dir)  # like every other input, before the directory
     store = open_run(config, cases, backend_config, fresh)
     chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
     emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")
