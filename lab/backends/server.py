@@ -38,7 +38,7 @@ from typing import IO, Any
 
 from lab import models, settings
 from lab.backends.base import EngineConfig
-from lab.backends.vllm import cpu_scheduler_args
+from lab.backends.vllm import cpu_block_size, cpu_scheduler_args
 from lab.devices import check_tensor_parallel, cpu_tensor_parallel_env, resolve_device
 from lab.errors import LabError
 
@@ -165,6 +165,9 @@ def server_command(
             "--max-num-batched-tokens",
             str(scheduler["max_num_batched_tokens"]),
         ]
+        # The offline engine's KV block size: a case's samples share their prompt's prefill.
+        for value in cpu_block_size(config.engine_args).values():
+            cmd += ["--block-size", str(value)]
     if config.attention_backend:
         cmd += ["--attention-backend", config.attention_backend]
     check_address_untouched(config.engine_args)

@@ -161,8 +161,9 @@ class SampleConfig:
     #: samples per engine call (one progress line and one resume point per call);
     #: None: 8 x max_num_seqs for vLLM, max_num_seqs for hf
     rows_per_call: int | None = None
-    #: vLLM prefix caching (each prompt prefilled once for its k samples; hf: none, recorded
-    #: as off)
+    #: vLLM prefix caching (a case's k samples share its prompt's prefill: on the CPU the vllm
+    #: backend picks 32-token KV blocks for it unless engine_args sets block_size; hf: none,
+    #: recorded as off)
     prefix_caching: bool = True
     #: batch-invariant mode (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1)
     batch_invariant: bool = False
@@ -172,7 +173,8 @@ class SampleConfig:
     attention_backend: str | None = None
     #: context length cap (None: the model's own)
     max_model_len: int | None = None
-    #: any other vLLM engine argument, passed through as is (`--engine-arg KEY=VALUE`)
+    #: any other vLLM engine argument, passed through as is (`--engine-arg KEY=VALUE`,
+    #: e.g. block_size=128 for vLLM's own CPU KV block size)
     engine_args: dict[str, Any] = field(default_factory=dict)
     #: run directory (None: runs/sample-<cases>-<backend>-k<k>)
     out: str | None = None
