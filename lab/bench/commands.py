@@ -11,6 +11,7 @@ Parsing and printing only. Listed in lab/cli.py (COMMANDS).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -138,20 +139,25 @@ def bench_layercast_cmd(
 @click.option("--cases", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-    help="Batch size of the batched pass and the loop.",
+    "--batch-size", type=click.IntRange(min=1), default=None,
+    help="Batch size of the batched pass and the loop (default: the lab's for the device).",
 )  # fmt: skip
 @click.option("--batch-sizes", default="16,32,64,128,256,512,1024", show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--run", "run_dir", type=click.Path(file_okay=False, exists=True), default=None,
+    help="Embed this sample run's outputs instead of synthetic ones.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bench_embeddings_cmd(
     device: str,
     embedder: str,
     cases: int,
     k: int,
-    batch_size: int,
+    batch_size: int | None,
     batch_sizes: str,
     rounds: int,
+    run_dir: str | None,
     as_json: bool,
 ) -> None:
     """Diversity embeddings: one batched pass vs a per-case loop, and sentences/s by batch size."""
@@ -166,7 +172,16 @@ def bench_embeddings_cmd(
         )
     if not sizes or min(sizes) < 1:
         raise LabError(f"--batch-sizes: expected positive integers, got {batch_sizes!r}")
-    result = bench_embeddings(embedder, resolve_device(device), cases, k, batch_size, sizes, rounds)
+    texts = None
+    if run_dir is not None:
+        from lab.samplerun import read_entries
+
+        texts = [[g["text"] for g in e["generations"]] for e in read_entries(Path(run_dir))]
+        if not texts:
+            raise LabError(f"--run {run_dir}: no finished cases in this sample run")
+    result = bench_embeddings(
+        embedder, resolve_device(device), cases, k, batch_size, sizes, rounds, texts
+    )
     click.echo(
         json.dumps(result.to_dict(), indent=2) if as_json else format_embedding_bench(result)
     )

