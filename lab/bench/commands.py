@@ -2,6 +2,7 @@
 
     lab bench sweep [--backend hf|vllm] [--max-tokens 16]
     lab bench backends [--backends hf,vllm] [--max-tokens 64] [--dtype fp32]
+    lab bench roof [--backends vllm,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
     lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e]
     lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
 
@@ -50,6 +51,37 @@ def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtyp
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     click.echo(format_backends(bench_backends(names, max_tokens, dtype, obj["cache_dir"])))
+
+
+@bench_group.command("roof")
+@click.option("--backends", default="vllm,hf", show_default=True)
+@click.option("--cases", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--max-num-seqs", type=click.IntRange(min=1), default=None,
+    help="Rows decoded together (default: all cases x k at once).",
+)  # fmt: skip
+@click.option("--profile", is_flag=True, help="Also say where each backend's time goes.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def bench_roof_cmd(obj: dict[str, Any], backends: str, as_json: bool, **options: Any) -> None:
+    """k-sampling tokens/s per backend as a fraction of this machine's roof (matmul peak /
+    the model's FLOPs per generated token)."""
+    from lab.backends import close_all
+    from lab.bench.roof import bench_roof, format_roof
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = sorted(set(names) - {"hf", "vllm"})
+    if not names or unknown:
+        raise LabError(f"--backends: give hf and/or vllm, got {backends!r}")
+    try:
+        result = bench_roof(names, cache_dir=obj["cache_dir"], **options)
+    finally:
+        close_all()
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_roof(result))
 
 
 @bench_group.command("kernels")
