@@ -25,9 +25,16 @@ What breaks invariance on this CPU (MKL sgemm, AVX-512), measured with `lab prob
   both "pad" and oneDNN move rows 7-32, while "tiles" holds. So the strategy is not assumed,
   it is checked: the first GEMM of each (dtype, K, N, weight layout) inside the mode runs a
   self-check (strategy_for: row i of an M-row product equal for M = 1..16 and 24, 33, 40, and
-  for rows moved to the front), and the first strategy in the order onednn (fp32 only), pad,
-  tiles that passes is used for that shape from then on. The order is fixed, never timed, so
-  the same machine always makes the same choice. CPU_MATMUL_STRATEGY forces one.
+  for rows moved to the front), and the first strategy in the preference order that passes is
+  used for that shape from then on. The order is never timed: it is PREFERENCE's entry for the
+  instruction set torch's CPU kernels use (torch.backends.cpu.get_cpu_capability(), a fixed
+  property of the machine and its environment), so the same machine always makes the same
+  choice. On AVX-512, oneDNN's packed GEMM beats MKL's at the model's shapes (0.47-0.66x on
+  the AVX-512 EPYC): onednn2, onednn, tiles, pad. On AVX2 only, oneDNN's linears cost
+  1.02-1.22x MKL's while "pad" is MKL's own GEMM (the same call as stock at M = 8): pad,
+  onednn2, onednn, tiles. "onednn2" pads M to a multiple of 2 instead of 4: a lone row does
+  the work of 2, not 4, and every row was measured bit-identical to "onednn"'s (M = 1..1099 at
+  SmolLM2's shapes, AVX-512 and AVX2, 1 and 2 threads). CPU_MATMUL_STRATEGY forces one.
 - A reduction with a single output and >= 32768 inputs is split across threads (two-pass), so
   `x[:1].mean(-1)` on a [1, 49152] row differs from the same row inside a batch. mean_dim
   always reduces a [R >= 2, N] contiguous view, one row per output, in a fixed vectorised
@@ -57,8 +64,10 @@ from lab.kernels.attention import aten_sdpa, per_sequence_attention
 
 #: the BLAS sees M only as a multiple of this (see module docstring)
 ROW_TILE = 8
-#: oneDNN's packed linear sees M only as a multiple of this
+#: oneDNN's packed linear sees M only as a multiple of this ("onednn"; "onednn2": of 2)
 ONEDNN_ROW_TILE = 4
+#: strategy -> the row multiple oneDNN's linear sees
+ONEDNN_TILES = {"onednn2": 2, "onednn": ONEDNN_ROW_TILE}
 
 
 def _onednn_linear_available() -> bool:
@@ -70,12 +79,18 @@ def _onednn_linear_available() -> bool:
         return False
 
 
-#: fp32 matmul: "onednn" (oneDNN's packed linear on M padded to a multiple of ONEDNN_ROW_TILE,
-#: where the build has it), "pad" (one MKL GEMM on M padded to a multiple of ROW_TILE) or
-#: "tiles" (bmm over [ROW_TILE, K])
+#: force one matmul strategy: "onednn2" / "onednn" (oneDNN's packed linear on M padded to a
+#: multiple of 2 / ONEDNN_ROW_TILE, fp32, where the build has it), "pad" (one MKL GEMM on M
+#: padded to a multiple of ROW_TILE) or "tiles" (bmm over [ROW_TILE, K]); None: self-checked
 CPU_MATMUL_STRATEGY: str | None = None
-#: every strategy, in the order the self-check tries them (fastest first where they hold)
-STRATEGIES = ("onednn", "pad", "tiles")
+#: every strategy
+STRATEGIES = ("onednn2", "onednn", "pad", "tiles")
+#: the order the self-check tries them in, by instruction set (fastest first where they hold;
+#: see the module docstring); any other instruction set takes AVX2's order
+PREFERENCE = {
+    "avx512": ("onednn2", "onednn", "tiles", "pad"),
+    "avx2": ("pad", "onednn2", "onednn", "tiles"),
+}
 #: rows the self-check compares: each M below, and windows moved to the front
 SELF_CHECK_ROWS = (*range(1, 17), 24, 33, 40)
 #: (dtype, K, N, weight transposed) -> the strategy the self-check chose
@@ -130,13 +145,19 @@ def _packed_weight(b: torch.Tensor) -> torch.Tensor:
 
 
 def _onednn_addmm(
-    bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor, beta: Any, alpha: Any
+    bias: torch.Tensor | None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    beta: Any,
+    alpha: Any,
+    row_tile: int | None = None,
 ) -> torch.Tensor:
     """a [M, K] @ b [K, N] (+ bias) through oneDNN's packed linear on M padded to a multiple of
-    ONEDNN_ROW_TILE: measured row-invariant for every such M on this build (lab probe checks),
-    and faster than MKL's GEMM from 4 rows up (about 2x on SmolLM2's layers)."""
+    row_tile (default ONEDNN_ROW_TILE): measured row-invariant for every such M on this build
+    (lab probe checks), and faster than MKL's GEMM from 4 rows up on AVX-512 (about 2x on
+    SmolLM2's layers)."""
     m = a.shape[0]
-    rows = _round_up(m, ONEDNN_ROW_TILE)
+    rows = _round_up(m, row_tile or ONEDNN_ROW_TILE)
     a_pad = _pad_rows(a.contiguous(), rows, 0)
     fusable = bias is not None and bias.dim() == 1 and beta == 1 and alpha == 1
     fused_bias = bias if fusable else None
@@ -172,10 +193,20 @@ def addmm(
     return _addmm_with(strategy, bias, a, b, beta, alpha)
 
 
-def candidates(dtype: torch.dtype) -> list[str]:
-    """The strategies that can run `dtype` here, in the order the self-check tries them."""
-    usable = ["onednn"] if dtype == torch.float32 and _onednn_linear_available() else []
-    return [*usable, "pad", "tiles"]
+def cpu_isa() -> str:
+    """The PREFERENCE entry ("avx512" or "avx2") for the instruction set torch's CPU kernels
+    use (ATEN_CPU_CAPABILITY=avx2 set before torch starts makes an AVX-512 machine an AVX2
+    one)."""
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    return "avx512" if capability.startswith("AVX512") else "avx2"
+
+
+def candidates(dtype: torch.dtype, isa: str | None = None) -> list[str]:
+    """The strategies that can run `dtype` here, in the order the self-check tries them (the
+    PREFERENCE of `isa`, default this machine's)."""
+    onednn = dtype == torch.float32 and _onednn_linear_available()
+    order = PREFERENCE.get(isa or cpu_isa(), PREFERENCE["avx2"])
+    return [s for s in order if onednn or s not in ONEDNN_TILES]
 
 
 def strategy_for(dtype: torch.dtype, k: int, n: int, transposed: bool) -> str:
@@ -227,8 +258,9 @@ def _addmm_with(
     beta: Any,
     alpha: Any,
 ) -> torch.Tensor:
-    if strategy == "onednn" and a.dtype == torch.float32 == b.dtype:
-        return _onednn_addmm(bias, a, b, beta, alpha)
+    if strategy in ONEDNN_TILES and a.dtype == torch.float32 == b.dtype:
+        tile = ONEDNN_ROW_TILE if strategy == "onednn" else ONEDNN_TILES[strategy]
+        return _onednn_addmm(bias, a, b, beta, alpha, tile)
     m = a.shape[0]
     rows = _round_up(m, ROW_TILE)
     a_pad = _pad_rows(a, rows, 0)  # [rows, K]

@@ -99,6 +99,10 @@ def bench_roof_cmd(obj: dict[str, Any], backends: str, as_json: bool, **options:
     show_default=True,
     help="Model for the end-to-end timing (a bundled name or a checkpoint directory).",
 )
+@click.option(
+    "--strategies/--no-strategies", default=True, show_default=True,
+    help="CPU: also time the linears and generation with each matmul strategy forced.",
+)  # fmt: skip
 @click.pass_obj
 def bench_kernels_cmd(
     obj: dict[str, Any],
@@ -109,18 +113,28 @@ def bench_kernels_cmd(
     device: str,
     dtype: str,
     model: str,
+    strategies: bool,
 ) -> None:
     """Cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
     from lab.backends.base import canonical_dtype
-    from lab.bench.kernels import bench_generation, bench_ops, format_bench
+    from lab.bench.kernels import (
+        bench_generation,
+        bench_ops,
+        format_bench,
+        self_check_summary,
+        strategy_names,
+    )
     from lab.devices import resolve_device, torch_dtype
 
     resolved = resolve_device(device)  # LabError (exit 2) for cuda without a GPU
     canonical = canonical_dtype(dtype)
-    timings = bench_ops(max(repeats, 3), resolved, torch_dtype(canonical))
+    names = strategy_names(resolved, torch_dtype(canonical)) if strategies else ()
+    if not resolved.startswith("cuda"):
+        click.echo(self_check_summary(torch_dtype(canonical)))
+    timings = bench_ops(max(repeats, 3), resolved, torch_dtype(canonical), names)
     if e2e:
         timings += bench_generation(
-            prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical
+            prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical, names
         )
     click.echo(format_bench(timings))
 

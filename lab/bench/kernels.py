@@ -31,9 +31,10 @@ invariance itself costs the padding rows and the per-sequence attention.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from lab.backends.base import EngineConfig, SamplingConfig
 from lab.backends.hf import HFBackend
 from lab.backends.prompts import chat
+from lab.kernels import cpu
 from lab.kernels.mode import set_batch_invariant_mode
 from lab.models import DEFAULT_MODEL
 
@@ -64,6 +66,8 @@ class Timing:
     name: str
     off_s: float
     on_s: float
+    #: CPU matmul strategy -> seconds with the mode on and that strategy forced for every shape
+    by_strategy: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -79,25 +83,71 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+@contextlib.contextmanager
+def _strategy(mode: bool | str) -> Iterator[None]:
+    """Within the block, the CPU matmul strategy `mode` names is forced (a bool: left alone)."""
+    if not isinstance(mode, str):
+        yield
+        return
+    previous = cpu.CPU_MATMUL_STRATEGY
+    cpu.CPU_MATMUL_STRATEGY = mode
+    try:
+        yield
+    finally:
+        cpu.CPU_MATMUL_STRATEGY = previous
+
+
 def _side_by_side(
     name: str,
     run: Callable[[bool, int], object],
     repeats: int,
     inner: int = 1,
     device: str = "cpu",
+    strategies: tuple[str, ...] = (),
 ) -> Timing:
-    """Fastest of `repeats` timings of run(on, inner) (inner calls), off and on alternating."""
-    best = {False: float("inf"), True: float("inf")}
-    for on in (False, True):  # warm-up (allocations, first-call costs, Triton compiles)
-        run(on, 1)
+    """Fastest of `repeats` timings of run(on, inner) (inner calls), off and on alternating,
+    then each of `strategies` forced (run with on=True inside _strategy(s))."""
+    modes: list[bool | str] = [False, True, *strategies]
+
+    def call(mode: bool | str, calls: int) -> None:
+        with _strategy(mode):
+            run(bool(mode), calls)
+
+    best: dict[bool | str, float] = {mode: float("inf") for mode in modes}
+    for mode in modes:  # warm-up (allocations, first-call costs, Triton compiles)
+        call(mode, 1)
     _synchronize(device)
     for _ in range(repeats):
-        for on in (False, True):
+        for mode in modes:
             started = time.perf_counter()
-            run(on, inner)
+            call(mode, inner)
             _synchronize(device)
-            best[on] = min(best[on], (time.perf_counter() - started) / inner)
-    return Timing(name, best[False], best[True])
+            best[mode] = min(best[mode], (time.perf_counter() - started) / inner)
+    return Timing(name, best[False], best[True], {s: best[s] for s in strategies})
+
+
+def strategy_names(device: str, dtype: torch.dtype) -> tuple[str, ...]:
+    """The CPU matmul strategies to time one by one (none on CUDA)."""
+    if device.startswith("cuda"):
+        return ()
+    return tuple(cpu.candidates(dtype))
+
+
+def self_check_summary(dtype: torch.dtype = torch.float32) -> str:
+    """The instruction set, the self-check's verdict on every strategy at SmolLM2's linear
+    shapes, and what the mode chooses there: the line `lab bench kernels` prints first."""
+    shapes = ((576, 1536), (1536, 576), (576, 192), (576, 49152))
+    verdicts = []
+    for strategy in cpu.candidates(dtype):
+        held = [cpu.rows_invariant(strategy, dtype, k, n, True) for k, n in shapes]
+        verdicts.append(f"{strategy} {'holds' if all(held) else 'moves rows'}")
+    chosen = {cpu.strategy_for(dtype, k, n, True) for k, n in shapes}
+    return (
+        f"CPU {torch.backends.cpu.get_cpu_capability()} (preference order "
+        f"{cpu.cpu_isa()}: {', '.join(cpu.candidates(dtype))}), {torch.get_num_threads()} "
+        f"threads; self-check at SmolLM2's linears ({str(dtype).removeprefix('torch.')}): "
+        f"{'; '.join(verdicts)}; the mode uses {', '.join(sorted(chosen))}"
+    )
 
 
 def _op_workloads(
@@ -145,10 +195,13 @@ def _op_workloads(
 
 
 def bench_ops(
-    repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32
+    repeats: int = 5,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    strategies: tuple[str, ...] = (),
 ) -> list[Timing]:
     """Each operator at the model's shapes on `device` ("cpu", or "cuda": the Triton kernels),
-    stock against batch-invariant."""
+    stock against batch-invariant; the linears also with each of `strategies` forced."""
     kind = "cuda" if device.startswith("cuda") else "cpu"
     timings = []
     # Built outside inference mode, like a model's parameters: the CPU matmul caches a packed
@@ -162,7 +215,10 @@ def bench_ops(
                     for _ in range(calls):
                         call()
 
-            timings.append(_side_by_side(name, run, repeats, inner, device))
+            matmul = name.startswith(("linear", "LM head"))
+            timings.append(
+                _side_by_side(name, run, repeats, inner, device, strategies if matmul else ())
+            )
     return timings
 
 
@@ -174,9 +230,10 @@ def bench_generation(
     cache_dir: str | None = None,
     device: str = "cpu",
     dtype: str = "fp32",
+    strategies: tuple[str, ...] = (),
 ) -> list[Timing]:
     """Greedy generation through the hf backend on `device` in `dtype`: a batch, and one
-    prompt alone, with the mode off and on."""
+    prompt alone, with the mode off and on (and on with each of `strategies` forced)."""
     engines = {
         on: HFBackend(
             EngineConfig(backend="hf", model=model, device=device, dtype=dtype, batch_invariant=on),
@@ -193,12 +250,14 @@ def bench_generation(
                 lambda on, _: engines[on].generate(requests, sampling),
                 repeats,
                 device=device,
+                strategies=strategies,
             ),
             _side_by_side(
                 f"generate 1 prompt x {max_tokens} tokens (alone)",
                 lambda on, _: engines[on].generate(requests[:1], sampling),
                 repeats,
                 device=device,
+                strategies=strategies,
             ),
         ]
     finally:
@@ -207,8 +266,18 @@ def bench_generation(
 
 
 def format_bench(timings: list[Timing]) -> str:
-    """The timings as a text table: seconds per call off and on, and the ratio."""
-    lines = [f"{'workload':48} {'off':>10} {'on':>10} {'on/off':>7}"]
+    """The timings as a text table: seconds per call off and on, and the ratio; then, where
+    strategies were timed, each one's on/off ratio."""
+    names = list(dict.fromkeys(s for t in timings for s in t.by_strategy))
+    lines = [
+        f"{'workload':48} {'off':>10} {'on':>10} {'on/off':>7}" + "".join(f" {s:>8}" for s in names)
+    ]
     for t in timings:
-        lines.append(f"{t.name:48} {t.off_s * 1e3:8.2f}ms {t.on_s * 1e3:8.2f}ms {t.ratio:6.2f}x")
+        lines.append(
+            f"{t.name:48} {t.off_s * 1e3:8.2f}ms {t.on_s * 1e3:8.2f}ms {t.ratio:6.2f}x"
+            + "".join(
+                f" {t.by_strategy[s] / t.off_s:7.2f}x" if s in t.by_strategy else f" {'':8}"
+                for s in names
+            )
+        )
     return "\n".join(lines)
