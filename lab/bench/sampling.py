@@ -3,8 +3,11 @@
     .venv/bin/python scripts/bench_sampling.py                      # parts a, b, c
     .venv/bin/python scripts/bench_sampling.py --parts vllm --cases 8 --k 32 --max-tokens 32
 
-(a) vllm: k samples per case through the lab (lab.variance.runner.sample_cases: backend.generate
-    with n=k, prefix caching, a RunStore line per case) against a bare `LLM.generate` with
+(a) vllm: first the KV block size (lab.bench.blocks): vLLM's own 128-token blocks against the
+    lab's 32-token ones, in two engine processes, alternating: prefill-only seconds, n-of-k
+    tok/s and whether the samples are token-identical (`--no-blocks` skips it). Then k samples
+    per case through the lab (lab.variance.runner.sample_cases: backend.generate with n=k,
+    prefix caching, a RunStore line per case) against a bare `LLM.generate` with
     SamplingParams(n=k) on the same engine object (one vLLM engine per process), same token-id
     prompts and settings. Rounds alternate A-B / B-A so neither side always runs warm.
 (b) hf: the lab's transformers backend (one prefill per case, k rows, own decode loop) against
@@ -20,6 +23,7 @@
       .venv/bin/lab perturb bundled:basic --out /tmp/cases.jsonl --with-source
       .venv/bin/python scripts/bench_sampling.py --parts job --job-case-set /tmp/cases.jsonl \
           --job-cases 100 --k 32 --max-tokens 32
+    `--block-size 128` runs parts (a) and (d) on vLLM's own block size instead of the lab's.
 
 Timings on a shared machine move; compare ratios from the same run only.
 """
@@ -65,18 +69,38 @@ def interleaved(
 _ENGINES: dict[str, Any] = {}
 
 
-def vllm_backend() -> Any:
-    """The one vLLM engine of this process (parts a and d share it: one engine per process)."""
+def vllm_backend(block_size: int | None = None) -> Any:
+    """The one vLLM engine of this process (parts a and d share it: one engine per process);
+    block_size None: the backend's own choice (32 on the CPU)."""
     if "vllm" not in _ENGINES:
+        args = {} if block_size is None else {"block_size": block_size}
         _ENGINES["vllm"] = load_backend(
-            EngineConfig(backend="vllm", device="cpu", prefix_caching=True, max_num_seqs=64)
-        )
+            EngineConfig(backend="vllm", device="cpu", prefix_caching=True, max_num_seqs=64,
+                         engine_args=args)
+        )  # fmt: skip
     return _ENGINES["vllm"]
 
 
 def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
     from vllm import SamplingParams
 
+    results: dict[str, float] = {}
+    if args.blocks:  # before this process starts its own engine: two engines in two children
+        from lab.bench.blocks import bench_block_size, format_block_size
+
+        blocks = bench_block_size(
+            args.cases, args.k, args.max_tokens, args.temperature, args.rounds, args.case_set
+        )
+        print(format_block_size(blocks))
+        nk = blocks["n-of-k"]
+        rates = {n: nk["tokens"][n] / nk["seconds"][n] for n in ("128", "lab")}
+        results |= {
+            "block128_tok_s": rates["128"],
+            "block_lab_tok_s": rates["lab"],
+            "prefill_only_128_s": blocks["prefill only"]["seconds"]["128"],
+            "prefill_only_lab_s": blocks["prefill only"]["seconds"]["lab"],
+            "block_samples_identical": float(blocks["identical"]),
+        }
     cases = load_cases(args.case_set)[: args.cases]
     config = SampleConfig(
         cases=args.case_set,
@@ -87,7 +111,7 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
         rows_per_call=args.cases * args.k,
         temperature=args.temperature,
     )
-    backend = vllm_backend()
+    backend = vllm_backend(args.block_size)
     engine: Any = backend  # the vLLM backend: .tokenizer and .llm (the engine object)
     prompts = [{"prompt_token_ids": render_token_ids(engine.tokenizer, c.request())} for c in cases]
     # One SamplingParams per prompt with the lab's per-case seed (case j: seed + j * k), so the
@@ -133,7 +157,7 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
         f"(a) vLLM {len(cases)} cases x k={args.k}: lab {lab:.1f} tok/s, bare LLM.generate "
         f"{bare:.1f} tok/s, ratio {lab / bare:.3f} (target >= 0.95)"
     )
-    return {"vllm_lab_tok_s": lab, "vllm_bare_tok_s": bare, "vllm_ratio": lab / bare}
+    return results | {"vllm_lab_tok_s": lab, "vllm_bare_tok_s": bare, "vllm_ratio": lab / bare}
 
 
 def bench_hf(args: argparse.Namespace) -> dict[str, float]:
@@ -304,7 +328,7 @@ def bench_job(args: argparse.Namespace) -> dict[str, float]:
         cases = [c for _, c in selected]
         positions = {c.id: i for i, c in selected}
         started = time.perf_counter()
-        backend = vllm_backend()  # already started when part (a) ran first
+        backend = vllm_backend(args.block_size)  # already started when part (a) ran first
         engine_s = time.perf_counter() - started
         store = open_run(config, cases, backend.config, fresh=True)
         started = time.perf_counter()
@@ -363,6 +387,9 @@ def main() -> None:
     parser.add_argument("--div-k", type=int, default=32)
     parser.add_argument("--job-case-set", default="bundled:basic", help="cases for part (d)")
     parser.add_argument("--job-cases", type=int, default=50, help="cases for part (d)")
+    parser.add_argument("--block-size", type=int, default=None, help="vLLM KV block size, a, d")
+    parser.add_argument("--no-blocks", dest="blocks", action="store_false",
+                        help="part (a) without the 128 vs 32-token block comparison")  # fmt: skip
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress under a pipe
     parts = {p.strip() for p in args.parts.split(",")}
