@@ -43,6 +43,15 @@ def _ci(row: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- Markdown
 
 
+def _actions_line(actions: dict[str, Any]) -> str:
+    """Two agent runs: how far apart their action-sequence distributions are."""
+    return (
+        f"action sequences: mean Jensen-Shannon divergence {actions['mean_js']:.3f} over cases "
+        f"(0 same, 1 disjoint), permutation p = {actions['p']:.3g} "
+        f"({actions['permutations']} shuffles of trajectories between the runs)"
+    )
+
+
 def markdown_sample(result: dict[str, Any]) -> str:
     runs = ", ".join(
         md_cell(
@@ -79,6 +88,8 @@ def markdown_sample(result: dict[str, Any]) -> str:
                 f"- per-sample exact McNemar (samples paired by seed): {m['a_pass_b_fail']} "
                 f"pass->fail, {m['a_fail_b_pass']} fail->pass, p = {m['p']:.3g} ({m['role']})"
             )
+        if c.get("actions"):
+            lines.append(f"- {md_cell(_actions_line(c['actions']))}")
         d = c["drift"]
         lines.append(
             f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: "
@@ -263,6 +274,16 @@ def html_sample(result: dict[str, Any]) -> str:
             + f"<li>{'drift' if c['drift'].get('applies') else 'against run-to-run variance'}: "
             f"{_esc(c['drift']['note'])}</li></ul>"
         )
+        if c.get("actions"):
+            parts.append(f"<p>{_esc(_actions_line(c['actions']))}</p>")
+            parts.append(
+                _table(
+                    ["case", "JS divergence", f"most frequent in {c['a']}",
+                     f"most frequent in {c['b']}", "distinct A / B"],
+                    [[_esc(r["id"]), _f(r["js"]), _esc(r["a_top"]), _esc(r["b_top"]),
+                      f"{r['a_distinct']} / {r['b_distinct']}"] for r in c["actions"]["cases"]],
+                )
+            )  # fmt: skip
         if c["mcnemar"]:
             m = c["mcnemar"]
             parts.append(
