@@ -32,7 +32,13 @@ import lab.longtail.commands
 import lab.serving.commands
 import lab.variance.commands
 from lab.backends import registry
-from lab.cli_options import check_out_dir, engine_config, engine_options
+from lab.cli_options import (
+    check_out_dir,
+    engine_config,
+    engine_options,
+    engine_setting_options,
+    engine_settings,
+)
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
 
@@ -235,6 +241,7 @@ def demo_cmd(
 @click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@engine_setting_options(backend=False)
 @click.pass_obj
 def quickstart_cmd(
     obj: dict[str, Any],
@@ -245,14 +252,21 @@ def quickstart_cmd(
     max_tokens: int,
     fresh: bool,
     no_progress: bool,
+    **engine: Any,
 ) -> None:
-    """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html."""
+    """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html.
+
+    The engine options (--tp, --prefix-caching, --engine-arg, ...) configure step 3's n-of-k
+    run, as they do `lab sample`'s."""
     from lab.cases.loaders import load_cases
     from lab.quickstart import run_quickstart
+    from lab.variance.config import SampleConfig
 
     # Its three steps run one after another: check what the last one needs before the first.
-    check_out_dir(out)
+    check_out_dir(out, fresh=fresh, kind="quickstart")
     load_cases(cases)
+    settings = {k: v for k, v in engine_settings(engine).items() if v is not None}
+    SampleConfig(cases=cases, backend=backend, **settings)  # step 3's settings, checked now
     result = run_quickstart(
         out=out,
         k=k,
@@ -263,6 +277,7 @@ def quickstart_cmd(
         cache_dir=obj["cache_dir"],
         progress=not no_progress,
         emit=lambda line: click.echo(line, err=True),
+        engine=settings,
     )
     click.echo(f"sweep report: {result.sweep_report}")
     click.echo(f"variance report: {result.sample_report}")

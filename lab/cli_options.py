@@ -1,5 +1,6 @@
 """Click options shared by commands that define an engine (`lab generate`, `lab serve`,
-`lab load --serve`), the one place their values become an EngineConfig (`engine_config`), the
+`lab load --serve`; `engine_setting_options` for the n-of-k runs, whose config file supplies
+the defaults), the one place their values become an EngineConfig (`engine_config`), the
 parser of `--engine-arg KEY=VALUE` pairs, and the output-directory check every command runs.
 
 A module of its own so that command packages (lab/serving/commands.py) can use them while
@@ -11,7 +12,6 @@ lab/cli.py imports those packages.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +23,7 @@ from lab.backends import registry
 from lab.backends.base import EngineConfig
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
+from lab.runkinds import check_run_dir
 
 
 def engine_options(
@@ -72,6 +73,65 @@ def engine_options(
     return decorate
 
 
+def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
+    """The engine options of an n-of-k run (`lab sample`, `lab library run`, `lab
+    quickstart`'s step 3): the fields of a sweep cell's engine plus `lab generate`'s
+    --max-model-len and --engine-arg, every default None (not given: the config file's value,
+    else SampleConfig's default). `engine_settings()` turns the values into config keys."""
+    options = []
+    if backend:
+        options.append(
+            click.option(
+                "--backend", type=click.Choice(registry.choices()), default=None,
+                help="Default vllm.",
+            )
+        )  # fmt: skip
+    options += [
+        click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}."),
+        click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf)."),
+        click.option("--device", default=None, help="auto (default), cpu, cuda[:N]."),
+        click.option(
+            "--tp", "tensor_parallel_size", type=int, default=None,
+            help="Tensor-parallel degree (vllm backend; default 1).",
+        ),
+        click.option(
+            "--batch-invariant/--no-batch-invariant", default=None,
+            help="Batch-invariant mode (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1); "
+            "default off.",
+        ),
+        click.option(
+            "--prefix-caching/--no-prefix-caching", default=None,
+            help="vLLM prefix caching (default on for n-of-k runs).",
+        ),
+        click.option(
+            "--eager/--compiled", "enforce_eager", default=None,
+            help="vLLM eager mode (default) or compiled (minutes to start on a CPU).",
+        ),
+        click.option("--attention-backend", default=None, help="vLLM attention backend name."),
+        click.option("--max-num-seqs", type=int, default=None, help="Default 64."),
+        click.option("--max-model-len", type=int, default=None, help="Context length cap."),
+        click.option(
+            "--engine-arg", "engine_args", multiple=True,
+            help="Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it can be; "
+            "repeat for more).",
+        ),
+    ]  # fmt: skip
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def engine_settings(flags: dict[str, Any]) -> dict[str, Any]:
+    """`flags` with `--engine-arg` pairs parsed into the `engine_args` mapping (None when none
+    was given, so a config file's mapping stands)."""
+    pairs = tuple(flags.get("engine_args") or ())
+    return flags | {"engine_args": parse_engine_args(pairs) or None}
+
+
 def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
     """("max_num_batched_tokens=8192", "seed=3") -> {"max_num_batched_tokens": 8192, ...};
     values parse as JSON when they can, else stay strings."""
@@ -93,24 +153,21 @@ def parse_engine_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 def engine_config(options: dict[str, Any], **fixed: Any) -> EngineConfig:
     """The EngineConfig of a command's engine options (engine_options() values; `--engine-arg`
     pairs parsed; other options of the command ignored), with `fixed` settings on top (e.g.
-    backend="vllm" for a command that has one engine kind)."""
-    fields = {f.name for f in dataclasses.fields(EngineConfig)} - {"engine_args"}
-    values = {k: v for k, v in options.items() if k in fields} | fixed
-    return EngineConfig(**values, engine_args=parse_engine_args(options.get("engine_args", ())))
+    backend="vllm" for a command that has one engine kind): EngineConfig.from_values, the
+    builder sweep cells and n-of-k runs share."""
+    args = parse_engine_args(tuple(options.get("engine_args", ())))
+    return EngineConfig.from_values(options | fixed, engine_args=args)
 
 
-def check_out_dir(path: str | Path | None, option: str = "--out", fresh: bool = False) -> None:
-    """An output directory option must not name an existing file, and `--fresh` (which deletes
-    the directory) must not name a directory of other files (checked before any work)."""
+def check_out_dir(
+    path: str | Path | None, option: str = "--out", fresh: bool = False, kind: str | None = None
+) -> None:
+    """An output directory option must not name an existing file; a run's (`kind`: sample,
+    sweep, load, quickstart) must hold nothing, that kind of run, or (without --fresh) files
+    it would not overwrite: lab.runkinds.check_run_dir (checked before any work)."""
     if path is None or not Path(path).exists():
         return
-    root = Path(path)
-    if not root.is_dir():
+    if kind is not None:
+        check_run_dir(path, kind, fresh, option)
+    elif not Path(path).is_dir():
         raise LabError(f"{option} {path}: is a file, not a directory; choose a directory")
-    # server.log: what `lab load --serve` leaves when the server failed before the run began
-    others = [p for p in root.iterdir() if p.name != "server.log"]
-    if fresh and not (root / "config.json").is_file() and others:
-        raise LabError(
-            f"{option} {path}: holds files but no lab run (no config.json); --fresh would "
-            "delete them, so choose another directory"
-        )

@@ -178,6 +178,14 @@ def resolve(
     )
 
 
+def check_model(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
+    """LabError (one line) for a model that cannot be found, without loading or preparing
+    anything: what a run checks before it touches its directory. A bundled model passes
+    (prepared when it is loaded)."""
+    if spec not in BUNDLED:
+        resolve(spec, cache_dir, prepare=False)
+
+
 def _from_hf_cache(repo_id: str) -> tuple[Path | None, str]:
     """A hub id's snapshot from the local HF cache; downloads only when not offline. Returns
     the path, or None and why not (for the error: a gated repo, no network, offline mode)."""

@@ -34,8 +34,9 @@ from typing import Any
 from lab.determinism.config import parse_sweep_config
 from lab.errors import LabError
 from lab.report.page import page
+from lab.runkinds import run_kind_of
 from lab.safetext import inline, scrub
-from lab.store import write_atomic
+from lab.store import prepare_run_dir, write_atomic
 
 # The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
 # an accuracy change, not only as different text.
@@ -110,6 +111,11 @@ def check_fresh_target(root: Path) -> None:
     """
     if not root.is_dir() or not any(root.iterdir()):
         return
+    kind = run_kind_of(root)
+    if kind not in (None, "quickstart"):
+        raise LabError(
+            f"--out {root}: holds a {kind} run, not a quickstart's; choose another --out"
+        )
     entries = sorted(p.name for p in root.iterdir())
     foreign_steps = [n for n in STEP_DIRS if (root / n).exists() and not _is_lab_run(root / n)]
     own = set(STEP_DIRS) | {"index.html"}
@@ -143,8 +149,10 @@ def run_quickstart(
     cache_dir: str | None = None,
     progress: bool = True,
     emit: Callable[[str], None] = print,
+    engine: dict[str, Any] | None = None,
 ) -> QuickstartResult:
-    """Run (or resume) both steps into `out` and write `out/index.html`."""
+    """Run (or resume) both steps into `out` and write `out/index.html`. `engine`: settings of
+    step 3's engine (SampleConfig keys: tensor_parallel_size, prefix_caching, engine_args...)."""
     from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
     from lab.variance.config import SampleConfig
@@ -154,6 +162,7 @@ def run_quickstart(
     sweep_dir, sample_dir = root / "sweep", root / "variance"
     if fresh:
         check_fresh_target(root)  # before any step deletes its directory
+    prepare_run_dir(root, "quickstart")  # its marker; each step starts its own over
 
     emit("== 1/3 determinism sweep: fp32 vs bf16 x batch 8 vs 16, greedy, 8 checked prompts ==")
     config = parse_sweep_config(sweep_spec(backend, max_tokens), "quickstart")
@@ -175,8 +184,9 @@ def run_quickstart(
 
     emit(f"== 3/3 n-of-k variance: {cases}, k={k}, temperature 0.7 ==")
     sample_config = SampleConfig(
-        cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir)
-    )
+        cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir),
+        **(engine or {}),
+    )  # fmt: skip
     outcome = run_sample(sample_config, fresh=fresh, emit=emit, cache_dir=cache_dir)
     assert outcome.metrics is not None  # complete: run_sample stops early only when asked
     headline = outcome.metrics["headline"]

@@ -9,6 +9,7 @@ A foundation module (it imports nothing of the lab): reports, run directories an
     f"`{md_code(output)}`"                              # the inside of a code span
     store.write_text("report.html", scrub(page))        # lone surrogates -> U+FFFD
     click.echo(f"error: {terminal(server_text)}")       # controls shown as \\x1b, inert
+    click.echo(plain_cell(case_id))                     # md_cell's one line, for a terminal
     f"<li>{inline(model_output)}</li>"                  # escaped HTML, bidi isolated
 
 Markdown is rendered by viewers that pass raw HTML through, so md_cell backslash-escapes `<`
@@ -69,6 +70,15 @@ def md_cell(text: Any, limit: int | None = None) -> str:
     s = _MD_ESCAPE.sub(r"\\\1", s)
     # At the start of a list item or heading these would open a heading, quote or sub-list.
     return "\\" + s if s[:1] in ("#", ">") or s[:2] in ("- ", "+ ", "* ") else s
+
+
+def plain_cell(text: Any, limit: int | None = None) -> str:
+    """md_cell's one line for a terminal instead of a Markdown viewer: whitespace collapsed,
+    cut at `limit`, controls shown as \\xNN (terminal()), and no Markdown escapes."""
+    s = " ".join(str(text).split())
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 3] + "..."
+    return terminal(s)
 
 
 def md_code(text: Any) -> str:

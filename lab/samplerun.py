@@ -100,7 +100,7 @@ def open_run(
 ) -> RunStore:
     """Create or resume a run directory (RunStore.open checks the identity), then record the
     batching, the cases as run and every setting: the report can be rebuilt from it alone."""
-    store = RunStore.open(out_dir, identity, fresh=fresh, environment=environment)
+    store = RunStore.open(out_dir, identity, fresh=fresh, environment=environment, kind="sample")
     check_batching(store, rows_per_call)
     store.write_json(CASES, [c.to_dict() for c in cases])
     store.write_json(SETTINGS, settings)

@@ -10,9 +10,12 @@ the settings that differ. Ctrl-C: `lab.cli.main` installs `install_interrupt_han
 loops call `raise_if_interrupted` between units (a KeyboardInterrupt raised inside a finalizer
 is swallowed by Python), and `interrupted_message` tells the user what a rerun resumes.
 
-    store = RunStore.open("runs/x", config, fresh=False)
+    store = RunStore.open("runs/x", config, fresh=False, kind="sweep")
     done = store.done_keys("cells")          # keys already finished
     store.append("cells", key, payload)      # one unit, atomically
+
+`RunStore.open(..., kind=...)` checks the directory, starts over (--fresh) and writes the
+marker `.lab-run.json` that says which kind of run it is: lab.runkinds has the rules.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
+from lab.runkinds import COMMAND, MARKER, RUN_FILES, check_run_dir, json_object, shown, start_over
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
@@ -189,6 +193,29 @@ def _differences(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.') or 'value'}: {short(before)} -> {short(after)}"]
 
 
+def prepare_run_dir(
+    path: str | os.PathLike[str],
+    kind: str,
+    fresh: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
+    """Make `path` a `kind` run directory: check it (lab.runkinds.check_run_dir), start over
+    when `fresh` (only what that kind writes is deleted; the rest is named as kept), create it
+    and write its marker `.lab-run.json` (a directory from before the marker gets it now)."""
+    root = Path(path)
+    check_run_dir(root, kind, fresh)
+    if fresh:
+        kept = start_over(root, kind)
+        if kept:
+            (notify or _stderr)(f"--fresh: kept {shown(kept)} in {root} (not written by the lab)")
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / MARKER
+    if json_object(marker) is None:
+        payload = {"kind": kind, "command": COMMAND[kind], "writes": list(RUN_FILES[kind])}
+        write_atomic(marker, json.dumps(payload, indent=2))
+    return root
+
+
 class RunStore:
     """One run directory."""
 
@@ -203,11 +230,17 @@ class RunStore:
         fresh: bool = False,
         environment: dict[str, Any] | None = None,
         notify: Callable[[str], None] | None = None,
+        kind: str | None = None,
     ) -> RunStore:
         """Create or resume a run. Resuming checks that the config is the same one, and
-        `notify`s (default: stderr) when the environment is not the one the run started in."""
+        `notify`s (default: stderr) when the environment is not the one the run started in.
+        `kind` (sample, sweep, load): the directory must hold nothing or that kind of run
+        (check_run_dir), `fresh` deletes only what that kind writes (start_over), and the
+        marker is written. None: a scratch store (benchmarks, tests), no marker."""
         root = Path(path)
-        if fresh and root.exists():
+        if kind is not None:
+            prepare_run_dir(root, kind, fresh, notify)
+        elif fresh and root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         config_path = root / "config.json"

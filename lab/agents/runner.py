@@ -36,6 +36,7 @@ from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
 from lab.errors import LabError
+from lab.models import check_model
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance.config import SampleConfig
 from lab.variance.runner import RunOutcome, engine_config, sampling_config
@@ -163,6 +164,8 @@ def run_agents(
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)
+    if backend is None:
+        check_model(config.model, cache_dir)  # like every other input, before the directory
     store = samplerun.open_run(
         config.out_dir(),
         run_identity(config, cases, backend_config, envs),

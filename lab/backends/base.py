@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +187,24 @@ class EngineConfig:
             raise ConfigError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ConfigError(f"max_model_len must be >= 1, got {self.max_model_len}")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], **fixed: Any) -> EngineConfig:
+        """THE builder of an engine configuration, shared by a sweep cell (its axes), `lab
+        generate` / `lab serve` (their engine options) and an n-of-k run (its settings): the
+        EngineConfig fields found in `values` (everything else ignored), `fixed` on top.
+        `engine_args` must already be a mapping (lab.cli_options.parse_engine_args parses
+        `--engine-arg KEY=VALUE`)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        chosen = {k: v for k, v in values.items() if k in names} | fixed
+        args = chosen.get("engine_args")
+        if args is None:
+            chosen.pop("engine_args", None)
+        elif not (isinstance(args, Mapping) and all(isinstance(k, str) for k in args)):
+            raise ConfigError(f"engine_args must be a mapping NAME: VALUE, got {args!r}")
+        else:
+            chosen["engine_args"] = dict(args)
+        return cls(**chosen)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -41,6 +41,7 @@ from lab.comparison.runs import (
     same_config,
 )
 from lab.variance import stats
+from lab.variance.render import engine_summary
 
 DIVERSITY = {
     "mean_distance": "semantic diversity (mean pairwise cosine distance)",
@@ -383,6 +384,8 @@ def compare_runs(
                 "dtype": r.identity.get("dtype"),
                 "temperature": r.identity.get("temperature"),
                 "seed": r.identity.get("seed"),
+                "engine": r.engine,
+                "serving": engine_summary(r.engine),
             }
             for r in runs
         ],

@@ -25,11 +25,13 @@ def default_out(paths: list[str]) -> Path:
 def run_compare(
     paths: list[str], out: Path, intersection: bool, alpha: float, seed: int, bootstrap: int
 ) -> tuple[dict[str, Path], str]:
-    """Compare the runs (sample or sweep), write the report; returns (paths, Markdown)."""
+    """Compare the runs (sample or sweep), write the report; returns (paths, the Markdown's
+    text for a terminal: no Markdown escapes, controls inert)."""
     from lab.comparison.analysis import CompareOptions, compare_runs
     from lab.comparison.render import markdown_sample, markdown_sweep, write_comparison
     from lab.comparison.runs import load_sample_run
     from lab.comparison.sweeps import compare_sweeps
+    from lab.safetext import plain_cell
     from lab.samplerun import run_kind
     from lab.variance.analyze import sanitize
 
@@ -53,7 +55,7 @@ def run_compare(
             )
         result = compare_sweeps(Path(paths[0]), Path(paths[1]))
         written = write_comparison(result, out)
-        return written, markdown_sweep(sanitize(result))
+        return written, markdown_sweep(sanitize(result), cell=plain_cell)
     runs = [load_sample_run(p) for p in paths]
     names = [r.name for r in runs]
     for i, run in enumerate(runs):  # two dirs with one basename would make the report ambiguous
@@ -62,7 +64,7 @@ def run_compare(
     options = CompareOptions(alpha=alpha, seed=seed, bootstrap=bootstrap)
     result = compare_runs(runs, options, intersection)
     written = write_comparison(result, out)
-    return written, markdown_sample(sanitize(result))
+    return written, markdown_sample(sanitize(result), cell=plain_cell)
 
 
 @click.command("compare")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,6 @@ def _f(x: Any, digits: int = 3, sign: bool = False) -> str:
     return str(x)
 
 
-def _md(text: Any, limit: int = 100) -> str:
-    return md_cell(text, limit)
-
-
 def _ci(row: dict[str, Any]) -> str:
     return f"[{_f(row['ci'][0], sign=True)}, {_f(row['ci'][1], sign=True)}]"
 
@@ -52,36 +49,47 @@ def _actions_line(actions: dict[str, Any]) -> str:
     )
 
 
-def markdown_sample(result: dict[str, Any]) -> str:
+def markdown_sample(result: dict[str, Any], cell: Callable[..., str] = md_cell) -> str:
+    """comparison.md; `cell=plain_cell`: the same text for a terminal (no Markdown escapes)."""
     runs = ", ".join(
-        md_cell(
+        cell(
             f"{r['name']} ({r['cases']} cases x k={r['k']}, {r['backend']} {r['dtype']}, "
             f"T={r['temperature']}, seed {r['seed']})"
         )
         for r in result["runs"]
     )
     lines = [
-        f"# Paired comparison against {md_cell(result['baseline'])}",
+        f"# Paired comparison against {cell(result['baseline'])}",
         "",
         f"Runs: {runs}.",
         f"Cases compared: {result['cases_compared']}."
-        + (f" {md_cell(result['cases_note'])}." if result["cases_note"] else ""),
-        f"Multiple comparisons: {md_cell(result['multiple_comparisons'])}.",
+        + (f" {cell(result['cases_note'])}." if result["cases_note"] else ""),
+        f"Multiple comparisons: {cell(result['multiple_comparisons'])}.",
+        "",
+        "## Configurations",
         "",
     ]
+    lines += [
+        f"- {cell(r['name'])}: {cell(r.get('serving', 'engine not recorded'))}"
+        for r in result["runs"]
+    ]
     for c in result["comparisons"]:
-        lines += [f"## {md_cell(c['b'])} vs {md_cell(c['a'])}", ""]
+        differ = c["config_differences"] or ["none (same configuration apart from the seed)"]
+        lines.append(f"- {cell(c['b'])} vs {cell(c['a'])}: {cell('; '.join(differ))}")
+    lines.append("")
+    for c in result["comparisons"]:
+        lines += [f"## {cell(c['b'])} vs {cell(c['a'])}", ""]
         if c.get("same_config"):
             lines.append("Same configuration (identity equal apart from the seed): drift check.")
         else:
             differ = "; ".join(c["config_differences"][:8])
-            lines.append(f"Configurations differ: {md_cell(differ)}.")
+            lines.append(f"Configurations differ: {cell(differ)}.")
         if c.get("environment_differences"):
             differ = "; ".join(c["environment_differences"][:8])
-            lines.append(f"Environment differs: {md_cell(differ)}")
+            lines.append(f"Environment differs: {cell(differ)}")
         lines += ["", "### Verdicts", ""]
-        lines += [f"- {md_cell(row['verdict'])}" for row in c["metrics"].values()]
-        lines += [f"- {md_cell(row['verdict'])}" for row in c["diversity"].values()]
+        lines += [f"- {cell(row['verdict'])}" for row in c["metrics"].values()]
+        lines += [f"- {cell(row['verdict'])}" for row in c["diversity"].values()]
         if c["mcnemar"]:
             m = c["mcnemar"]
             lines.append(
@@ -93,19 +101,19 @@ def markdown_sample(result: dict[str, Any]) -> str:
         d = c["drift"]
         lines.append(
             f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: "
-            f"{md_cell(d['note'])} "
+            f"{cell(d['note'])} "
             f"(predicted sd {d['predicted_sd']:.4f})"
         )
         lines += [
             "",
-            f"| metric | {md_cell(c['a'])} | {md_cell(c['b'])} | delta | 95% CI | p | test |",
+            f"| metric | {cell(c['a'])} | {cell(c['b'])} | delta | 95% CI | p | test |",
             "|---|---:|---:|---:|---|---:|---|",
         ]
         for row in list(c["metrics"].values()) + list(c["diversity"].values()):
             lines.append(
-                f"| {md_cell(row['label'])} | {_f(row['a'])} | {_f(row['b'])} | "
+                f"| {cell(row['label'])} | {_f(row['a'])} | {_f(row['b'])} | "
                 f"{_f(row['delta'], sign=True)} | {_ci(row)} | {_f(row['p_adjusted'], 3)} | "
-                f"{md_cell(row['test'])} |"
+                f"{cell(row['test'])} |"
             )
         if c["cohorts"]:
             lines += [
@@ -118,7 +126,8 @@ def markdown_sample(result: dict[str, Any]) -> str:
             for row in c["cohorts"]:
                 note = "moves against the mean" if row["against_mean"] else ""
                 lines.append(
-                    f"| {_md(row['tag'])} | {row['cases']} | {_f(row['a'])} | {_f(row['b'])} | "
+                    f"| {cell(row['tag'], 100)} | {row['cases']} | {_f(row['a'])} | "
+                    f"{_f(row['b'])} | "
                     f"{_f(row['delta'], sign=True)} | {_ci(row)} | {_f(row['p_adjusted'])} | "
                     f"{_f(row['a_p5'])} | {_f(row['b_p5'])} | {note} |"
                 )
@@ -130,26 +139,27 @@ def markdown_sample(result: dict[str, Any]) -> str:
                 "",
                 f"### Cases that {title}",
                 "",
-                f"| case | {md_cell(c['a'])} | {md_cell(c['b'])} | output {md_cell(c['a'])} | "
-                f"output {md_cell(c['b'])} |",
+                f"| case | {cell(c['a'])} | {cell(c['b'])} | output {cell(c['a'])} | "
+                f"output {cell(c['b'])} |",
                 "|---|---:|---:|---|---|",
             ]
             for m in rows:
                 lines.append(
-                    f"| {_md(m['id'])} | {_f(m['a_rate'], 2)} | {_f(m['b_rate'], 2)} | "
-                    f"{_md(m['a_output']['text'], 60)} | {_md(m['b_output']['text'], 60)} |"
+                    f"| {cell(m['id'], 100)} | {_f(m['a_rate'], 2)} | {_f(m['b_rate'], 2)} | "
+                    f"{cell(m['a_output']['text'], 60)} | {cell(m['b_output']['text'], 60)} |"
                 )
         lines.append("")
     return scrub("\n".join(lines))
 
 
-def markdown_sweep(result: dict[str, Any]) -> str:
+def markdown_sweep(result: dict[str, Any], cell: Callable[..., str] = md_cell) -> str:
+    """comparison.md of two sweeps; `cell=plain_cell` for a terminal."""
     a, b = result["runs"][0]["name"], result["runs"][1]["name"]
     s = result["summary"]
     lines = [
-        f"# Sweep comparison: {md_cell(b)} vs {md_cell(a)}",
+        f"# Sweep comparison: {cell(b)} vs {cell(a)}",
         "",
-        md_cell(result["verdict"]) + ".",
+        cell(result["verdict"]) + ".",
         "",
         f"Targets compared {s['targets_compared']}, cells in both {s['cells_shared']}.",
         "",
@@ -163,7 +173,7 @@ def markdown_sweep(result: dict[str, Any]) -> str:
     for t in changed_targets:
         if t["changed"]:
             lines.append(
-                f"| {_md(t['target'])} | {t['a_unique']} | {t['b_unique']} | "
+                f"| {cell(t['target'], 100)} | {t['a_unique']} | {t['b_unique']} | "
                 f"{_f(t['a_raw_agree'])} | {_f(t['b_raw_agree'])} | {_f(t['a_answers_agree'])} | "
                 f"{_f(t['b_answers_agree'])} |"
             )
@@ -178,7 +188,7 @@ def markdown_sweep(result: dict[str, Any]) -> str:
         ]
         for c in result["cells"]:
             lines.append(
-                f"| {_md(c['cell'])} | {_md(c['target'])} | {c['a']['unique']} | "
+                f"| {cell(c['cell'], 100)} | {cell(c['target'], 100)} | {c['a']['unique']} | "
                 f"{c['b']['unique']} | {c['a']['differs_from_reference']} | "
                 f"{c['b']['differs_from_reference']} | {_f(c['a']['first_divergence'])} | "
                 f"{_f(c['b']['first_divergence'])} | {_f(c['same_tokens_across_sweeps'])} | "
@@ -187,7 +197,7 @@ def markdown_sweep(result: dict[str, Any]) -> str:
     for side, key in ((a, "cells_only_in_a"), (b, "cells_only_in_b")):
         if result[key]:
             only = "; ".join(result[key][:20])
-            lines.append(f"\nCells only in {md_cell(side)}: {md_cell(only)}")
+            lines.append(f"\nCells only in {cell(side)}: {cell(only)}")
     return scrub("\n".join(lines) + "\n")
 
 
@@ -250,6 +260,22 @@ def html_sample(result: dict[str, Any]) -> str:
         f"<p>Cases compared: {result['cases_compared']}. "
         + (_esc(result["cases_note"]) + ". " if result["cases_note"] else "")
         + f"Multiple comparisons: {_esc(result['multiple_comparisons'])}.</p>",
+        "<h2>Configurations</h2>",
+        "<ul>"
+        + "".join(
+            f"<li>{inline(r['name'])}: {_esc(r.get('serving', 'engine not recorded'))}</li>"
+            for r in result["runs"]
+        )
+        + "".join(
+            f"<li>{inline(c['b'])} vs {inline(c['a'])}: "
+            + _esc(
+                "; ".join(c["config_differences"])
+                or "none (same configuration apart from the seed)"
+            )
+            + "</li>"
+            for c in result["comparisons"]
+        )
+        + "</ul>",
     ]
     for c in result["comparisons"]:
         parts.append(f"<h2>{inline(c['b'])} vs {inline(c['a'])}</h2>")

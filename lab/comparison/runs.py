@@ -69,6 +69,9 @@ class SampleRun:
     identity: dict[str, Any]
     environment: dict[str, Any]
     cases: dict[str, CaseData]
+    #: the engine record the run's report keeps (metrics.json run.engine: device, versions,
+    #: what TP ran with), else the engine its identity asked for
+    engine: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -116,12 +119,15 @@ def load_sample_run(path: str | Path) -> SampleRun:
             diversity=diversity.get(case_id, {}),
             actions=[r["actions"] for r in rows] if agents else None,
         )
+    recorded = (metrics.get("run") or {}).get("engine")
+    engine = recorded if isinstance(recorded, dict) else identity.get("engine") or {}
     return SampleRun(
         path=root,
         name=root.name,
         identity=identity,
         environment=environment,
         cases=cases,
+        engine=engine if isinstance(engine, dict) else {},
     )
 
 
@@ -185,11 +191,23 @@ def identity_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "")
     return out
 
 
+def configuration_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """identity_differences, each setting named once: a run's identity keeps backend, model,
+    dtype, ... both at the top and inside `engine`; where the engine's differs, only
+    `engine.NAME` is listed (engine settings first)."""
+    diffs = identity_differences(a, b)
+    engine = [d for d in diffs if d.startswith("engine.")]
+    named = {d.split(":")[0].removeprefix("engine.") for d in engine}
+    rest = [d for d in diffs if not d.startswith("engine.") and d.split(":")[0] not in named]
+    return engine + rest
+
+
 def same_config(a: SampleRun, b: SampleRun) -> tuple[bool, list[str]]:
     """(same configuration apart from the seed, the identity fields that differ)."""
-    diffs = identity_differences(a.identity, b.identity)
+    diffs = configuration_differences(a.identity, b.identity)
     significant = [d for d in diffs if d.split(":")[0] not in RERUN_FIELDS]
-    return not significant, diffs
+    # where the case file lives says nothing (cases.json and the fingerprint say what ran)
+    return not significant, [d for d in diffs if d.split(":")[0] != "cases_source"]
 
 
 def environment_differences(a: SampleRun, b: SampleRun) -> list[str]:

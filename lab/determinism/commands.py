@@ -41,7 +41,7 @@ def sweep_cmd(
 
     config = load_sweep_config(config_path)
     out = out_dir or f"runs/{config.name}"
-    check_out_dir(out, fresh=fresh)
+    check_out_dir(out, fresh=fresh, kind="sweep")
     run_sweep(
         config,
         out,

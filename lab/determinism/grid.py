@@ -34,19 +34,11 @@ class Cell:
         return tuple((k, v) for k, v in self.values if k in ENGINE_AXES)
 
     def engine_config(self, device: str, base_url: str | None = None) -> EngineConfig:
+        """The engine of this cell: its engine axes (EngineConfig.from_values, the builder
+        `lab generate` and n-of-k runs use too) on `device`."""
         a = self.axes
-        return EngineConfig(
-            backend=a["backend"],
-            model=a["model"],
-            dtype=a["dtype"],
-            device=device,
-            tensor_parallel_size=a["tensor_parallel_size"],
-            batch_invariant=a["batch_invariant"],
-            prefix_caching=a["prefix_caching"],
-            enforce_eager=a["enforce_eager"],
-            attention_backend=a["attention_backend"],
-            max_num_seqs=a["max_num_seqs"],
-            base_url=base_url if a["backend"] == "openai" else None,
+        return EngineConfig.from_values(
+            a, device=device, base_url=base_url if a["backend"] == "openai" else None
         )
 
     def label(self, varying: list[str]) -> str:

@@ -116,8 +116,13 @@ def run_sweep(
     A resume skips every recorded cell, failed ones included (a config the engine refuses
     fails the same way again); `retry_failed` runs the failed ones again (a server that went
     away, an out-of-memory), appending their new records, which replace the failed ones."""
+    context = context_length(config)  # every model checked before the directory is touched
     store = RunStore.open(
-        out_dir, config.generation_identity(), fresh=fresh, environment=environment_record()
+        out_dir,
+        config.generation_identity(),
+        fresh=fresh,
+        environment=environment_record(),
+        kind="sweep",
     )
     store.write_json(SWEEP_CONFIG, config.to_dict())  # the full config, scoring included
     done = {
@@ -127,7 +132,6 @@ def run_sweep(
     }
     cells = expand(config)
     remaining = [c for c in cells if c.key() not in done]
-    context = context_length(config)
     bar = _progress(len(cells), len(cells) - len(remaining), progress)
     try:
         for group in group_by_engine(remaining):

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from lab.backends import registry
+from lab.cli_options import engine_setting_options, engine_settings
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
 from lab.models import DEFAULT_MODEL
@@ -159,18 +159,12 @@ def library_add_cmd(
 @library_group.command("run")
 @click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
 @click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
-@click.option(
-    "--backend", type=click.Choice(registry.choices()), default=None, help="Default vllm."
-)
-@click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}.")
-@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16.")
-@click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
+@engine_setting_options()
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None)
 @click.option("--top-k", type=int, default=None)
 @click.option("--max-tokens", type=int, default=None, help="Default 64.")
 @click.option("--seed", type=int, default=None)
-@click.option("--max-num-seqs", type=int, default=None)
 @click.option("--rows-per-call", type=int, default=None)
 @click.option("--embedder", default=None)
 @click.option("--cluster-threshold", type=float, default=None)
@@ -185,10 +179,14 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
     from lab.cli_options import check_out_dir
     from lab.longtail.library import run_library
 
-    check_out_dir(flags.get("out"), fresh=fresh)
+    check_out_dir(flags.get("out"), fresh=fresh, kind="sample")
     try:
         run = run_library(
-            library_path, flags, fresh=fresh, emit=_echo_err, cache_dir=obj["cache_dir"]
+            library_path,
+            engine_settings(flags),
+            fresh=fresh,
+            emit=_echo_err,
+            cache_dir=obj["cache_dir"],
         )
     finally:
         close_all()

@@ -104,7 +104,9 @@ def load_cmd(
     """Bounded load test: every request recorded once; run again to send the missing ones.
     Exit 1 when not every request ended ok."""
     from lab.backends.server import ManagedServer
+    from lab.models import check_model
     from lab.serving.loadtest import format_summary, run_load
+    from lab.store import prepare_run_dir
 
     if (base_url is None) == (not serve):
         raise LabError("give exactly one of --base-url URL or --serve")
@@ -118,7 +120,7 @@ def load_cmd(
     if retries < 0:
         raise LabError(f"--retries must be >= 0, got {retries}")
     out_dir = Path(out or f"runs/load-{requests}x{max_tokens}")
-    check_out_dir(out_dir, fresh=fresh)
+    check_out_dir(out_dir, fresh=fresh, kind="load")
     args: dict[str, Any] = {
         "requests": requests,
         "concurrency": concurrency,
@@ -130,10 +132,10 @@ def load_cmd(
     }
     if serve:
         config = engine_config(kw, backend="vllm")
-        if fresh and out_dir.exists():
-            import shutil
-
-            shutil.rmtree(out_dir)
+        check_model(config.model, obj["cache_dir"])  # before the directory is touched
+        # the server logs into the run directory: it is made a load run's now (--fresh deletes
+        # what a load run wrote, nothing else)
+        prepare_run_dir(out_dir, "load", fresh)
         server = ManagedServer(config, log_path=out_dir / "server.log", cache_dir=obj["cache_dir"])
         click.echo(f"starting vLLM on 127.0.0.1 (log {server.log_path}) ...", err=True)
         with server:

@@ -136,7 +136,9 @@ def run_load(
             raise LabError(f"{base_url}/models lists no model; pass --model")
         model = str(listed[0]["id"])
     identity = {"kind": "load", "requests": requests, "max_tokens": max_tokens, "model": model}
-    store = RunStore.open(out_dir, identity, fresh=fresh, environment=environment_record())
+    store = RunStore.open(
+        out_dir, identity, fresh=fresh, environment=environment_record(), kind="load"
+    )
     latest = latest_outcomes(store)
     pass_index = 1 + max((e["pass"] for e in latest.values()), default=0)
     sampling = SamplingConfig(temperature=0.0, max_tokens=max_tokens, logprobs=0)

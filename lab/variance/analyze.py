@@ -54,6 +54,15 @@ def majority(answers: list[str], passed: list[bool]) -> tuple[str, float, bool]:
     return answer, count / len(answers), sum(group) * 2 >= len(group)
 
 
+def engine_record(gens: list[list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The engine record of the run's first generation that has one."""
+    for row in gens:
+        for g in row:
+            if isinstance(g.get("engine"), dict) and g["engine"]:
+                return dict(g["engine"])
+    return None
+
+
 def _finite(x: float) -> float | None:
     return x if isinstance(x, float | int) and math.isfinite(x) else None
 
@@ -234,6 +243,9 @@ def analyze(
             "backend": config.backend,
             "model": config.model,
             "dtype": config.dtype,
+            # what the engine itself recorded (device, versions, what TP ran with), else the
+            # configuration asked for
+            "engine": engine_record(gens) or config.engine_config().to_dict(),
             "temperature": config.temperature,
             "top_p": config.top_p,
             "top_k": config.top_k,

@@ -16,9 +16,7 @@ from typing import Any
 
 import click
 
-from lab.backends import registry
-from lab.cli_options import check_out_dir
-from lab.models import DEFAULT_MODEL
+from lab.cli_options import check_out_dir, engine_setting_options, engine_settings
 
 
 @click.command("sample")
@@ -35,16 +33,7 @@ from lab.models import DEFAULT_MODEL
     "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
 )
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
-@click.option(
-    "--backend", type=click.Choice(registry.choices()), default=None, help="Default vllm."
-)
-@click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}.")
-@click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf).")
-@click.option("--device", default=None, help="auto (default), cpu, cuda[:N].")
-@click.option(
-    "--tp", "tensor_parallel_size", type=int, default=None,
-    help="Tensor-parallel degree (vllm backend; default 1).",
-)  # fmt: skip
+@engine_setting_options()
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
 @click.option("--top-k", type=int, default=None, help="Default 0 (off).")
@@ -58,7 +47,6 @@ from lab.models import DEFAULT_MODEL
     help="Default independent: no two samples share a seed. Shared: sample i of every case "
     "uses seed + i.",
 )
-@click.option("--max-num-seqs", type=int, default=None)
 @click.option("--rows-per-call", type=int, default=None, help="Samples per engine call.")
 @click.option("--embedder", default=None, help="sentence-transformers model name or path.")
 @click.option("--cluster-threshold", type=float, default=None)
@@ -99,8 +87,8 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
     from lab.variance.config import load_config
     from lab.variance.runner import run_sample
 
-    config = load_config(config_path, flags)
-    check_out_dir(config.out_dir(), fresh=fresh)
+    config = load_config(config_path, engine_settings(flags))
+    check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
     run = run_agents if is_agent_source(config) else run_sample
     try:
         outcome = run(

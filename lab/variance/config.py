@@ -6,6 +6,11 @@ A YAML file holds the same keys as the fields below (flags override it), e.g.
     k: 32
     backend: vllm
     tensor_parallel_size: 1      # vllm only (--tp)
+    prefix_caching: true         # the engine, as a sweep cell has it (flags: lab sample --help)
+    batch_invariant: false
+    enforce_eager: true          # false: compiled (slow start on a CPU)
+    attention_backend: null      # vLLM's choice
+    engine_args: {max_num_batched_tokens: 8192}   # any other vLLM engine argument
     temperature: 0.7
     max_tokens: 64
     out: runs/basic-k32
@@ -13,8 +18,9 @@ A YAML file holds the same keys as the fields below (flags override it), e.g.
     gate: {min_mean: 0.5, min_p5: 0.1, max_mean_over_p5: 4, min_pass_hat_k: 0.1}
 
 Only the fields that change samples (cases, engine, sampling, seeds) define the run's identity
-in the run directory; analysis settings (gate, prices, diversity, bootstrap, cohorts) can change
-when a report is rebuilt.
+in the run directory (the engine as `engine`: EngineConfig.from_values, the builder a sweep
+cell and `lab generate` use too); analysis settings (gate, prices, diversity, bootstrap,
+cohorts) can change when a report is rebuilt.
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ from typing import Any
 
 from lab import samplerun
 from lab.backends import registry
-from lab.backends.base import SamplingConfig, canonical_dtype, check_backend_supports
+from lab.backends.base import (
+    EngineConfig,
+    SamplingConfig,
+    canonical_dtype,
+    check_backend_supports,
+)
 from lab.cases.cohorts import parse_cohorts
 from lab.cases.model import Case
 from lab.devices import check_device_name
@@ -102,6 +113,13 @@ def parse_gate(items: list[str] | dict[str, Any] | None) -> GateConfig:
     return GateConfig(**out)
 
 
+#: the settings that define the engine (EngineConfig fields)
+ENGINE_FIELDS = (
+    "backend model dtype device tensor_parallel_size batch_invariant prefix_caching "
+    "enforce_eager attention_backend max_num_seqs max_model_len engine_args"
+).split()
+
+
 @dataclass
 class SampleConfig:
     """One n-of-k run. Defaults suit the bundled model on a CPU."""
@@ -143,8 +161,19 @@ class SampleConfig:
     #: samples per engine call (one progress line and one resume point per call);
     #: None: 8 x max_num_seqs for vLLM, max_num_seqs for hf
     rows_per_call: int | None = None
-    #: vLLM prefix caching (each prompt prefilled once for its k samples)
+    #: vLLM prefix caching (each prompt prefilled once for its k samples; hf: none, recorded
+    #: as off)
     prefix_caching: bool = True
+    #: batch-invariant mode (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1)
+    batch_invariant: bool = False
+    #: vLLM: eager mode; False compiles the model first (minutes on a CPU)
+    enforce_eager: bool = True
+    #: vLLM attention backend name (None: vLLM's choice)
+    attention_backend: str | None = None
+    #: context length cap (None: the model's own)
+    max_model_len: int | None = None
+    #: any other vLLM engine argument, passed through as is (`--engine-arg KEY=VALUE`)
+    engine_args: dict[str, Any] = field(default_factory=dict)
     #: run directory (None: runs/sample-<cases>-<backend>-k<k>)
     out: str | None = None
     #: sentence-transformers model for diversity (name or path)
@@ -241,6 +270,13 @@ class SampleConfig:
         )
         if self.max_num_seqs < 1:
             raise LabError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        self.engine_config()  # the engine's own checks (engine_args, max_model_len, ...)
+
+    def engine_config(self) -> EngineConfig:
+        """The engine this run samples through (the same builder as a sweep cell's)."""
+        values = {name: getattr(self, name) for name in ENGINE_FIELDS}
+        values["prefix_caching"] = self.prefix_caching and self.backend == "vllm"
+        return EngineConfig.from_values(values)
 
     def _check_types(self) -> None:
         """YAML gives whatever was typed: `k: "32"` must fail here, not deep in an engine."""
@@ -329,6 +365,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
                 {k: v for k, v in dataclasses.asdict(parse_gate(value)).items() if v is not None}
             )
             values["gate"] = merged
+        elif key == "engine_args":  # flags add to (and override) the config file's mapping
+            given = values.get("engine_args")
+            values[key] = (dict(given) if isinstance(given, dict) else {}) | dict(value)
         elif key in ("price_in", "price_out"):
             values.setdefault("prices", {})["input" if key == "price_in" else "output"] = value
         else:

@@ -43,6 +43,39 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+_DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def engine_summary(engine: dict[str, Any] | None) -> str:
+    """The serving configuration of a run in one line: the engine (and its version), device,
+    dtype, TP, prefix caching, eager/compiled, batch-invariant mode, max_num_seqs and any other
+    engine setting, e.g. "vllm 0.32.0 on cpu, fp32, TP 3, prefix caching on, eager, ..."."""
+    if not engine:
+        return "engine not recorded"
+    e = engine
+    name = str(e.get("backend", "?"))
+    if e.get("vllm_version"):
+        name += f" {e['vllm_version']}"
+    dtype = str(e.get("dtype"))
+    parts = [f"{name} on {e.get('device', '?')}", _DTYPE_NAMES.get(dtype, dtype)]
+    parts.append(f"TP {e.get('tensor_parallel_size', 1)}")
+    if e.get("backend") == "vllm":
+        parts.append(f"prefix caching {'on' if e.get('prefix_caching') else 'off'}")
+        parts.append("eager" if e.get("enforce_eager", True) else "compiled")
+    mode = "on" if e.get("batch_invariant") else "off"
+    if e.get("batch_invariant") and e.get("batch_invariant_kernels") is False:
+        mode += " (no batch-invariant kernels on this device)"
+    parts.append(f"batch-invariant {mode}")
+    parts.append(f"max_num_seqs {e.get('max_num_seqs', '?')}")
+    for key in ("attention_backend", "max_model_len", "memory_fraction"):
+        if e.get(key) is not None:
+            parts.append(f"{key} {e[key]}")
+    if e.get("engine_args"):
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(e["engine_args"].items()))
+        parts.append(f"engine args {args}")
+    return ", ".join(str(p) for p in parts)
+
+
 def _interval(metrics: dict[str, Any], name: str) -> str:
     iv = metrics["intervals_95"].get(name)
     if not iv or iv[0] is None:
@@ -87,6 +120,8 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
             f"{run['temperature']}, top_p {run['top_p']}, top_k {run['top_k']}, "
             f"max_tokens {run['max_tokens']}, seed {run['seed']}"
         ),
+        "",
+        "Engine: " + md_cell(engine_summary(run.get("engine"))),
         "",
         "| metric | value | 95% bootstrap |",
         "|---|---|---|",
@@ -155,6 +190,7 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
             f"max_tokens {run['max_tokens']}, seed {run['seed']}"
         )
         + "</p>",
+        "<p><b>Engine:</b> " + inline(engine_summary(run.get("engine"))) + "</p>",
     ]
     if head["high_variance"]:
         parts.append(

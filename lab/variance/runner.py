@@ -33,6 +33,7 @@ from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
 from lab.errors import LabError
+from lab.models import check_model
 from lab.samplerun import LOG
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance import report
@@ -50,15 +51,7 @@ class RunOutcome:
 
 
 def engine_config(config: SampleConfig) -> EngineConfig:
-    return EngineConfig(
-        backend=config.backend,
-        model=config.model,
-        dtype=config.dtype,
-        device=config.device,
-        tensor_parallel_size=config.tensor_parallel_size,
-        max_num_seqs=config.max_num_seqs,
-        prefix_caching=config.prefix_caching and config.backend == "vllm",
-    )
+    return config.engine_config()
 
 
 def sampling_config(config: SampleConfig, seed: int) -> SamplingConfig:
@@ -211,6 +204,8 @@ def run_sample(
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)
+    if backend is None:
+        check_model(config.model, cache_dir)  # like every other input, before the directory
     store = open_run(config, cases, backend_config, fresh)
     chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
     emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")

@@ -43,8 +43,10 @@ def make_run(
     specs: list[dict[str, Any]] | None = None,
     temperature: float = 0.7,
     texts: dict[tuple[int, int], str] | None = None,
+    **settings: Any,
 ) -> Path:
-    """outcomes [C, k] bool -> a finished run directory root/name."""
+    """outcomes [C, k] bool -> a finished run directory root/name (`settings`: more
+    SampleConfig fields, e.g. an engine setting)."""
     count, k = outcomes.shape
     specs = specs or case_specs(count)
     cases_file = root / f"{name}-cases.jsonl"
@@ -57,6 +59,7 @@ def make_run(
         seed=seed,
         temperature=temperature,
         bootstrap_samples=20,
+        **settings,
     )
     cases = load_cases(config.cases)
     store = open_run(config, cases, engine_config(config), fresh=True)

@@ -273,3 +273,25 @@ def test_the_report_files_and_escaping(tmp_path: Path) -> None:
     assert metrics["run"]["kind"] == "agents"
     for name in ("summary.md", "samples.parquet", "cases.json", "config.json", "steps.jsonl"):
         assert (out / name).is_file()
+
+
+def test_an_agent_run_carries_the_sample_marker_and_fresh_keeps_other_files(
+    cases_file: Path, tmp_path: Path
+) -> None:
+    from lab.runkinds import MARKER, check_run_dir, run_kind_of
+
+    out = tmp_path / "run"
+    run_agents(config(cases_file, out), backend=ScriptedBackend(), emit=lambda m: None)
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["kind"] == "sample" and "trajectories.jsonl" in marker["writes"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LabError, match="holds a sample run"):
+        check_run_dir(out, "sweep")
+    run_agents(config(cases_file, out), backend=ScriptedBackend(), emit=lambda m: None, fresh=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len((out / "trajectories.jsonl").read_text().splitlines()) == 8
+    # a directory from before the marker is still recognized by its agent logs
+    (out / MARKER).unlink()
+    (out / "cases.json").unlink()
+    (out / "config.json").unlink()
+    assert run_kind_of(out) == "sample"

@@ -271,8 +271,12 @@ def test_comparison_report_html_and_markdown(
     page = written["html"].read_text(encoding="utf-8")
     assert_clean_html(page)
     assert_no_long_unbreakable_layout(page)
-    assert_clean_markdown(written["markdown"].read_text(encoding="utf-8"))
-    assert_clean_markdown(md)
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    assert_clean_markdown(markdown)
+    # What lab compare prints: the same lines for a terminal, no Markdown escapes (it is not
+    # rendered), no control character (ESC would act on the terminal), no forged line.
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", md)
+    assert md.count("\n") == markdown.count("\n")
 
 
 def test_retry_markdown(hostile_runs: tuple[Path, Path], tmp_path: Path) -> None:
