@@ -22,7 +22,7 @@ from lab.agents.trajectory import TURN_STRIDE
 from lab.errors import LabError
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
-from tests.unit.agent_fakes import CASES, ScriptedBackend, write_cases
+from tests.unit.agent_fakes import CASES, SCRIPT, ScriptedBackend, write_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -295,3 +295,34 @@ def test_an_agent_run_carries_the_sample_marker_and_fresh_keeps_other_files(
     (out / "cases.json").unlink()
     (out / "config.json").unlink()
     assert run_kind_of(out) == "sample"
+
+
+def test_lab_compare_of_two_agent_runs_adds_the_jensen_shannon_divergence(
+    cases_file: Path, tmp_path: Path
+) -> None:
+    """Run B answers c-add/1 like c-add/0: c-add's action-sequence distribution goes from
+    {x: 1/2, y: 1/2} to {x: 1}; the other three cases are unchanged (JS 0)."""
+    import math
+
+    from lab.comparison.commands import run_compare
+
+    run_agents(config(cases_file, tmp_path / "a"), backend=ScriptedBackend(), emit=lambda m: None)
+    changed = SCRIPT | {"c-add/1": ['CALL add {"a": 2, "b": 3}', "ANSWER: 5"]}
+    run_agents(
+        config(cases_file, tmp_path / "b"),
+        backend=ScriptedBackend(changed),
+        emit=lambda m: None,
+    )
+    written, text = run_compare(
+        [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "cmp", False, 0.05, 0, 200
+    )
+    result = json.loads(written["json"].read_text())
+    actions = result["comparisons"][0]["actions"]
+    # P = {x: 1/2, y: 1/2}, Q = {x: 1}, M = {x: 3/4, y: 1/4}
+    kl_pm = 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)
+    kl_qm = math.log2(1 / 0.75)
+    js_add = (kl_pm + kl_qm) / 2
+    assert actions["cases"][0]["id"] == "c-add"
+    assert actions["cases"][0]["js"] == pytest.approx(js_add)
+    assert actions["mean_js"] == pytest.approx(js_add / 4)  # three cases unchanged: JS 0
+    assert "Jensen-Shannon" in text
