@@ -132,8 +132,13 @@ def _case_section(case: dict[str, Any]) -> str:
     head = (
         f"<h3>{inline(case['id'])}: {case['successes']}/{case['n']} "
         f"<small>[{fmt(lo, 2)}, {fmt(hi, 2)}]</small></h3><p><small>"
-        f"{a['distinct_sequences']} distinct sequences; trajectories part at step "
-        f"{a['first_divergence'] or 'never'}; tool-choice agreement "
+        f"{a['distinct_sequences']} distinct sequences; "
+        + (
+            f"trajectories part at step {a['first_divergence']}"
+            if a["first_divergence"]
+            else "trajectories never part"
+        )
+        + "; tool-choice agreement "
         f"{fmt(a['tool_choice_agreement'], 2)}, argument agreement "
         f"{fmt(a['argument_agreement'], 2)}</small></p>"
     )
