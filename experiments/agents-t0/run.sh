@@ -11,16 +11,17 @@ run() {  # NAME, then lab sample flags
   "$lab" sample "$here/base.yaml" --out "$out/$name" "$@" > "$out/$name.log" 2>&1 || true
 }
 mkdir -p "$out"
+# batch size: all 26 trajectories in one forward pass (64) against at most 4 at a time (4)
 run vllm-fp32-b64 --backend vllm --dtype fp32 --max-num-seqs 64
-run vllm-fp32-b1 --backend vllm --dtype fp32 --max-num-seqs 1
 run hf-fp32-b64 --backend hf --dtype fp32 --max-num-seqs 64
-run hf-fp32-b1 --backend hf --dtype fp32 --max-num-seqs 1
+run vllm-fp32-b4 --backend vllm --dtype fp32 --max-num-seqs 4
+run hf-fp32-b4 --backend hf --dtype fp32 --max-num-seqs 4
 run vllm-bf16-b64 --backend vllm --dtype bf16 --max-num-seqs 64
 python - "$out" <<'PY'
 import sys
 from lab.agents.divergence import compare_agent_runs, format_divergence
 out = sys.argv[1]
-pairs = [("vllm-fp32-b64", "vllm-fp32-b1"), ("hf-fp32-b64", "hf-fp32-b1"),
+pairs = [("vllm-fp32-b64", "vllm-fp32-b4"), ("hf-fp32-b64", "hf-fp32-b4"),
          ("vllm-fp32-b64", "hf-fp32-b64"), ("vllm-fp32-b64", "vllm-bf16-b64")]
 for a, b in pairs:
     try:

@@ -49,6 +49,19 @@ def _actions_line(actions: dict[str, Any]) -> str:
     )
 
 
+def _split_line(split: dict[str, Any]) -> str:
+    """Two agent runs, token by token: how many trajectories part, and the first few splits."""
+    text = (
+        f"tokens: {split['identical']} of {split['trajectories']} trajectories token-identical, "
+        f"{len(split['parted'])} part ({split['actions_differ']} with another action there); "
+        f"max |logprob delta| on the identical ones {split['max_logprob_delta_identical']:.3g}"
+    )
+    for key, r in sorted(split["parted"].items())[:5]:
+        margins = "/".join("n/a" if m is None else f"{m:.3f}" for m in r["margins"])
+        text += f"; {key} at step {r['step']} token {r['token']} (margins {margins})"
+    return text
+
+
 def markdown_sample(result: dict[str, Any], cell: Callable[..., str] = md_cell) -> str:
     """comparison.md; `cell=plain_cell`: the same text for a terminal (no Markdown escapes)."""
     runs = ", ".join(
@@ -97,7 +110,9 @@ def markdown_sample(result: dict[str, Any], cell: Callable[..., str] = md_cell) 
                 f"pass->fail, {m['a_fail_b_pass']} fail->pass, p = {m['p']:.3g} ({m['role']})"
             )
         if c.get("actions"):
-            lines.append(f"- {md_cell(_actions_line(c['actions']))}")
+            lines.append(f"- {cell(_actions_line(c['actions']))}")
+        if c.get("token_split"):
+            lines.append(f"- {cell(_split_line(c['token_split']))}")
         d = c["drift"]
         lines.append(
             f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: "
@@ -300,6 +315,8 @@ def html_sample(result: dict[str, Any]) -> str:
             + f"<li>{'drift' if c['drift'].get('applies') else 'against run-to-run variance'}: "
             f"{_esc(c['drift']['note'])}</li></ul>"
         )
+        if c.get("token_split"):
+            parts.append(f"<p>{_esc(_split_line(c['token_split']))}</p>")
         if c.get("actions"):
             parts.append(f"<p>{_esc(_actions_line(c['actions']))}</p>")
             parts.append(

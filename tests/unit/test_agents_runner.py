@@ -307,7 +307,8 @@ def test_lab_compare_of_two_agent_runs_adds_the_jensen_shannon_divergence(
     from lab.comparison.commands import run_compare
 
     run_agents(config(cases_file, tmp_path / "a"), backend=ScriptedBackend(), emit=lambda m: None)
-    changed = SCRIPT | {"c-add/1": ['CALL add {"a": 2, "b": 3}', "ANSWER: 5"]}
+    # (a trailing space: the fake's third token is the reply's length, so the tokens part too)
+    changed = SCRIPT | {"c-add/1": ['CALL add {"a": 2, "b": 3} ', "ANSWER: 5"]}
     run_agents(
         config(cases_file, tmp_path / "b"),
         backend=ScriptedBackend(changed),
@@ -326,3 +327,9 @@ def test_lab_compare_of_two_agent_runs_adds_the_jensen_shannon_divergence(
     assert actions["cases"][0]["js"] == pytest.approx(js_add)
     assert actions["mean_js"] == pytest.approx(js_add / 4)  # three cases unchanged: JS 0
     assert "Jensen-Shannon" in text
+    # token by token: only c-add/1 parted, at its first step's third token, with another call
+    split = result["comparisons"][0]["token_split"]
+    assert split["trajectories"] == 8 and list(split["parted"]) == ["c-add/1"]
+    assert split["parted"]["c-add/1"]["step"] == 1 and split["parted"]["c-add/1"]["token"] == 2
+    assert split["actions_differ"] == 1
+    assert "7 of 8 trajectories token-identical" in text
