@@ -6,6 +6,9 @@ step where a case's trajectories first part, and per case the action-sequence di
 one column each, one row per step, the row where they part highlighted. Every piece of model
 text, call, tool answer, case id and reason goes through html.escape (lab.report.page shell).
 
+`actions_line` and `split_line` are the lines `lab compare` shows for two agent runs (the
+Jensen-Shannon divergence of their action sequences, and where their tokens part).
+
     from lab.agents.render import agent_html, agent_markdown
 """
 
@@ -233,3 +236,28 @@ def agent_html(metrics: dict[str, Any]) -> str:
     defs = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in metrics["definitions"].items())
     parts.append(f"<h2>Definitions</h2><ul>{defs}</ul>")
     return scrub(page(title, parts, css=CSS))
+
+
+# --- lines lab compare shows for two agent runs ---------------------------------------------
+
+
+def actions_line(actions: dict[str, Any]) -> str:
+    """Two agent runs: how far apart their action-sequence distributions are."""
+    return (
+        f"action sequences: mean Jensen-Shannon divergence {actions['mean_js']:.3f} over cases "
+        f"(0 same, 1 disjoint), permutation p = {actions['p']:.3g} "
+        f"({actions['permutations']} shuffles of trajectories between the runs)"
+    )
+
+
+def split_line(split: dict[str, Any]) -> str:
+    """Two agent runs, token by token: how many trajectories part, and the first few splits."""
+    text = (
+        f"tokens: {split['identical']} of {split['trajectories']} trajectories token-identical, "
+        f"{len(split['parted'])} part ({split['actions_differ']} with another action there); "
+        f"max |logprob delta| on the identical ones {split['max_logprob_delta_identical']:.3g}"
+    )
+    for key, r in sorted(split["parted"].items())[:5]:
+        margins = "/".join("n/a" if m is None else f"{m:.3f}" for m in r["margins"])
+        text += f"; {key} at step {r['step']} token {r['token']} (margins {margins})"
+    return text

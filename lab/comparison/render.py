@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.agents.render import actions_line, split_line
 from lab.report.page import page
 from lab.report.svg import histogram, scatter
 from lab.safetext import inline, md_cell, scrub
@@ -38,28 +39,6 @@ def _ci(row: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- Markdown
-
-
-def _actions_line(actions: dict[str, Any]) -> str:
-    """Two agent runs: how far apart their action-sequence distributions are."""
-    return (
-        f"action sequences: mean Jensen-Shannon divergence {actions['mean_js']:.3f} over cases "
-        f"(0 same, 1 disjoint), permutation p = {actions['p']:.3g} "
-        f"({actions['permutations']} shuffles of trajectories between the runs)"
-    )
-
-
-def _split_line(split: dict[str, Any]) -> str:
-    """Two agent runs, token by token: how many trajectories part, and the first few splits."""
-    text = (
-        f"tokens: {split['identical']} of {split['trajectories']} trajectories token-identical, "
-        f"{len(split['parted'])} part ({split['actions_differ']} with another action there); "
-        f"max |logprob delta| on the identical ones {split['max_logprob_delta_identical']:.3g}"
-    )
-    for key, r in sorted(split["parted"].items())[:5]:
-        margins = "/".join("n/a" if m is None else f"{m:.3f}" for m in r["margins"])
-        text += f"; {key} at step {r['step']} token {r['token']} (margins {margins})"
-    return text
 
 
 def markdown_sample(result: dict[str, Any], cell: Callable[..., str] = md_cell) -> str:
@@ -110,9 +89,9 @@ def markdown_sample(result: dict[str, Any], cell: Callable[..., str] = md_cell) 
                 f"pass->fail, {m['a_fail_b_pass']} fail->pass, p = {m['p']:.3g} ({m['role']})"
             )
         if c.get("actions"):
-            lines.append(f"- {cell(_actions_line(c['actions']))}")
+            lines.append(f"- {cell(actions_line(c['actions']))}")
         if c.get("token_split"):
-            lines.append(f"- {cell(_split_line(c['token_split']))}")
+            lines.append(f"- {cell(split_line(c['token_split']))}")
         d = c["drift"]
         lines.append(
             f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: "
@@ -316,9 +295,9 @@ def html_sample(result: dict[str, Any]) -> str:
             f"{_esc(c['drift']['note'])}</li></ul>"
         )
         if c.get("token_split"):
-            parts.append(f"<p>{_esc(_split_line(c['token_split']))}</p>")
+            parts.append(f"<p>{_esc(split_line(c['token_split']))}</p>")
         if c.get("actions"):
-            parts.append(f"<p>{_esc(_actions_line(c['actions']))}</p>")
+            parts.append(f"<p>{_esc(actions_line(c['actions']))}</p>")
             parts.append(
                 _table(
                     ["case", "JS divergence", f"most frequent in {c['a']}",
