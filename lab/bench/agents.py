@@ -17,7 +17,7 @@ from typing import Any
 from lab.agents.environment import Environments
 from lab.agents.runner import choose_protocol
 from lab.agents.trajectory import Live, Stepper, Task, advance
-from lab.backends import EngineConfig, load_backend
+from lab.backends import Backend, EngineConfig, load_backend
 from lab.backends.base import SamplingConfig
 from lab.cases.loaders import load_cases
 
@@ -51,8 +51,12 @@ def bench_agents(
     max_tokens: int = 32,
     max_turns: int = 3,
     cache_dir: str | None = None,
+    engine: Backend | None = None,
 ) -> dict[str, Any]:
-    engine = load_backend(EngineConfig(backend=backend, device="cpu", dtype="fp32"), cache_dir)
+    """`engine`: an already running backend (tests pass a fake); else one is loaded."""
+    if engine is None:
+        config = EngineConfig(backend=backend, device="cpu", dtype="fp32")
+        engine = load_backend(config, cache_dir)
     chosen = load_cases("bundled:agents")[:cases]
     sampling = SamplingConfig(n=1, temperature=0.7, max_tokens=max_tokens)
     # warm-up: one short call so neither pass pays the first call's one-off costs

@@ -66,9 +66,13 @@ def bench_agents_cmd(
     obj: dict[str, Any], backend: str, cases: int, k: int, max_tokens: int, max_turns: int
 ) -> None:
     """Agent trajectories stepped together (one call per turn) vs each alone, as a ratio."""
+    from lab.backends import close_all
     from lab.bench.agents import bench_agents, format_agents
 
-    result = bench_agents(backend, cases, k, max_tokens, max_turns, obj["cache_dir"])
+    try:
+        result = bench_agents(backend, cases, k, max_tokens, max_turns, obj["cache_dir"])
+    finally:
+        close_all()
     click.echo(format_agents(result))
 
 
