@@ -8,8 +8,8 @@ no run's and that it would not overwrite; `--fresh` deletes the names its kind w
 nothing else: a user's notes.txt beside a run stays, another kind of run is refused, and a
 directory of other files with no run is refused. A directory written before the marker existed
 is recognized by its files (`run_kind_of`: a sweep's cells.jsonl, a sample run's samples.jsonl
-or cases.json, a load test's requests.jsonl, a quickstart's step directories; else its
-config.json) and gets its marker when it is resumed.
+or cases.json (an agent run's trajectories.jsonl), a load test's requests.jsonl, a
+quickstart's step directories; else its config.json) and gets its marker when it is resumed.
 
     check_run_dir("runs/x", "sample", fresh=True)   # before anything: LabError, one line
     kept = start_over("runs/x", "sample")           # --fresh: the sample run's files only
@@ -38,6 +38,7 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
     + (
         "settings.json", "batching.json", "cases.json", "samples.jsonl", "samples.parquet",
         "metrics.json", "summary.md", "report.html", "embeddings.npz", "retry.md", "retry.json",
+        "trajectories.jsonl", "steps.jsonl",  # an agent run's (lab.agents)
     ),
     "sweep": _COMMON
     + _TEMPS
@@ -84,7 +85,8 @@ def run_kind_of(path: str | os.PathLike[str]) -> str | None:
         return "sweep"
     if names & {"requests.jsonl", "passes.jsonl"} or (config or {}).get("kind") == "load":
         return "load"
-    if names & {"samples.jsonl", "cases.json"} or (config or {}).get("cases_fingerprint"):
+    sample_files = {"samples.jsonl", "cases.json", "trajectories.jsonl"}
+    if names & sample_files or (config or {}).get("cases_fingerprint"):
         return "sample"
     steps = [n for n in ("sweep", "kernels-off", "kernels-on", "variance") if n in names]
     if "index.html" in names and steps or any(run_kind_of(root / n) for n in steps):

@@ -14,6 +14,14 @@
     RUN_DIR/embeddings.npz     every output's embedding, reused by a rebuild
                                (lab.variance.embedcache)
 
+An agent run (cases with tools, lab.agents) keeps trajectories instead of samples: a kind of
+record this directory stores beside the same config, settings, cases, Parquet, metrics and
+report files (samples.parquet: one row per trajectory, its final answer as the text):
+
+    RUN_DIR/steps.jsonl          the resume journal: one line per engine call, the step each
+                                 trajectory in it took (lab.agents.records.Step)
+    RUN_DIR/trajectories.jsonl   one line per finished trajectory, all its steps (Trajectory)
+
 The sampler (lab.variance.runner) opens a run with `open_run` and appends to the LOG; the
 report (lab.variance.report), the comparison of runs (lab.comparison.runs), retry estimates and
 the worst-case library (lab.longtail) read it back through the readers here, so a file's name,
@@ -49,6 +57,9 @@ SUMMARY = "summary.md"
 REPORT = "report.html"
 #: a sweep run directory's log (lab.determinism.sweep), how run_kind tells the two apart
 SWEEP_LOG = "cells.jsonl"
+#: an agent run's logs: finished trajectories, and the journal of steps (resume)
+TRAJECTORIES = "trajectories"
+JOURNAL = "steps"
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -151,6 +162,17 @@ def read_cases(path: Path) -> list[Case]:
         except CaseFieldError as exc:  # a hand-edited or damaged cases.json
             raise LabError(f"{path}/cases.json[{i}]: field '{exc.field}': {exc}") from None
     return cases
+
+
+def is_agent_run(path: str | Path) -> bool:
+    """An n-of-k run over agent cases (trajectories.jsonl, or a journal of steps)."""
+    root = Path(path)
+    return (root / f"{TRAJECTORIES}.jsonl").is_file() or (root / f"{JOURNAL}.jsonl").is_file()
+
+
+def read_trajectories(path: str | Path) -> list[dict[str, Any]]:
+    """The finished trajectories of an agent run, one record each, in log order."""
+    return list(RunStore(Path(path)).entries(TRAJECTORIES))
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:

@@ -70,18 +70,24 @@ def check_backend_supports(
 
 @dataclass
 class Request:
-    """One prompt: a raw text prompt or a list of chat messages ({"role", "content"})."""
+    """One prompt: a raw text prompt or a list of chat messages ({"role", "content"}; an agent's
+    history also holds assistant `tool_calls` and `tool` results, as the OpenAI API does)."""
 
     id: str
     prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     #: this request's base seed, replacing SamplingConfig.seed (sample i uses seed + i), so
     #: requests in one call need not share random numbers. None: the call's seed.
     seed: int | None = None
+    #: tool definitions (OpenAI function shape) rendered through the model's chat template
+    #: (`apply_chat_template(tools=...)`) or sent to a server; chat messages only
+    tools: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise LabError(f"request {self.id!r}: give exactly one of prompt or messages")
+        if self.tools is not None and self.messages is None:
+            raise LabError(f"request {self.id!r}: tools need chat messages, not a raw prompt")
 
 
 @dataclass
@@ -243,6 +249,9 @@ class Generation:
     engine: dict[str, Any]
     sampling: dict[str, Any]
     error: str | None = None
+    #: tool calls a server's own parser found (openai backend with tools; OpenAI shape
+    #: {"id", "type", "function": {"name", "arguments"}}); None: not parsed by the engine
+    tool_calls: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

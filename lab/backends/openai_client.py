@@ -257,6 +257,8 @@ def request_body(
         body["return_tokens_as_token_ids"] = True
     if request.messages is not None:
         body["messages"] = request.messages
+        if request.tools:
+            body["tools"] = request.tools
         body["logprobs"] = True
         body["top_logprobs"] = sampling.logprobs
         return "chat/completions", body
@@ -294,6 +296,8 @@ class ParsedChoice:
     #: per step: (token id or -1, token text or "", logprob), unsorted
     alternatives: list[list[tuple[int, str, float]]]
     prompt_token_ids: list[int]
+    #: the server's parsed tool calls (chat with tools), None when it gave none
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def parse_choice(response: dict[str, Any], index: int = 0) -> ParsedChoice:
@@ -301,8 +305,10 @@ def parse_choice(response: dict[str, Any], index: int = 0) -> ParsedChoice:
     choice = next(c for c in response["choices"] if int(c.get("index", 0)) == index)
     steps: list[tuple[Any, Any, list[tuple[Any, Any]]]] = []  # (token, logprob, [(tok, lp)])
     logprobs = choice.get("logprobs") or {}
+    tool_calls = None
     if "message" in choice:  # chat
         text = choice["message"].get("content") or ""
+        tool_calls = choice["message"].get("tool_calls") or None
         for step in logprobs.get("content") or []:
             alts = [(a["token"], a["logprob"]) for a in step.get("top_logprobs") or []]
             steps.append((step["token"], step["logprob"], alts))
@@ -336,4 +342,5 @@ def parse_choice(response: dict[str, Any], index: int = 0) -> ParsedChoice:
         token_logprobs=[float(lp) if lp is not None else float("nan") for _, lp, _ in steps],
         alternatives=alternatives,
         prompt_token_ids=[int(t) for t in prompt_ids],
+        tool_calls=tool_calls,
     )

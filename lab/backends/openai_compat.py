@@ -223,6 +223,7 @@ class OpenAIBackend(Backend):
             timings={"total_s": result.latency_s, "attempts": float(result.attempts)},
             engine=self.engine_record,
             sampling=dataclasses.asdict(sampling),
+            tool_calls=parsed.tool_calls,
         )
 
     def _text(self, token_id: int) -> str:

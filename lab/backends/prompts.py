@@ -12,17 +12,28 @@ from lab.backends.base import Request
 from lab.errors import LabError
 
 
+def supports_tools(tokenizer: Any) -> bool:
+    """Whether the model's chat template renders tool definitions (Qwen, Llama 3.1+, Mistral
+    do; SmolLM2's does not): it names `tools` somewhere (a dict of templates: any of them)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    return isinstance(template, str) and "tools" in template
+
+
 def render_token_ids(tokenizer: Any, request: Request) -> list[int]:
-    """Prompt token ids for one request."""
+    """Prompt token ids for one request (with its tools through the chat template, if any)."""
     if request.messages is not None:
         if not getattr(tokenizer, "chat_template", None):
             raise LabError(
                 f"request {request.id!r} has chat messages but the model has no chat template; "
                 "give a raw prompt instead"
             )
+        extra = {"tools": request.tools} if request.tools else {}
         ids = tokenizer.apply_chat_template(
-            request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+            request.messages, add_generation_prompt=True, tokenize=True, return_dict=False,
+            **extra,
+        )  # fmt: skip
         # Some tokenizer versions return a BatchEncoding / dict even with return_dict=False.
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]

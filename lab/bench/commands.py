@@ -5,6 +5,7 @@
     lab bench roof [--backends vllm,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
     lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e]
     lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
+    lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32]
 
 Parsing and printing only. Listed in lab/cli.py (COMMANDS).
 """
@@ -82,6 +83,30 @@ def bench_roof_cmd(obj: dict[str, Any], backends: str, as_json: bool, **options:
     finally:
         close_all()
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_roof(result))
+
+
+@bench_group.command("agents")
+@click.option(
+    "--backend", type=click.Choice(registry.choices("hf")), default="hf", show_default=True
+)
+@click.option("--cases", type=click.IntRange(min=1, max=26), default=10, show_default=True,
+              help="The first N bundled agent cases.")  # fmt: skip
+@click.option("--k", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-turns", type=click.IntRange(min=1, max=64), default=3, show_default=True)
+@click.pass_obj
+def bench_agents_cmd(
+    obj: dict[str, Any], backend: str, cases: int, k: int, max_tokens: int, max_turns: int
+) -> None:
+    """Agent trajectories stepped together (one call per turn) vs each alone, as a ratio."""
+    from lab.backends import close_all
+    from lab.bench.agents import bench_agents, format_agents
+
+    try:
+        result = bench_agents(backend, cases, k, max_tokens, max_turns, obj["cache_dir"])
+    finally:
+        close_all()
+    click.echo(format_agents(result))
 
 
 @bench_group.command("kernels")

@@ -187,7 +187,9 @@ def load_cases(source: str | Path, require_checks: bool = True) -> list[Case]:
     for line, record in records:
         where = f"{path}:{line}" if label == "line" else f"{path}: row {line}"
         try:
-            case = case_from_record(record, strict, where, require_checks)
+            case = case_from_record(
+                record, strict, where, require_checks, path if path.is_dir() else path.parent
+            )
         except CaseFieldError as exc:
             at = field_lines.get((line, exc.field.split(".")[0].split("[")[0]), line)
             where = f"{path}:{at}" if label == "line" else where

@@ -16,13 +16,22 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lab.backends.base import Request
+from lab.cases.agentspec import (
+    AGENT_FIELDS,
+    AgentFieldError,
+    AgentSpec,
+    agent_to_dict,
+    is_trajectory_check,
+    parse_agent,
+)
 from lab.cases.checks import Check
 from lab.cases.specs import CheckSpecError, parse_check
 
-FIELDS = ("id", "prompt", "messages", "system", "raw", "checks", "tags", "metadata")
+FIELDS = ("id", "prompt", "messages", "system", "raw", "checks", "tags", "metadata") + AGENT_FIELDS
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 
 
@@ -40,6 +49,9 @@ class Case:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: "file:line" it came from
     source: str = ""
+    #: an agent case's tools, environment, turn limit and trajectory checks
+    #: (lab.cases.agentspec); None for a single-turn case
+    agent: AgentSpec | None = None
 
     def request(self) -> Request:
         if self.messages is not None:
@@ -59,6 +71,9 @@ class Case:
         if self.raw:
             out["raw"] = True
         out["checks"] = [c.spec for c in self.checks]
+        if self.agent is not None:
+            out |= agent_to_dict(self.agent)
+            out["checks"] = out["checks"] + [c.spec for c in self.agent.checks]
         if self.tags:
             out["tags"] = self.tags
         if self.metadata:
@@ -108,14 +123,21 @@ def _tags(value: Any) -> list[str]:
     raise CaseFieldError("tags", "must be a list of strings (or 'a;b' text)")
 
 
-def _checks(value: Any) -> list[Check]:
+def _check_specs(value: Any) -> list[Any]:
     value = _json_field(value, "checks")
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not value:
         raise CaseFieldError("checks", 'give at least one check, e.g. [{"contains": "Paris"}]')
+    return value
+
+
+def _checks(value: list[Any], skip: set[int] | None = None) -> list[Check]:
+    """The answer checks of a spec list (`skip`: indices of trajectory checks)."""
     checks = []
     for i, spec in enumerate(value):
+        if skip and i in skip:
+            continue
         try:
             checks.append(parse_check(spec))
         except CheckSpecError as exc:
@@ -125,12 +147,17 @@ def _checks(value: Any) -> list[Check]:
 
 
 def case_from_record(
-    record: dict[str, Any], strict: bool, source: str, require_checks: bool = True
+    record: dict[str, Any],
+    strict: bool,
+    source: str,
+    require_checks: bool = True,
+    base_dir: Path | None = None,
 ) -> Case:
     """One case from a mapping; raises CaseFieldError naming the field.
 
     `require_checks=False` accepts a case without checks (a production sample compared with
-    `lab shift` has inputs only); checks that are given are still validated.
+    `lab shift` has inputs only); checks that are given are still validated. `base_dir`: the
+    case file's folder, where an agent case's environment module file lies.
     """
     record = {k: v for k, v in record.items() if v is not None}
     extra = {k: v for k, v in record.items() if k not in FIELDS}
@@ -160,16 +187,25 @@ def case_from_record(
     metadata = _json_field(record.get("metadata", {}), "metadata")
     if not isinstance(metadata, dict):
         raise CaseFieldError("metadata", "must be a mapping")
+    specs = _check_specs(record.get("checks")) if require_checks or "checks" in record else []
+    trajectory = [(i, s) for i, s in enumerate(specs) if is_trajectory_check(s)]
+    try:
+        agent = parse_agent(record, trajectory, base_dir)
+    except AgentFieldError as exc:
+        raise CaseFieldError(exc.field, str(exc)) from None
+    if agent is not None and raw:
+        raise CaseFieldError("raw", "an agent case (tools) is a chat: raw must be false")
     return Case(
         id=case_id,
         prompt=record.get("prompt"),
         messages=_messages(record["messages"]) if has_messages else None,
         system=system,
         raw=raw,
-        checks=_checks(record.get("checks")) if require_checks or "checks" in record else [],
+        checks=_checks(specs, {i for i, _ in trajectory}),
         tags=_tags(record.get("tags")),
         metadata=metadata | extra,
         source=source,
+        agent=agent,
     )
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from lab.agents.metrics import distribution, jensen_shannon
 from lab.comparison import drift, paired
 from lab.comparison.runs import (
     CaseData,
@@ -230,6 +231,50 @@ def cohort_rows(
     return rows
 
 
+def _mean_js(a: list[list[str]], b: list[list[str]]) -> tuple[float, list[float]]:
+    per = [jensen_shannon(distribution([[x] for x in p]), distribution([[x] for x in q]))
+           for p, q in zip(a, b, strict=True)]  # fmt: skip
+    return float(np.mean(per)), per
+
+
+def action_divergence(
+    cases_a: list[CaseData], cases_b: list[CaseData], rng: np.random.Generator, rounds: int = 500
+) -> dict[str, Any] | None:
+    """Two agent runs: per case the Jensen-Shannon divergence (base 2) of their action-sequence
+    distributions, the mean over cases, and a permutation p-value (each case's trajectories
+    shuffled between the runs: the mean two runs of one distribution would show at this k)."""
+    if any(c.actions is None for c in cases_a + cases_b):
+        return None
+    a = [list(c.actions or []) for c in cases_a]
+    b = [list(c.actions or []) for c in cases_b]
+    observed, per = _mean_js(a, b)
+    hits = 0
+    for _ in range(rounds):
+        pa, pb = [], []
+        for x, y in zip(a, b, strict=True):
+            pool = np.array(x + y, dtype=object)[rng.permutation(len(x) + len(y))].tolist()
+            pa.append(pool[: len(x)])
+            pb.append(pool[len(x) :])
+        hits += _mean_js(pa, pb)[0] >= observed - 1e-12
+    order = np.argsort(per, kind="stable")[::-1]
+    return {
+        "mean_js": observed,
+        "p": (hits + 1) / (rounds + 1),
+        "permutations": rounds,
+        "cases": [
+            {
+                "id": cases_a[i].id,
+                "js": per[i],
+                "a_top": max(set(a[i]), key=a[i].count),
+                "b_top": max(set(b[i]), key=b[i].count),
+                "a_distinct": len(set(a[i])),
+                "b_distinct": len(set(b[i])),
+            }
+            for i in order[:10]
+        ],
+    }
+
+
 def compare_pair(
     cases_a: list[CaseData],
     cases_b: list[CaseData],
@@ -280,6 +325,7 @@ def compare_pair(
         "cohorts": cohort_rows(cases_a, cases_b, metrics["mean"]["delta"], options, rng, name_b),
         "moved": moved_cases(cases_a, cases_b, options.moved),
         "drift": drift.drift_check(cases_a, cases_b, options.alpha),
+        "actions": action_divergence(cases_a, cases_b, rng),
         "per_case": [
             {"id": a.id, "tags": a.tags, "a_rate": a.rate, "b_rate": b.rate}
             for a, b in zip(cases_a, cases_b, strict=True)
@@ -376,4 +422,7 @@ DEFINITIONS = {
     "Holm": "step-down adjustment of the p-values of one metric over the comparisons",
     "drift": "|delta mean| beyond z * predicted sd, the sd an unchanged config predicts from "
     "the baseline's per-case binomial variance plus its between-run variance",
+    "action JS divergence": "agent runs: per case the Jensen-Shannon divergence (base 2, 0 to 1) "
+    "of the two runs' action-sequence distributions, mean over cases; p from shuffling each "
+    "case's trajectories between the runs",
 }

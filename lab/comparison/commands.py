@@ -10,6 +10,7 @@ Listed in lab/cli.py (COMMANDS).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -63,8 +64,21 @@ def run_compare(
             run.name = f"{run.name}#{i + 1}"
     options = CompareOptions(alpha=alpha, seed=seed, bootstrap=bootstrap)
     result = compare_runs(runs, options, intersection)
+    _agent_token_splits(paths, result)
     written = write_comparison(result, out)
     return written, markdown_sample(sanitize(result), cell=plain_cell)
+
+
+def _agent_token_splits(paths: list[str], result: dict[str, Any]) -> None:
+    """Agent runs: where each run's trajectories part from the baseline's, token by token
+    (lab.agents.divergence; the T=0 question: which step, which token, what margin)."""
+    from lab.agents.divergence import compare_agent_runs
+    from lab.samplerun import is_agent_run
+
+    if not all(is_agent_run(p) for p in paths):
+        return
+    for path, comparison in zip(paths[1:], result["comparisons"], strict=True):
+        comparison["token_split"] = compare_agent_runs(paths[0], path)
 
 
 @click.command("compare")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.agents.render import actions_line, split_line
 from lab.report.page import page
 from lab.report.svg import histogram, scatter
 from lab.safetext import inline, md_cell, scrub
@@ -87,6 +88,10 @@ def markdown_sample(result: dict[str, Any], cell: Callable[..., str] = md_cell) 
                 f"- per-sample exact McNemar (samples paired by seed): {m['a_pass_b_fail']} "
                 f"pass->fail, {m['a_fail_b_pass']} fail->pass, p = {m['p']:.3g} ({m['role']})"
             )
+        if c.get("actions"):
+            lines.append(f"- {cell(actions_line(c['actions']))}")
+        if c.get("token_split"):
+            lines.append(f"- {cell(split_line(c['token_split']))}")
         d = c["drift"]
         lines.append(
             f"- {'drift' if d.get('applies') else 'against run-to-run variance'}: "
@@ -289,6 +294,18 @@ def html_sample(result: dict[str, Any]) -> str:
             + f"<li>{'drift' if c['drift'].get('applies') else 'against run-to-run variance'}: "
             f"{_esc(c['drift']['note'])}</li></ul>"
         )
+        if c.get("token_split"):
+            parts.append(f"<p>{_esc(split_line(c['token_split']))}</p>")
+        if c.get("actions"):
+            parts.append(f"<p>{_esc(actions_line(c['actions']))}</p>")
+            parts.append(
+                _table(
+                    ["case", "JS divergence", f"most frequent in {c['a']}",
+                     f"most frequent in {c['b']}", "distinct A / B"],
+                    [[_esc(r["id"]), _f(r["js"]), _esc(r["a_top"]), _esc(r["b_top"]),
+                      f"{r['a_distinct']} / {r['b_distinct']}"] for r in c["actions"]["cases"]],
+                )
+            )  # fmt: skip
         if c["mcnemar"]:
             m = c["mcnemar"]
             parts.append(

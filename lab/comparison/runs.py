@@ -46,6 +46,8 @@ class CaseData:
     reasons: list[str]
     #: semantic diversity of the case's k outputs (metrics.json): mean_distance, vendi, ...
     diversity: dict[str, float] = field(default_factory=dict)
+    #: an agent run's action sequence of each trajectory (None: not an agent run)
+    actions: list[str] | None = None
 
     @property
     def k(self) -> int:
@@ -86,8 +88,9 @@ def load_sample_run(path: str | Path) -> SampleRun:
     metrics = read_json(root / samplerun.METRICS, "per-case results; rerun lab sample")
     env_path = root / samplerun.ENVIRONMENT
     environment = read_json(env_path, "the run's environment") if env_path.is_file() else {}
+    agents = samplerun.is_agent_run(root)
     by_case: dict[str, list[dict[str, Any]]] = {}
-    for row in read_samples(root, SAMPLE_COLUMNS):
+    for row in read_samples(root, SAMPLE_COLUMNS + (["actions"] if agents else [])):
         by_case.setdefault(row["case_id"], []).append(row)
     diversity = {
         c["id"]: {
@@ -114,6 +117,7 @@ def load_sample_run(path: str | Path) -> SampleRun:
             texts=[r["text"] or "" for r in rows],
             reasons=[r["reasons"] or "" for r in rows],
             diversity=diversity.get(case_id, {}),
+            actions=[r["actions"] for r in rows] if agents else None,
         )
     recorded = (metrics.get("run") or {}).get("engine")
     engine = recorded if isinstance(recorded, dict) else identity.get("engine") or {}

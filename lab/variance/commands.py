@@ -60,17 +60,38 @@ from lab.cli_options import check_out_dir, engine_setting_options, engine_settin
 )
 @click.option("--out", default=None, help="Run directory (resumed when it exists).")
 @click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
+@click.option(
+    "--max-turns",
+    type=int,
+    default=None,
+    help="Agent cases: model turns at most (default: each case's).",
+)
+@click.option(
+    "--tool-protocol",
+    type=click.Choice(["auto", "native", "text"]),
+    default=None,
+    help="Agent cases: the chat template's tools (native) or the lab's text protocol.",
+)
+@click.option(
+    "--allow-module",
+    "allow_modules",
+    multiple=True,
+    help="Agent cases: an importable module a case's environment may name (repeatable).",
+)
 @click.pass_obj
 def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
-    """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss)."""
+    """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss).
+    Agent cases (with tools) run k trajectories each (lab.agents)."""
+    from lab.agents.runner import is_agent_source, run_agents
     from lab.backends import close_all
     from lab.variance.config import load_config
     from lab.variance.runner import run_sample
 
     config = load_config(config_path, engine_settings(flags))
     check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
+    run = run_agents if is_agent_source(config) else run_sample
     try:
-        outcome = run_sample(
+        outcome = run(
             config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
         )
     finally:
@@ -87,10 +108,17 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @click.option("--cohorts", default=None, help="YAML with a cohorts: section (new buckets).")
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
+    from lab.samplerun import is_agent_run
     from lab.variance.report import rebuild_report
 
+    build = None
+    if is_agent_run(run_dir):
+        from lab.agents.report import build_agent_report
+
+        build = build_agent_report
     _print_sample_result(
-        run_dir, rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True))
+        run_dir,
+        rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True), build=build),
     )
 
 

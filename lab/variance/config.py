@@ -193,6 +193,15 @@ class SampleConfig:
     #: cohort buckets for the report (locale, length_bands, schema_shape, intent, tokenizer;
     #: see lab/cases/cohorts.py); analysis only, not part of the run's identity
     cohorts: dict[str, Any] = field(default_factory=dict)
+    #: agent cases (lab.agents): model turns per trajectory at most, replacing each case's own
+    #: max_turns (None: the case's)
+    max_turns: int | None = None
+    #: agent cases: how tool calls travel: auto (the chat template's tools where it has them,
+    #: a server's tool parser, else the text protocol), native, or text
+    tool_protocol: str = "auto"
+    #: agent cases: importable modules a case's environment may name (dotted names); a module
+    #: FILE beside the case file needs no listing
+    allow_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -229,6 +238,20 @@ class SampleConfig:
             raise LabError(f"only_tags must be a non-empty list of tags, got {self.only_tags!r}")
         if self.limit is not None and self.limit < 1:
             raise LabError(f"limit must be >= 1, got {self.limit}")
+        if self.max_turns is not None and not 1 <= self.max_turns <= 64:
+            raise LabError(f"max_turns must be from 1 to 64, got {self.max_turns}")
+        if self.tool_protocol not in ("auto", "native", "text"):
+            raise LabError(
+                f"tool_protocol must be auto, native or text, got {self.tool_protocol!r}"
+            )
+        if isinstance(self.allow_modules, str):
+            self.allow_modules = [m.strip() for m in self.allow_modules.split(",") if m.strip()]
+        if not isinstance(self.allow_modules, list) or not all(
+            isinstance(m, str) and m for m in self.allow_modules
+        ):
+            raise LabError(
+                f"allow_modules must be a list of module names, got {self.allow_modules!r}"
+            )
         self._check_engine_and_sampling()
 
     def _check_engine_and_sampling(self) -> None:

@@ -65,9 +65,13 @@ def build_report(
 
 
 def rebuild_report(
-    path: str | Path, overrides: dict[str, Any], emit: Callable[[str], None] = print
+    path: str | Path,
+    overrides: dict[str, Any],
+    emit: Callable[[str], None] = print,
+    build: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Re-analyze a finished run with changed analysis settings (gate, prices, threshold)."""
+    """Re-analyze a finished run with changed analysis settings (gate, prices, threshold).
+    `build`: the report builder (default build_report; an agent run passes its own)."""
     root = Path(path)
     base = dataclasses.asdict(read_settings(root))
     allowed = {"gate", "cluster_threshold", "price_in", "price_out", "embedder", "embed_device"}
@@ -83,4 +87,4 @@ def rebuild_report(
         flags["cohorts"] = load_cohorts_file(flags["cohorts"])
     config = load_config(None, base | flags)
     RunStore(root).write_json("settings.json", config.to_dict())
-    return build_report(root, config, emit=emit)
+    return (build or build_report)(root, config, emit=emit)

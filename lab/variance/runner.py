@@ -194,6 +194,12 @@ def run_sample(
     whole = load_cases(config.cases)
     selected = config.select(whole)
     cases = [c for _, c in selected]
+    agents = [c.id for c in cases if c.agent is not None]
+    if agents:  # tools need the trajectory runner (lab.agents, through `lab sample`)
+        raise LabError(
+            f"{config.cases}: case {agents[0]!r} declares tools; agent cases run through "
+            "lab sample's trajectory runner, not single-turn sampling"
+        )
     positions = {c.id: i for i, c in selected}
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:

@@ -1,0 +1,308 @@
+"""An agent run's analysis and artifacts: checks on every trajectory, the n-of-k numbers every
+run has (per-case success with Wilson intervals, tails, pass@k / pass^k, cohorts, the gate),
+the agent metrics (lab.agents.metrics) and the report.
+
+    RUN_DIR/metrics.json      headline, per-case numbers, agent metrics, definitions
+    RUN_DIR/samples.parquet   one row per trajectory: final answer as `text`, verdict, reasons,
+                              outcome, steps, calls, tokens, action sequence
+    RUN_DIR/summary.md        the Markdown summary
+    RUN_DIR/report.html       the self-contained HTML report (trajectories side by side)
+
+A trajectory passes when it ended with a final answer, that answer passes every answer check,
+and every trajectory check (called, not_called, max_calls, state) holds.
+
+    lab sample-report RUN_DIR [--gate min_p5=0.2]    (an agent run is recognised by its logs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lab import samplerun
+from lab.agents import metrics as am
+from lab.agents.records import Trajectory
+from lab.agents.render import agent_html, agent_markdown
+from lab.cases.checks import normalize_answer, run_checks
+from lab.cases.model import Case
+from lab.errors import LabError
+from lab.store import RunStore
+from lab.variance import stats
+from lab.variance.analyze import cohort_tails, majority, sanitize
+from lab.variance.config import SampleConfig
+from lab.variance.gate import evaluate_gate
+
+AGENT_DEFINITIONS = {
+    "passed": "ended with a final answer that passes every answer check, and every trajectory "
+    "check (called, not_called, max_calls, state) holds",
+    "distinct_sequences": "distinct action sequences among the k (arXiv 2602.11619)",
+    "first_divergence": "first step (1-based) where the k action sequences are not all equal",
+    "tool_choice_agreement": "share of pairs with equal tool-name sequences",
+    "argument_agreement": "among pairs with equal tool-name sequences, share with equal "
+    "arguments too (cf. arXiv 2605.28840)",
+    "outcome_consistency": "HAL C_out = 1 - s^2/(p(1-p)), ddof 1, clipped (arXiv 2602.16666 "
+    "Def. 3.1; 1 iff all k agree); graded: (2p-1)^2",
+    "cv_steps / cv_tokens": "std (ddof 1) / mean of steps / output tokens over the k",
+    "cv_across_runs": "CV of success across the k runs, run j = trajectory j of every case "
+    "(arXiv 2603.25764 reports 15-47%)",
+}
+
+
+def evaluate_trajectory(case: Case, trajectory: Trajectory) -> dict[str, Any]:
+    """Verdict, one reason per check, and the extracted answer of one trajectory."""
+    assert case.agent is not None
+    reasons: list[str] = []
+    ok = trajectory.outcome == "answer"
+    answer_text = trajectory.final_answer or ""
+    answer = None
+    if not ok:
+        reasons.append(f"no final answer ({trajectory.outcome})")
+    else:
+        results = run_checks(case.checks, answer_text, case)
+        ok = all(r.passed for r in results)
+        reasons += [f"{c.type}: {r.reason}" for c, r in zip(case.checks, results, strict=True)]
+        answer = next((r.answer for r in results if r.answer is not None), None)
+    checks = case.agent.run_checks(trajectory.calls(), trajectory.final_state)
+    ok = ok and all(r.passed for r in checks)
+    reasons += [f"{c.type}: {r.reason}" for c, r in zip(case.agent.checks, checks, strict=True)]
+    if answer is None:
+        answer = normalize_answer(answer_text)[:200] or f"({trajectory.outcome})"
+    return {"passed": ok, "reasons": reasons, "answer": answer}
+
+
+def load_trajectories(root: Path, cases: list[Case], k: int) -> dict[str, list[Trajectory]]:
+    """Each case's k finished trajectories in sample order; LabError when some are missing."""
+    by_case: dict[str, list[Trajectory]] = {c.id: [] for c in cases}
+    for entry in samplerun.read_trajectories(root):
+        if entry["case_id"] in by_case:
+            by_case[entry["case_id"]].append(Trajectory.from_dict(entry))
+    for case_id, trajs in by_case.items():
+        if len(trajs) < k:
+            raise LabError(
+                f"{root}: case {case_id!r} has {len(trajs)} of {k} trajectories; rerun lab "
+                "sample to resume"
+            )
+        trajs.sort(key=lambda t: t.sample_index)
+    return by_case
+
+
+def analyze_agents(
+    cases: list[Case], by_case: dict[str, list[Trajectory]], config: SampleConfig
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics, Parquet rows) of a finished agent run."""
+    k = config.k
+    evals = [[evaluate_trajectory(c, t) for t in by_case[c.id]] for c in cases]
+    passed = np.array([[e["passed"] for e in row] for row in evals], dtype=bool)  # [C, k]
+    ks = stats.k_grid(k)
+    per_case: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for i, case in enumerate(cases):
+        trajs = by_case[case.id]
+        c = int(passed[i].sum())
+        lo, hi = stats.wilson_interval(c, k)
+        answers = [e["answer"] for e in evals[i]]
+        maj_answer, maj_share, maj_ok = majority(answers, passed[i].tolist())
+        agent = am.case_metrics(trajs, passed[i].tolist())
+        worst = int(np.flatnonzero(~passed[i])[0]) if c < k else 0
+        per_case.append(
+            {
+                "id": case.id,
+                "tags": case.tags,
+                "n": k,
+                "successes": c,
+                "rate": c / k,
+                "wilson_95": [lo, hi],
+                "pass_at": {str(j): stats.pass_at_k(k, c, j) for j in ks},
+                "pass_hat": {str(j): stats.pass_hat_k(k, c, j) for j in ks},
+                "majority_answer": maj_answer,
+                "majority_share": maj_share,
+                "majority_correct": maj_ok,
+                "agent": agent,
+                "worst": {
+                    "sample_index": worst,
+                    "passed": bool(passed[i, worst]),
+                    "text": trajs[worst].final_answer or "",
+                    "reasons": evals[i][worst]["reasons"],
+                    "seed": trajs[worst].steps[0].seed if trajs[worst].steps else None,
+                },
+                "trajectories": [
+                    {
+                        "passed": bool(passed[i, j]),
+                        "outcome": t.outcome,
+                        "final_answer": t.final_answer,
+                        "reasons": evals[i][j]["reasons"],
+                        "final_state": t.final_state,
+                        "steps": [_step_view(s) for s in t.steps],
+                    }
+                    for j, t in enumerate(trajs)
+                ],
+            }
+        )
+        for j, t in enumerate(trajs):
+            rows.append(_row(case, t, evals[i][j], bool(passed[i, j])))
+    rates = passed.mean(axis=1)
+    tails = stats.tail_summary(rates)
+    p_at_k = np.array([stats.pass_at_k(k, int(x), k) for x in passed.sum(axis=1)])
+    p_hat_k = np.array([stats.pass_hat_k(k, int(x), k) for x in passed.sum(axis=1)])
+    maj = np.array([row["majority_correct"] for row in per_case], dtype=float)
+    runs = stats.run_rates(passed)
+    agents = [row["agent"] for row in per_case]
+    firsts = [a["first_divergence"] for a in agents]
+    headline = tails | {
+        "high_variance": stats.high_variance(tails["mean"], tails["p5"]),
+        "pass@1": float(rates.mean()),
+        "pass@k": float(np.nanmean(p_at_k)),
+        "pass^k": float(np.nanmean(p_hat_k)),
+        "maj@k": float(maj.mean()),
+        "cv_across_runs": stats.coefficient_of_variation(runs),
+        "run_rate_min": float(runs.min()),
+        "run_rate_max": float(runs.max()),
+    }
+    agent_headline = {
+        "mean_distinct_sequences": am.mean_of([a["distinct_sequences"] for a in agents]),
+        "first_divergence_histogram": am.divergence_histogram(firsts),
+        "tool_choice_agreement": am.mean_of([a["tool_choice_agreement"] for a in agents]),
+        "argument_agreement": am.mean_of([a["argument_agreement"] for a in agents]),
+        "outcome_consistency": am.mean_of([a["outcome_consistency"] for a in agents]),
+        "outcome_consistency_graded": am.mean_of([a["outcome_consistency_graded"] for a in agents]),
+        "cv_steps": am.mean_of([a["cv_steps"] for a in agents]),
+        "cv_tokens": am.mean_of([a["cv_tokens"] for a in agents]),
+        "mean_steps": am.mean_of([a["mean_steps"] for a in agents]),
+        "malformed_steps": sum(a["malformed_steps"] for a in agents),
+        "tool_errors": sum(a["tool_errors"] for a in agents),
+        "outcomes": {
+            o: sum(a["outcomes"].get(o, 0) for a in agents)
+            for o in ("answer", "max_turns", "error")
+        },
+        "protocol": next((t.protocol for ts in by_case.values() for t in ts), None),
+    }
+    intervals = stats.bootstrap_intervals(
+        {"rate": rates, "pass_at_k": p_at_k, "pass_hat_k": p_hat_k},
+        {
+            "mean": lambda d: d["rate"].mean(axis=1),
+            "p5": lambda d: stats.p5_rows(d["rate"]),
+            "pass@k": lambda d: stats.nanmean_rows(d["pass_at_k"]),
+            "pass^k": lambda d: stats.nanmean_rows(d["pass_hat_k"]),
+        },
+        np.random.default_rng(config.bootstrap_seed),
+        samples=config.bootstrap_samples,
+    )
+    cohorts, cohort_info = cohort_tails(cases, rates, config.cohorts, config.model)
+    metrics = {
+        "run": {
+            "kind": "agents",
+            "cases": len(cases),
+            "k": k,
+            "samples": int(passed.size),
+            "backend": config.backend,
+            "model": config.model,
+            "dtype": config.dtype,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": config.top_k,
+            "max_tokens": config.max_tokens,
+            "seed": config.seed,
+            "max_turns": config.max_turns,
+            "bootstrap_samples": config.bootstrap_samples,
+        },
+        "headline": headline,
+        "agent": agent_headline,
+        "intervals_95": {name: list(iv) for name, iv in intervals.items()},
+        "curves": {
+            "k": ks,
+            "pass@k": [
+                float(np.nanmean([stats.pass_at_k(k, int(x), j) for x in passed.sum(1)]))
+                for j in ks
+            ],
+            "pass^k": [
+                float(np.nanmean([stats.pass_hat_k(k, int(x), j) for x in passed.sum(1)]))
+                for j in ks
+            ],
+        },  # fmt: skip
+        "run_rates": runs.tolist(),
+        "cost": _cost(by_case, config.prices),
+        "cohorts": cohorts,
+        "cohort_buckets": cohort_info,
+        "cases": per_case,
+        "definitions": AGENT_DEFINITIONS,
+    }
+    return sanitize(metrics), rows
+
+
+def _step_view(step: Any) -> dict[str, Any]:
+    """A step as the report shows it (no token-level detail: that stays in the logs)."""
+    return {
+        "kind": step.kind,
+        "action": step.action,
+        "text": step.text,
+        "calls": [dataclasses.asdict(c) for c in step.calls],
+        "reason": step.reason,
+        "tokens": len(step.output_token_ids),
+    }
+
+
+def _row(case: Case, t: Trajectory, verdict: dict[str, Any], passed: bool) -> dict[str, Any]:
+    return {
+        "case_id": case.id,
+        "sample_index": t.sample_index,
+        "seed": t.steps[0].seed if t.steps else None,
+        "tags": case.tags,
+        "text": t.final_answer or "",
+        "passed": passed,
+        "reasons": "; ".join(verdict["reasons"]),
+        "answer": verdict["answer"],
+        "outcome": t.outcome,
+        "steps": len(t.steps),
+        "calls": len(t.calls()),
+        "prompt_tokens": t.tokens_in,
+        "output_tokens": t.tokens_out,
+        "actions": am.sequence_text(t.actions()),
+        "tool_sequence": am.sequence_text(t.tool_sequence()),
+        "protocol": t.protocol,
+    }
+
+
+def _cost(by_case: dict[str, list[Trajectory]], prices: dict[str, float]) -> dict[str, Any]:
+    trajs = [t for ts in by_case.values() for t in ts]
+    steps = [s for t in trajs for s in t.steps]
+    tokens_in = sum(s.prompt_tokens for s in steps)
+    tokens_out = sum(len(s.output_token_ids) for s in steps)
+    out: dict[str, Any] = {
+        "trajectories": len(trajs),
+        "steps": len(steps),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "truncated_share": sum(s.finish_reason == "length" for s in steps) / max(len(steps), 1),
+        "errors": sum(s.kind == "error" for s in steps),
+    }
+    if prices:
+        out["price"] = tokens_in / 1e6 * prices.get("input", 0.0) + tokens_out / 1e6 * prices.get(
+            "output", 0.0
+        )
+        out["prices_per_million"] = dict(prices)
+    return out
+
+
+def build_agent_report(
+    path: str | Path, config: SampleConfig, emit: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Analyze the finished trajectories of a run directory and write every artifact."""
+    root = Path(path)
+    cases = samplerun.read_cases(root)
+    by_case = load_trajectories(root, cases, config.k)
+    emit(f"analyzing {sum(map(len, by_case.values()))} trajectories of {len(cases)} cases")
+    metrics, rows = analyze_agents(cases, by_case, config)
+    thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
+    reasons = evaluate_gate(metrics["headline"], config.gate)
+    metrics["gate"] = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
+    store = RunStore(root)
+    store.write_json(samplerun.METRICS, metrics)
+    samplerun.write_parquet(root / samplerun.PARQUET, rows)
+    store.write_text(samplerun.SUMMARY, agent_markdown(metrics))
+    store.write_text(samplerun.REPORT, agent_html(metrics))
+    emit(f"wrote {root}/report.html, summary.md, metrics.json, samples.parquet")
+    return metrics
