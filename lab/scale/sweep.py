@@ -11,6 +11,8 @@ they come back.
   of the same configuration, up to `retries` times each, then recorded as failed with why.
 - Each cell records its placement (node id, host, device name, CPU threads); `nodes.jsonl`
   holds one environment record per node the run used.
+- An actor whose cells are all done is ended at once, so the configurations still waiting for
+  resources get them (more configurations than the cluster holds run in turn).
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def run_sweep_on_ray(
             if on_cell is not None:
                 on_cell(cell, payload)
             bar.update(1)
+            if index in actors and not any(i == index for i, _ in pending.values()):
+                _kill(ray, actors.pop(index))  # its engine's work is done: free its resources
     finally:
         bar.close()
         for actor in actors.values():
