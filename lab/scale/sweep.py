@@ -57,11 +57,13 @@ def run_sweep_on_ray(
     cpus_per_actor: int = 1,
     retries: int = RETRIES,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
+    local_cpus: int | None = None,
 ) -> RunStore:
-    """Run (or resume) a sweep on a Ray cluster into out_dir; returns the store."""
+    """Run (or resume) a sweep on a Ray cluster into out_dir; returns the store.
+    `local_cpus`: the CPUs a `local` instance offers (default: all)."""
     opened = open_sweep(config, out_dir, fresh, retry_failed)
     store = opened.store
-    ray = connect(address)
+    ray = connect(address, local_cpus)
     from ray.exceptions import RayActorError
 
     remote = ray.remote(SweepWorker)
