@@ -119,3 +119,25 @@ def environment_record() -> dict[str, Any]:
         "packages": package_versions(),
         "env": settings.recorded_environment(),
     }
+
+
+def placement(engine: Any) -> dict[str, Any]:
+    """Where one unit of work ran: the host, the device's name and, for an engine in this
+    process on the CPU, the thread count torch uses (CPU matmul results can depend on it; a
+    Ray worker gets one thread per CPU it asked for). `engine`: its EngineConfig. A Ray run
+    adds the node id (lab.scale)."""
+    from lab.backends.registry import BACKENDS
+    from lab.devices import resolve_device
+
+    in_process = BACKENDS[engine.backend].in_process
+    device = resolve_device(engine.device) if in_process else "server"
+    name = cpu_model()
+    threads = None
+    if in_process:
+        import torch
+
+        if device.startswith("cuda"):
+            name = torch.cuda.get_device_name(torch.device(device))
+        else:
+            threads = torch.get_num_threads()
+    return {"host": platform.node(), "device": device, "device_name": name, "threads": threads}

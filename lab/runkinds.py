@@ -42,8 +42,8 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
     ),
     "sweep": _COMMON
     + _TEMPS
-    + ("sweep_config.json", "cells.jsonl", "metrics.json", "report.md", "report.html",
-       "server-*.log"),
+    + ("sweep_config.json", "cells.jsonl", "nodes.jsonl", "metrics.json", "report.md",
+       "report.html", "server-*.log"),
     "load": _COMMON + _TEMPS + ("requests.jsonl", "passes.jsonl", "summary.json", "server.log"),
     "quickstart": (MARKER, "index.html") + _TEMPS + ("sweep", "kernels-off", "kernels-on",
                                                      "variance"),

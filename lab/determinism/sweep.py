@@ -25,7 +25,7 @@ from lab.backends.openai_compat import OpenAIBackend
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
-from lab.envinfo import environment_record
+from lab.envinfo import environment_record, placement
 from lab.store import RunStore, raise_if_interrupted
 
 CELLS = "cells"
@@ -102,20 +102,22 @@ def failed(cell: Cell, error: BaseException | str) -> dict[str, Any]:
     }
 
 
-def run_sweep(
-    config: SweepConfig,
-    out_dir: str | Path,
-    fresh: bool = False,
-    cache_dir: str | None = None,
-    progress: bool = True,
-    on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
-    retry_failed: bool = False,
-) -> RunStore:
-    """Run (or resume) a sweep into out_dir; returns the store.
+@dataclasses.dataclass
+class OpenedSweep:
+    """A sweep's run directory opened for work: what is left to run, and where it goes."""
 
-    A resume skips every recorded cell, failed ones included (a config the engine refuses
-    fails the same way again); `retry_failed` runs the failed ones again (a server that went
-    away, an out-of-memory), appending their new records, which replace the failed ones."""
+    store: RunStore
+    context: int
+    total: int
+    remaining: list[Cell]
+
+
+def open_sweep(
+    config: SweepConfig, out_dir: str | Path, fresh: bool = False, retry_failed: bool = False
+) -> OpenedSweep:
+    """Open (or resume) a sweep's run directory and list the cells left to run: every recorded
+    cell is skipped, failed ones too unless `retry_failed`. Shared by the local loop below and
+    the Ray driver (lab.scale), so both resume the same way."""
     context = context_length(config)  # every model checked before the directory is touched
     store = RunStore.open(
         out_dir,
@@ -132,7 +134,27 @@ def run_sweep(
     }
     cells = expand(config)
     remaining = [c for c in cells if c.key() not in done]
-    bar = _progress(len(cells), len(cells) - len(remaining), progress)
+    return OpenedSweep(store, context, len(cells), remaining)
+
+
+def run_sweep(
+    config: SweepConfig,
+    out_dir: str | Path,
+    fresh: bool = False,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
+    retry_failed: bool = False,
+) -> RunStore:
+    """Run (or resume) a sweep into out_dir; returns the store.
+
+    A resume skips every recorded cell, failed ones included (a config the engine refuses
+    fails the same way again); `retry_failed` runs the failed ones again (a server that went
+    away, an out-of-memory), appending their new records, which replace the failed ones."""
+    opened = open_sweep(config, out_dir, fresh, retry_failed)
+    store, context, remaining = opened.store, opened.context, opened.remaining
+    cells_total = opened.total
+    bar = progress_bar(cells_total, cells_total - len(remaining), progress)
     try:
         for group in group_by_engine(remaining):
             raise_if_interrupted()  # before starting another engine
@@ -148,11 +170,13 @@ def run_sweep(
                     bar.update(1)
                 continue
             start_s = time.perf_counter() - started
+            where = placement(engine_config)
             for cell in group:
                 raise_if_interrupted()  # a Ctrl-C swallowed during the engine load or a cell
                 try:
                     payload = run_cell(backend, config, cell, context)
                     payload["timings"]["engine_start_s"] = start_s
+                    payload["placement"] = where
                 except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
                     raise_if_interrupted()  # not a failure of the cell: rerun redoes it
                     payload = failed(cell, exc)
@@ -174,7 +198,7 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, done: int, enabled: bool) -> Any:
+def progress_bar(total: int, done: int, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
