@@ -33,6 +33,7 @@ import lab.serving.commands
 import lab.variance.commands
 from lab.backends import registry
 from lab.cli_options import (
+    allow_module_option,
     check_out_dir,
     engine_config,
     engine_options,
@@ -242,6 +243,7 @@ def demo_cmd(
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @engine_setting_options(backend=False)
+@allow_module_option
 @click.pass_obj
 def quickstart_cmd(
     obj: dict[str, Any],
@@ -252,21 +254,25 @@ def quickstart_cmd(
     max_tokens: int,
     fresh: bool,
     no_progress: bool,
+    check_modules: tuple[str, ...],
     **engine: Any,
 ) -> None:
     """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html.
 
     The engine options (--tp, --prefix-caching, --engine-arg, ...) configure step 3's n-of-k
     run, as they do `lab sample`'s."""
+    from lab.cases.codechecks import resolve_checks
     from lab.cases.loaders import load_cases
     from lab.quickstart import run_quickstart
     from lab.variance.config import SampleConfig
 
     # Its three steps run one after another: check what the last one needs before the first.
     check_out_dir(out, fresh=fresh, kind="quickstart")
-    load_cases(cases)
     settings = {k: v for k, v in engine_settings(engine).items() if v is not None}
-    SampleConfig(cases=cases, backend=backend, **settings)  # step 3's settings, checked now
+    if check_modules:
+        settings["check_modules"] = list(check_modules)
+    step3 = SampleConfig(cases=cases, backend=backend, **settings)  # checked now
+    resolve_checks(load_cases(cases), step3.code_policy())
     result = run_quickstart(
         out=out,
         k=k,

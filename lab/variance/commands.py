@@ -16,7 +16,12 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir, engine_setting_options, engine_settings
+from lab.cli_options import (
+    allow_module_option,
+    check_out_dir,
+    engine_setting_options,
+    engine_settings,
+)
 
 
 @click.command("sample")
@@ -58,6 +63,7 @@ from lab.cli_options import check_out_dir, engine_setting_options, engine_settin
     help="Threshold NAME=VALUE: min_mean, min_p5, "
     "max_mean_over_p5, min_pass_hat_k (repeat or comma-separate).",
 )
+@allow_module_option
 @click.option("--out", default=None, help="Run directory (resumed when it exists).")
 @click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
 @click.pass_obj
@@ -85,6 +91,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @click.option("--price-in", type=float, default=None)
 @click.option("--price-out", type=float, default=None)
 @click.option("--cohorts", default=None, help="YAML with a cohorts: section (new buckets).")
+@allow_module_option
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
     from lab.variance.report import rebuild_report

@@ -29,6 +29,7 @@ from typing import Any
 
 from lab import samplerun
 from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load_backend
+from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
@@ -194,6 +195,7 @@ def run_sample(
     whole = load_cases(config.cases)
     selected = config.select(whole)
     cases = [c for _, c in selected]
+    resolve_checks(cases, config.code_policy())  # code in the case file: only if allowed
     positions = {c.id: i for i, c in selected}
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
@@ -215,5 +217,5 @@ def run_sample(
         )
     if not complete:
         return RunOutcome(store.path, sampled, False)
-    metrics = report.build_report(store.path, config, emit=emit)
+    metrics = report.build_report(store.path, config, emit=emit, policy=config.code_policy())
     return RunOutcome(store.path, sampled, True, metrics)
