@@ -56,7 +56,7 @@ def build_report(
             "rerun lab sample to resume"
         )
     emit(f"analyzing {len(entries)} cases: checks, embeddings, statistics")
-    metrics, rows = analyze(cases, entries, config, embedder, root / CACHE_NAME)
+    metrics, rows = analyze(cases, entries, config, embedder, root / CACHE_NAME, emit)
     thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
     reasons = evaluate_gate(metrics["headline"], config.gate)
     gate = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}

@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("lab.backends",)),
     # what several capabilities share: cases, run directories, the page shell, the environment
     ("shared", ("lab.cases", "lab.store", "lab.runkinds", "lab.samplerun", "lab.report",
-                "lab.envinfo")),
+                "lab.envinfo", "lab.progress")),
     # what the lab does; lab.agents (multi-step tool-use trajectories) and lab.scale (Ray
     # scale-out) come here too
     ("capabilities", ("lab.determinism", "lab.variance", "lab.longtail", "lab.comparison",
