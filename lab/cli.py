@@ -349,6 +349,12 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # Click's three lines (usage, "Try --help", the error) as one, like every bad input
+        command = exc.ctx.command_path if exc.ctx is not None else "lab"
+        message = exc.format_message().rstrip(".")
+        click.echo(f"error: {message} (see `{command} --help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
