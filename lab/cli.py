@@ -31,6 +31,7 @@ import lab.determinism.commands
 import lab.longtail.commands
 import lab.serving.commands
 import lab.variance.commands
+from lab import console
 from lab.backends import registry
 from lab.cli_options import (
     allow_module_option,
@@ -51,9 +52,16 @@ from lab.models import DEFAULT_MODEL
     default=None,
     help="Where prepared models live (default $LAB_CACHE_DIR or ~/.cache/determinism-lab).",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show the engines' own output (vLLM / torch warnings, weight-loading bars) instead of "
+    "writing it to RUN_DIR/engine.log.",
+)
 @click.pass_context
-def cli(ctx: click.Context, cache_dir: str | None) -> None:
+def cli(ctx: click.Context, cache_dir: str | None, verbose: bool) -> None:
     """The determinism and variance lab."""
+    console.set_verbose(verbose)
     ctx.obj = {"cache_dir": cache_dir}
 
 
@@ -282,7 +290,7 @@ def quickstart_cmd(
         fresh=fresh,
         cache_dir=obj["cache_dir"],
         progress=not no_progress,
-        emit=lambda line: click.echo(line, err=True),
+        emit=console.echo,  # the terminal, while the engines write to RUN_DIR/engine.log
         engine=settings,
     )
     click.echo(f"sweep report: {result.sweep_report}")

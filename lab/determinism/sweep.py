@@ -12,7 +12,6 @@ its error and the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,8 @@ from lab import models
 from lab.backends import close_all, load_backend
 from lab.backends.base import Backend, Generation, SamplingConfig
 from lab.backends.openai_compat import OpenAIBackend
+from lab.console import ENGINE_LOG, engine_output
+from lab.console import stream as console_stream
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
@@ -132,6 +133,21 @@ def run_sweep(
     }
     cells = expand(config)
     remaining = [c for c in cells if c.key() not in done]
+    with engine_output(store.path / ENGINE_LOG):  # the engines' chatter: engine.log
+        _run_groups(config, store, cells, remaining, cache_dir, progress, on_cell, context)
+    return store
+
+
+def _run_groups(
+    config: SweepConfig,
+    store: RunStore,
+    cells: list[Cell],
+    remaining: list[Cell],
+    cache_dir: str | None,
+    progress: bool,
+    on_cell: Callable[[Cell, dict[str, Any]], None] | None,
+    context: int,
+) -> None:
     bar = _progress(len(cells), len(cells) - len(remaining), progress)
     try:
         for group in group_by_engine(remaining):
@@ -163,7 +179,6 @@ def run_sweep(
     finally:
         bar.close()
         close_all()
-    return store
 
 
 class _NoBar:
@@ -179,4 +194,4 @@ def _progress(total: int, done: int, enabled: bool) -> Any:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="cell", desc="sweep", file=sys.stderr)
+    return tqdm(total=total, initial=done, unit="cell", desc="sweep", file=console_stream())

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from lab import console
 from lab.cli_options import allow_module_option, engine_setting_options, engine_settings
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
@@ -29,7 +30,7 @@ from lab.variance.diversity import DEFAULT_EMBEDDER
 
 
 def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    console.echo(message)  # the terminal, while the engine writes to RUN_DIR/engine.log
 
 
 def _same_file(cases: str, out: str) -> bool:

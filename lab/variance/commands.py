@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from lab import console
 from lab.cli_options import (
     allow_module_option,
     check_out_dir,
@@ -76,9 +77,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
     config = load_config(config_path, engine_settings(flags))
     check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
     try:
-        outcome = run_sample(
-            config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
-        )
+        outcome = run_sample(config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"])
     finally:
         close_all()
     _print_sample_result(outcome.path, outcome.metrics)

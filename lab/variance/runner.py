@@ -35,6 +35,7 @@ from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load
 from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
+from lab.console import ENGINE_LOG, engine_output
 from lab.envinfo import environment_record
 from lab.errors import LabError
 from lab.models import check_model
@@ -251,17 +252,20 @@ def run_sample(
     store = open_run(config, cases, backend_config, fresh)
     chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
     emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")
-    if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
-        emit("all cases already sampled; rebuilding the report")
-    else:
-        raise_if_interrupted()  # swallowed earlier (e.g. in a quickstart step): no engine start
-        backend = backend or load_backend(backend_config, cache_dir)
-    sampled, complete = (0, True)
-    if backend is not None:
-        sampled, complete = sample_cases(
-            config, backend, store, cases, emit, stop_after_cases, positions
-        )
-    if not complete:
-        return RunOutcome(store.path, sampled, False)
-    metrics = report.build_report(store.path, config, emit=emit, policy=config.code_policy())
+    # the engine's and the embedder's chatter (warnings, weight-loading bars): engine.log
+    with engine_output(store.path / ENGINE_LOG):
+        if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
+            emit("all cases already sampled; rebuilding the report")
+        else:
+            raise_if_interrupted()  # swallowed earlier (a quickstart step): no engine start
+            backend = backend or load_backend(backend_config, cache_dir)
+        sampled, complete = (0, True)
+        if backend is not None:
+            sampled, complete = sample_cases(
+                config, backend, store, cases, emit, stop_after_cases, positions
+            )
+        if not complete:
+            return RunOutcome(store.path, sampled, False)
+        policy = config.code_policy()
+        metrics = report.build_report(store.path, config, emit=emit, policy=policy)
     return RunOutcome(store.path, sampled, True, metrics)
