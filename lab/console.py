@@ -46,11 +46,32 @@ def stream() -> IO[str]:
     return _console if _console is not None else sys.stderr
 
 
+#: a status line is on the terminal (status()); the next line replaces it
+_status_shown = False
+
+
 def echo(line: Any) -> None:
     """One line of the lab's own to stderr (the terminal's, see the module docstring)."""
+    global _status_shown
     out = stream()
+    if _status_shown:
+        out.write("\r\x1b[K")  # the status line gives way
+        _status_shown = False
     out.write(f"{line}\n")
     out.flush()
+
+
+def status(line: Any) -> None:
+    """A line that the next one replaces, on a terminal (a step's elapsed time, rewritten in
+    place); elsewhere (a log, a pipe) an ordinary line, so a file keeps every beat."""
+    global _status_shown
+    out = stream()
+    if not out.isatty():
+        echo(line)
+        return
+    out.write(f"\r\x1b[K{line}")
+    out.flush()
+    _status_shown = True
 
 
 @contextlib.contextmanager

@@ -2,8 +2,9 @@
 
 `Heartbeat` runs a background thread that emits one line every `interval` seconds while the
 step runs, so a run without a terminal (a CI log, `nohup`, a pipe) is never silent for
-minutes: "call 2/5 (3 cases x k=8): running 60s". LAB_PROGRESS_INTERVAL sets the period
-(lab.settings; 0: no lines).
+minutes: "call 2/5 (3 cases x k=8): running 60s". On a terminal, through the lab's console
+(lab.console.echo), it is one status line rewritten in place. LAB_PROGRESS_INTERVAL sets the
+period (lab.settings; 0: no lines).
 
     with Heartbeat(emit, "call 2/5 (3 cases x k=8)"):
         backend.generate(...)
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from lab import console
 from lab.settings import progress_interval
 
 #: seconds between two lines of a step that runs long (LAB_PROGRESS_INTERVAL overrides it)
@@ -32,6 +34,8 @@ class Heartbeat:
         interval: float | None = None,
     ) -> None:
         self.emit, self.label = emit, label
+        # the lab's console: one line rewritten in place on a terminal, lines elsewhere
+        self.beat = console.status if emit is console.echo else emit
         self.interval = progress_interval(DEFAULT_INTERVAL) if interval is None else interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -48,7 +52,7 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             elapsed = time.perf_counter() - self.started
             try:
-                self.emit(f"{self.label}: running {elapsed:.0f}s")
+                self.beat(f"{self.label}: running {elapsed:.0f}s")
             except Exception:  # noqa: BLE001 - a closed stream must not kill the step
                 return
 

@@ -95,3 +95,51 @@ def test_a_sample_run_keeps_its_engine_output_in_the_run_directory(
     assert "call 1/1 (1 cases x k=2): prompts up to 1 chars, starting" in err
     assert "TypedStorage" not in err and "checkpoint shards" not in err
     assert "TypedStorage" in (tmp_path / "run" / "engine.log").read_text()
+
+
+class Terminal:
+    """A stream that says it is a terminal, keeping what was written."""
+
+    def __init__(self, tty: bool) -> None:
+        self.text, self.tty = "", tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_heartbeat_is_one_line_in_place_on_a_terminal(
+    tty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from lab.progress import Heartbeat
+
+    out = Terminal(tty)
+    monkeypatch.setattr(console, "stream", lambda: out)
+    seen = threading.Event()
+    monkeypatch.setattr(console, "status", _wrap(console.status, seen))
+    with Heartbeat(console.echo, "call 1/1", interval=0.01):
+        assert seen.wait(30)
+    console.echo("sampled 8/8")
+    if tty:  # rewritten in place, then replaced by the next line
+        assert out.text.startswith("\r\x1b[Kcall 1/1: running ")
+        assert "\n" not in out.text.removesuffix("\r\x1b[Ksampled 8/8\n")
+    else:  # a file keeps every beat as a line
+        assert out.text.startswith("call 1/1: running ") and out.text.endswith("sampled 8/8\n")
+        assert "\r" not in out.text
+
+
+def _wrap(fn: object, seen: object) -> object:
+    def status(line: str) -> None:
+        fn(line)  # type: ignore[operator]
+        seen.set()  # type: ignore[attr-defined]
+
+    return status
