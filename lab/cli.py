@@ -31,8 +31,10 @@ import lab.determinism.commands
 import lab.longtail.commands
 import lab.serving.commands
 import lab.variance.commands
+from lab import console
 from lab.backends import registry
 from lab.cli_options import (
+    allow_module_option,
     check_out_dir,
     engine_config,
     engine_options,
@@ -50,9 +52,16 @@ from lab.models import DEFAULT_MODEL
     default=None,
     help="Where prepared models live (default $LAB_CACHE_DIR or ~/.cache/determinism-lab).",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Show the engines' own output (vLLM / torch warnings, weight-loading bars) instead of "
+    "writing it to RUN_DIR/engine.log.",
+)
 @click.pass_context
-def cli(ctx: click.Context, cache_dir: str | None) -> None:
+def cli(ctx: click.Context, cache_dir: str | None, verbose: bool) -> None:
     """The determinism and variance lab."""
+    console.set_verbose(verbose)
     ctx.obj = {"cache_dir": cache_dir}
 
 
@@ -242,6 +251,7 @@ def demo_cmd(
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @engine_setting_options(backend=False)
+@allow_module_option
 @click.pass_obj
 def quickstart_cmd(
     obj: dict[str, Any],
@@ -252,21 +262,25 @@ def quickstart_cmd(
     max_tokens: int,
     fresh: bool,
     no_progress: bool,
+    check_modules: tuple[str, ...],
     **engine: Any,
 ) -> None:
     """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html.
 
     The engine options (--tp, --prefix-caching, --engine-arg, ...) configure step 3's n-of-k
     run, as they do `lab sample`'s."""
+    from lab.cases.codechecks import resolve_checks
     from lab.cases.loaders import load_cases
     from lab.quickstart import run_quickstart
     from lab.variance.config import SampleConfig
 
     # Its three steps run one after another: check what the last one needs before the first.
     check_out_dir(out, fresh=fresh, kind="quickstart")
-    load_cases(cases)
     settings = {k: v for k, v in engine_settings(engine).items() if v is not None}
-    SampleConfig(cases=cases, backend=backend, **settings)  # step 3's settings, checked now
+    if check_modules:
+        settings["check_modules"] = list(check_modules)
+    step3 = SampleConfig(cases=cases, backend=backend, **settings)  # checked now
+    resolve_checks(load_cases(cases), step3.code_policy())
     result = run_quickstart(
         out=out,
         k=k,
@@ -276,7 +290,7 @@ def quickstart_cmd(
         fresh=fresh,
         cache_dir=obj["cache_dir"],
         progress=not no_progress,
-        emit=lambda line: click.echo(line, err=True),
+        emit=console.echo,  # the terminal, while the engines write to RUN_DIR/engine.log
         engine=settings,
     )
     click.echo(f"sweep report: {result.sweep_report}")
@@ -342,6 +356,12 @@ def main() -> None:
         click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # Click's three lines (usage, "Try --help", the error) as one, like every bad input
+        command = exc.ctx.command_path if exc.ctx is not None else "lab"
+        message = exc.format_message().rstrip(".")
+        click.echo(f"error: {message} (see `{command} --help`)", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

@@ -125,6 +125,17 @@ def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
     return decorate
 
 
+#: `--allow-module` (repeatable): a module whose functions the cases' python checks may call
+allow_module_option = click.option(
+    "--allow-module",
+    "check_modules",
+    multiple=True,
+    help="Let the cases' `python: MODULE:function` checks call this module (a name or a .py "
+    "file; repeat for more). Such checks run code: allow only modules you trust. NAME.py "
+    "beside the case file is allowed without it.",
+)
+
+
 def engine_settings(flags: dict[str, Any]) -> dict[str, Any]:
     """`flags` with `--engine-arg` pairs parsed into the `engine_args` mapping (None when none
     was given, so a config file's mapping stands)."""

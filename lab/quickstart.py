@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.determinism.config import parse_sweep_config
+from lab.determinism.summary import summary_lines
 from lab.errors import LabError
 from lab.report.page import page
 from lab.runkinds import run_kind_of
@@ -211,27 +212,9 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def sweep_lines(metrics: dict[str, Any], value: Callable[[Any], str] = str) -> list[str]:
-    """The sweep's answer in a few lines: unique completions, blamed axes, first divergence.
+    """The sweep's answer in a few lines (lab.determinism.summary, as `lab sweep` prints it).
     `value` formats the run's own values (prompt ids, cells): `inline` gives HTML lines."""
-    s = metrics["summary"]
-    lines = [
-        f"cells {s['cells_ok']}/{s['cells_total']} ok; {s['targets']} prompts; "
-        f"max unique completions per prompt {s['max_unique_completions']}; "
-        f"TARr@N {_num(s['TARr@N'])}, TARa@N {_num(s['TARa@N'])}; "
-        f"max |delta logprob| {_num(s['max_abs_logprob_delta'])}",
-    ]
-    for row in metrics.get("attribution", []):
-        lines.append(
-            f"axis {value(row['axis'])}: tokens change in {_num(row['tokens_change_share'])} of "
-            f"prompts, logprobs in {_num(row['logprobs_change_share'])}"
-        )
-    for d in metrics.get("divergences", [])[:3]:
-        lines.append(
-            f"first divergence: {value(d['target'])} in [{value(d['cell'])}] at token "
-            f"{d['first_divergence']} "
-            f"(reference top-1/top-2 gap {_num(d['reference_top_gap'])})"
-        )
-    return lines
+    return summary_lines(metrics, value)
 
 
 def kernel_lines(kernels: dict[bool, dict[str, Any]]) -> list[str]:

@@ -2,7 +2,8 @@
 
     RUN_DIR/config.json        the run's identity (engine, sampling, case fingerprint)
     RUN_DIR/settings.json      every setting, analysis included
-    RUN_DIR/batching.json      samples per engine call (which cases share a batch)
+    RUN_DIR/batching.json      samples per engine call and how cases are grouped into calls
+                               (which cases share a batch)
     RUN_DIR/environment.json   lab.envinfo.environment_record() (environments.jsonl: resumes
                                in another environment)
     RUN_DIR/cases.json         the cases as run
@@ -60,22 +61,28 @@ SWEEP_LOG = "cells.jsonl"
 #: an agent run's logs: finished trajectories, and the journal of steps (resume)
 TRAJECTORIES = "trajectories"
 JOURNAL = "steps"
+#: how cases are grouped into engine calls (batching.json): by prompt length, or in case order
+GROUPINGS = ("length", "order")
 
 
 # --- writing ---------------------------------------------------------------------------------
 
 
-def check_batching(store: RunStore, rows: int) -> None:
-    """Refuse to resume with other samples per engine call than the run started with.
+def check_batching(store: RunStore, rows: int, grouping: str = "length") -> str:
+    """Refuse to resume with other samples per engine call than the run started with; returns
+    the grouping of cases into calls the run uses ("length": by prompt length, "order": in case
+    order, what runs made before the grouping was recorded used).
 
-    They decide which cases share a batch, and batch composition moves the hf backend's
+    Both decide which cases share a batch, and batch composition moves the hf backend's
     logprobs (and can flip a token): one run must not mix two. Kept beside config.json, not in
     it, because it is no part of what a comparison calls the configuration. A run made
     before this file existed records its current value."""
     path = store.path / BATCHING
+    recorded: Any = None
     if path.is_file():
         try:
-            recorded = json.loads(path.read_text()).get("rows_per_call")
+            data = json.loads(path.read_text())
+            recorded = data.get("rows_per_call")
         except (OSError, json.JSONDecodeError, AttributeError):
             recorded = None  # unreadable: written again below
         if recorded is not None and recorded != rows:
@@ -85,8 +92,13 @@ def check_batching(store: RunStore, rows: int) -> None:
                 "or --fresh to start over"
             )
         if recorded == rows:
-            return
-    store.write_json(BATCHING, {"rows_per_call": rows})
+            if data.get("grouping") in GROUPINGS:
+                return str(data["grouping"])
+            grouping = "order"  # recorded before the grouping was: it sampled in case order
+    elif store.done_keys(LOG):
+        grouping = "order"  # a run older than batching.json
+    store.write_json(BATCHING, {"rows_per_call": rows, "grouping": grouping})
+    return grouping
 
 
 def open_run(
@@ -97,14 +109,25 @@ def open_run(
     rows_per_call: int,
     fresh: bool,
     environment: dict[str, Any],
+    grouping: str = "length",
 ) -> RunStore:
     """Create or resume a run directory (RunStore.open checks the identity), then record the
-    batching, the cases as run and every setting: the report can be rebuilt from it alone."""
+    batching, the cases as run and every setting: the report can be rebuilt from it alone.
+    `grouping` is a new run's; a resumed run keeps its own (read_grouping)."""
     store = RunStore.open(out_dir, identity, fresh=fresh, environment=environment, kind="sample")
-    check_batching(store, rows_per_call)
+    check_batching(store, rows_per_call, grouping)
     store.write_json(CASES, [c.to_dict() for c in cases])
     store.write_json(SETTINGS, settings)
     return store
+
+
+def read_grouping(path: Path) -> str:
+    """How a run groups its cases into engine calls (batching.json; "order" when unrecorded)."""
+    try:
+        value = json.loads((path / BATCHING).read_text()).get("grouping")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        value = None
+    return str(value) if value in GROUPINGS else "order"
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -7,6 +7,8 @@ explicit arguments and stays testable. Variables:
 - LAB_VLLM_CPU_KV_CACHE_GIB: KV cache size for vLLM on CPU machines when the engine config gives
   no memory_fraction (default 2). An explicit size does not depend on what else the process
   holds (vLLM's fraction is of the NUMA node, minus this process's resident memory).
+- LAB_PROGRESS_INTERVAL: seconds between two progress lines of a long step (default 30; 0
+  turns the periodic lines off).
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ _AT_START = _recorded(dict(os.environ))
 def recorded_environment() -> dict[str, str]:
     """Environment variables that can change numerics, as set when the process started."""
     return dict(_AT_START)
+
+
+def progress_interval(default: float) -> float:
+    """Seconds between two progress lines of a long step ($LAB_PROGRESS_INTERVAL)."""
+    value = os.environ.get("LAB_PROGRESS_INTERVAL")
+    try:
+        return max(0.0, float(value)) if value else default
+    except ValueError:
+        return default
 
 
 def hf_offline() -> bool:

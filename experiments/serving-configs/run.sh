@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # experiments/serving-configs: one n-of-k run per serving configuration, then lab compare.
 # Usage: experiments/serving-configs/run.sh [K] [OUT]   (default K=8, OUT=runs/serving-configs)
+# The results in README.md are of K=4 (about 22 min on a loaded 2-core CPU).
 # Resumable: run it again after a kill. Timings and load averages go to OUT/timings.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

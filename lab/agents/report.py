@@ -28,6 +28,7 @@ from lab.agents import metrics as am
 from lab.agents.records import Trajectory
 from lab.agents.render import agent_html, agent_markdown
 from lab.cases.checks import normalize_answer, run_checks
+from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.cases.model import Case
 from lab.errors import LabError
 from lab.store import RunStore
@@ -288,11 +289,16 @@ def _cost(by_case: dict[str, list[Trajectory]], prices: dict[str, float]) -> dic
 
 
 def build_agent_report(
-    path: str | Path, config: SampleConfig, emit: Callable[[str], None] = print
+    path: str | Path,
+    config: SampleConfig,
+    emit: Callable[[str], None] = print,
+    policy: CodePolicy | None = None,
 ) -> dict[str, Any]:
-    """Analyze the finished trajectories of a run directory and write every artifact."""
+    """Analyze the finished trajectories of a run directory and write every artifact.
+    `policy`: the modules python checks may call (default: the run's own settings)."""
     root = Path(path)
     cases = samplerun.read_cases(root)
+    resolve_checks(cases, policy or config.code_policy())  # code in the case file: if allowed
     by_case = load_trajectories(root, cases, config.k)
     emit(f"analyzing {sum(map(len, by_case.values()))} trajectories of {len(cases)} cases")
     metrics, rows = analyze_agents(cases, by_case, config)

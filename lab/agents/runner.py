@@ -32,6 +32,7 @@ from lab.agents.trajectory import TURN_STRIDE, Live, Stepper, Task, advance
 from lab.backends import Backend, EngineConfig, load_backend
 from lab.backends.base import Request, SamplingConfig
 from lab.backends.prompts import supports_tools
+from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.envinfo import environment_record
@@ -61,7 +62,9 @@ def agent_cases(config: SampleConfig) -> tuple[list[Case], dict[str, int], int]:
         )
     if len(whole) * config.k >= TURN_STRIDE:
         raise LabError(f"cases x k must stay below {TURN_STRIDE} (turn seeds would overlap)")
-    return [c for _, c in selected], {c.id: i for i, c in selected}, len(whole)
+    cases = [c for _, c in selected]
+    resolve_checks(cases, config.code_policy())  # code in the case file: only if allowed
+    return cases, {c.id: i for i, c in selected}, len(whole)
 
 
 def is_agent_source(config: SampleConfig) -> bool:

@@ -132,16 +132,18 @@ class OpenAIClient:
         calls: list[Call],
         concurrency: int,
         on_result: Callable[[CallResult], None] | None = None,
+        stats: RunStats | None = None,
     ) -> RunStats:
         """Send every call, at most `concurrency` at once; each started call ends as exactly
         one result (passed to on_result as it ends). Skipped calls (server unreachable) are
-        listed in `skipped` and have no result."""
+        listed in `skipped` and have no result. `stats`: filled as the calls run, so a caller
+        whose run was cancelled (Ctrl-C) still has the peak in flight."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
         keys = [c.key for c in calls]
         if len(set(keys)) != len(keys):
             raise LabError("call keys must be unique")
-        stats = RunStats()
+        stats = RunStats() if stats is None else stats
         semaphore = asyncio.Semaphore(concurrency)
         in_flight = 0
         server_down = asyncio.Event()

@@ -255,10 +255,23 @@ class JSONCheck(Check):
         return CheckResult(True, "valid JSON" if self.validator is None else "schema ok", answer)
 
 
+#: a dotted module name, as a python check names it
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def split_target(target: str) -> tuple[str, str] | None:
+    """'module:function' -> (module, function); None when it has not that shape."""
+    module, sep, attr = target.partition(":")
+    if not sep or not MODULE_NAME.match(module) or not attr.isidentifier():
+        return None
+    return module, attr
+
+
 @dataclass
 class PythonCheck(Check):
     """`function` = "module:function", called as f(output, case, **args). It returns a bool,
-    (bool, reason), or a CheckResult; an exception counts as a failure with its message."""
+    (bool, reason), or a CheckResult; an exception counts as a failure with its message. `fn`
+    is set by lab.cases.codechecks.resolve_checks, from a module the user allowed only."""
 
     type: ClassVar[str] = "python"
     params: ClassVar[tuple[str, ...]] = ("function", "args")
@@ -266,7 +279,8 @@ class PythonCheck(Check):
     args: dict[str, Any] = field(default_factory=dict)
 
     def run(self, output: str, case: Any = None) -> CheckResult:
-        assert self.fn is not None
+        if self.fn is None:  # a bug: every command that runs checks resolves them first
+            raise RuntimeError(f"python check {self.spec.get('function')!r} was not resolved")
         try:
             result = self.fn(output, case, **self.args)
         except Exception as exc:  # noqa: BLE001 - a crashing check is a failed sample

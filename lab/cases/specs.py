@@ -3,9 +3,10 @@
     {"type": "contains", "value": "Paris"}   ==   {"contains": "Paris"}     (shorthand)
 
 `parse_check(spec)` raises CheckSpecError(field, message); lab.cases.model and loaders turn
-that into a LabError naming the case file, line and field (e.g. `checks[1].pattern`). Python
-checks are imported here, at load time, so a typo in "module:function" fails before any engine
-starts.
+that into a LabError naming the case file, line and field (e.g. `checks[1].pattern`). A python
+check's "module:function" is only checked for its shape here: nothing is imported while a case
+file loads. Its function is resolved from the modules the user allowed (lab.cases.codechecks)
+by the commands that run checks, before any engine starts.
 
     from lab.cases.specs import parse_check
     check = parse_check({"numeric": 12, "tolerance": 0.5})
@@ -13,11 +14,9 @@ starts.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import re
-from collections.abc import Callable
 from typing import Any
 
 from lab.cases.checks import (
@@ -30,6 +29,7 @@ from lab.cases.checks import (
     OneOf,
     PythonCheck,
     Regex,
+    split_target,
 )
 
 
@@ -72,20 +72,6 @@ CHECK_TYPES: dict[str, type[Check]] = {
     for cls in (Exact, Normalized, Contains, Regex, Numeric, OneOf, JSONCheck, PythonCheck)
 }
 ALIASES = {"normalized_exact": "normalized", "labels": "one_of", "function": "python"}
-
-
-def resolve_callable(target: str) -> Callable[..., Any]:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise CheckSpecError("function", f"expected 'module:function', got {target!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CheckSpecError("function", f"cannot import {module_name!r}: {exc}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise CheckSpecError("function", f"{module_name!r} has no callable {attr!r}")
-    return fn  # type: ignore[no-any-return]
 
 
 def canonical_spec(spec: Any) -> dict[str, Any]:
@@ -173,12 +159,15 @@ def parse_check(raw: Any) -> Check:
         return OneOf(spec=spec, labels=labels, answer=answer)
     if cls is JSONCheck:
         return JSONCheck(spec=spec, validator=_schema_validator(spec.get("schema")))
-    if not isinstance(spec.get("function"), str):
-        raise CheckSpecError("function", "'function' must be a 'module:function' string")
+    target = spec.get("function")
+    if not isinstance(target, str) or split_target(target) is None:
+        raise CheckSpecError(
+            "function", f"'function' must be a 'module:function' string, got {target!r}"
+        )
     args = spec.get("args", {})
     if not isinstance(args, dict):
         raise CheckSpecError("args", "'args' must be a mapping of keyword arguments")
-    return PythonCheck(spec=spec, fn=resolve_callable(spec["function"]), args=args)
+    return PythonCheck(spec=spec, args=args)  # fn: lab.cases.codechecks.resolve_checks
 
 
 def _schema_validator(schema: Any) -> Any:

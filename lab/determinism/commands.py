@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from lab.cli_options import check_out_dir
+from lab.safetext import terminal
 
 
 @click.command("sweep")
@@ -88,10 +89,13 @@ def sweep_cmd(
             progress=not no_progress,
             retry_failed=retry_failed,
         )
+    from lab.determinism.summary import summary_lines
+
     paths = write_sweep_report(out)
-    summary = json.loads(paths["metrics"].read_text())["summary"]
-    for key, value in summary.items():
-        click.echo(f"{key}: {value}")
+    metrics = json.loads(paths["metrics"].read_text())
+    summary = metrics["summary"]
+    for line in summary_lines(metrics):
+        click.echo(terminal(line))
     if summary.get("cells_failed"):
         click.echo(
             f"{summary['cells_failed']} cell(s) failed (errors in the report); "

@@ -202,6 +202,8 @@ def compute_metrics(
         "N": min((t["outputs"] for t in per_target if t["outputs"]), default=0),
         "TARr@N": tar(raw_all),
         "TARa@N": tar(parsed_all),
+        # an unparsable answer counts as disagreement in TARa@N: how many prompts have one
+        "targets_with_unparsed_answers": sum(1 for a in parsed_all if any(x is None for x in a)),
         "targets_with_one_completion": sum(1 for t in per_target if t["unique_completions"] == 1),
         "max_unique_completions": max((t["unique_completions"] for t in per_target), default=0),
         "avg_std_output_length": (

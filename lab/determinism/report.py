@@ -21,6 +21,7 @@ from lab.determinism.cells import base_id
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import varying_axes
 from lab.determinism.metrics import SweepMetrics
+from lab.determinism.summary import DEFINITIONS, tara_note
 from lab.determinism.tokens import TOKEN_CSS, TokenView, render_token_views, token_views
 from lab.report.page import page
 from lab.report.svg import heatmap, histogram
@@ -154,6 +155,9 @@ def render_markdown(
         "|---|---|",
     ]
     lines += [f"| {md_cell(k)} | {md_cell(_fmt(v))} |" for k, v in metrics.summary.items()]
+    note = tara_note(metrics.summary)
+    if note is not None:
+        lines += ["", f"Note: {note}."]
     lines += [
         "",
         "## Attribution: which axis changes the output",
@@ -253,6 +257,8 @@ def render_markdown(
             f"- {md_cell(json.dumps(f['cell']))} repeat {f['repeat']}: {md_cell(f['error'])}"
             for f in metrics.failed_cells
         ]
+    lines += ["", "## Definitions", ""]
+    lines += [f"- **{md_cell(k)}**: {md_cell(v)}" for k, v in DEFINITIONS.items()]
     return scrub("\n".join(lines) + "\n")
 
 
@@ -297,6 +303,7 @@ def render_html(
         f"sampling <code>{escape(json.dumps(config.sampling))}</code>.</p>",
         "<h2>Summary</h2>",
         _table(["metric", "value"], [[k, v] for k, v in metrics.summary.items()]),
+        *([f"<p>Note: {escape(note)}.</p>"] if (note := tara_note(metrics.summary)) else []),
         "<h2>Attribution: which axis changes the output</h2>",
         _table(
             [
@@ -385,6 +392,8 @@ def render_html(
                 [[json.dumps(f["cell"]), f["repeat"], f["error"]] for f in metrics.failed_cells],
             ),
         ]
+    defs = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in DEFINITIONS.items())
+    parts.append(f"<h2>Definitions</h2><ul>{defs}</ul>")
     css = TOKEN_CSS if token_views else ""
     return scrub(page(f"{config.name}: determinism sweep", parts, css=css, sep=""))
 

@@ -12,7 +12,6 @@ its error and the sweep goes on.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,8 @@ from lab import models
 from lab.backends import close_all, load_backend
 from lab.backends.base import Backend, Generation, SamplingConfig
 from lab.backends.openai_compat import OpenAIBackend
+from lab.console import ENGINE_LOG, engine_output
+from lab.console import stream as console_stream
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
@@ -152,8 +153,25 @@ def run_sweep(
     fails the same way again); `retry_failed` runs the failed ones again (a server that went
     away, an out-of-memory), appending their new records, which replace the failed ones."""
     opened = open_sweep(config, out_dir, fresh, retry_failed)
-    store, context, remaining = opened.store, opened.context, opened.remaining
-    cells_total = opened.total
+    store = opened.store
+    with engine_output(store.path / ENGINE_LOG):  # the engines' chatter: engine.log
+        _run_groups(
+            config, store, opened.total, opened.remaining, cache_dir, progress, on_cell,
+            opened.context,
+        )  # fmt: skip
+    return store
+
+
+def _run_groups(
+    config: SweepConfig,
+    store: RunStore,
+    cells_total: int,
+    remaining: list[Cell],
+    cache_dir: str | None,
+    progress: bool,
+    on_cell: Callable[[Cell, dict[str, Any]], None] | None,
+    context: int,
+) -> None:
     bar = progress_bar(cells_total, cells_total - len(remaining), progress)
     try:
         for group in group_by_engine(remaining):
@@ -187,7 +205,6 @@ def run_sweep(
     finally:
         bar.close()
         close_all()
-    return store
 
 
 class _NoBar:
@@ -203,4 +220,4 @@ def progress_bar(total: int, done: int, enabled: bool) -> Any:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="cell", desc="sweep", file=sys.stderr)
+    return tqdm(total=total, initial=done, unit="cell", desc="sweep", file=console_stream())

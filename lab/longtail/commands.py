@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from lab.cli_options import engine_setting_options, engine_settings
+from lab import console
+from lab.cli_options import allow_module_option, engine_setting_options, engine_settings
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
 from lab.models import DEFAULT_MODEL
@@ -29,7 +30,7 @@ from lab.variance.diversity import DEFAULT_EMBEDDER
 
 
 def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    console.echo(message)  # the terminal, while the engine writes to RUN_DIR/engine.log
 
 
 def _same_file(cases: str, out: str) -> bool:
@@ -170,6 +171,7 @@ def library_add_cmd(
 @click.option("--cluster-threshold", type=float, default=None)
 @click.option("--price-in", type=float, default=None)
 @click.option("--price-out", type=float, default=None)
+@allow_module_option
 @click.option("--out", default=None, help="Run directory (default: one per library content).")
 @click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
 @click.pass_obj
@@ -270,7 +272,14 @@ def shift_cmd(
 @click.option(
     "--out", default=None, help="Markdown file (JSON beside it); default RUN_DIR/retry.md."
 )
-def retry_cmd(run_dir: str, max_attempts: int, fallback: str | None, out: str | None) -> None:
+@allow_module_option
+def retry_cmd(
+    run_dir: str,
+    max_attempts: int,
+    fallback: str | None,
+    out: str | None,
+    check_modules: tuple[str, ...],
+) -> None:
     """What retrying or falling back would deliver, from the run's own k samples per case."""
     from pathlib import Path
 
@@ -279,7 +288,7 @@ def retry_cmd(run_dir: str, max_attempts: int, fallback: str | None, out: str | 
 
     if out is not None and Path(out).is_dir():
         raise LabError(f"--out {out}: is a directory; give a file name such as {out}/retry.md")
-    _, text, path = run_retry(run_dir, max_attempts, fallback, out)
+    _, text, path = run_retry(run_dir, max_attempts, fallback, out, check_modules)
     click.echo(text)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}", err=True)
 

@@ -21,7 +21,8 @@ are (c T_pass + (k - c - j) T_fail) / (k - j), T_pass / T_fail being the case's 
 out) of passing / failing samples. Fallback: T_A + (1 - p_A) T_B.
 
 Verdicts are the n-of-k report's own (lab.variance.analyze.evaluate_sample on samples.jsonl
-and cases.json), so no report needs to be built first.
+and cases.json), so no report needs to be built first. A `python` check re-run here needs its
+module allowed again (`--allow-module`): a run directory cannot allow code by itself.
 
     lab retry RUN_DIR [--max-attempts 3] [--fallback RUN_DIR2] [--out retry.md]
     from lab.longtail.retry import load_outcomes, retry_report
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.errors import LabError
 from lab.safetext import md_cell, scrub
 from lab.samplerun import read_cases, read_entries
@@ -65,12 +67,16 @@ class CaseOutcomes:
         return float(np.mean(values)) if values else 0.0
 
 
-def load_outcomes(run_dir: str | Path) -> list[CaseOutcomes]:
-    """Per-case verdicts and tokens of a finished lab sample run directory."""
+def load_outcomes(run_dir: str | Path, policy: CodePolicy | None = None) -> list[CaseOutcomes]:
+    """Per-case verdicts and tokens of a finished lab sample run directory. `policy`: the
+    modules its python checks may call (None: the lab's own examples only; a run directory
+    cannot allow code, lab.cases.codechecks)."""
     root = Path(run_dir)
     if not (root / "samples.jsonl").is_file():
         raise LabError(f"{root}: no samples.jsonl; not a lab sample run directory")
-    cases = {c.id: c for c in read_cases(root)}
+    loaded = read_cases(root)
+    resolve_checks(loaded, policy or CodePolicy())
+    cases = {c.id: c for c in loaded}
     out = []
     for entry in read_entries(root):
         case = cases.get(entry["case_id"])
@@ -229,11 +235,17 @@ def markdown(report: dict[str, Any], title: str) -> str:
 
 
 def run_retry(
-    run_dir: str, max_attempts: int, fallback_dir: str | None, out: str | None
+    run_dir: str,
+    max_attempts: int,
+    fallback_dir: str | None,
+    out: str | None,
+    allow_modules: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], str, Path]:
-    """Load, estimate, write OUT (Markdown) and OUT with .json; returns (report, md, path)."""
-    run = load_outcomes(run_dir)
-    fallback = load_outcomes(fallback_dir) if fallback_dir else None
+    """Load, estimate, write OUT (Markdown) and OUT with .json; returns (report, md, path).
+    `allow_modules`: --allow-module entries (python checks re-run here)."""
+    policy = CodePolicy.from_settings(allow_modules)
+    run = load_outcomes(run_dir, policy)
+    fallback = load_outcomes(fallback_dir, policy) if fallback_dir else None
     report = retry_report(
         run, max_attempts, fallback, Path(run_dir).name, Path(fallback_dir or "B").name
     )

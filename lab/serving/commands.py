@@ -105,7 +105,7 @@ def load_cmd(
     Exit 1 when not every request ended ok."""
     from lab.backends.server import ManagedServer
     from lab.models import check_model
-    from lab.serving.loadtest import format_summary, run_load
+    from lab.serving.loadtest import format_summary, interrupted_line, run_load
     from lab.store import prepare_run_dir
 
     if (base_url is None) == (not serve):
@@ -152,6 +152,9 @@ def load_cmd(
         given = click.get_current_context().get_parameter_source("model")
         model = kw["model"] if given is click.core.ParameterSource.COMMANDLINE else None
         summary = run_load(base_url, out_dir, model=model, **args)
+    if summary.interrupted:  # Ctrl-C: one line, as every command (summary.json has the rest)
+        click.echo(interrupted_line(summary), err=True)
+        sys.exit(130)
     click.echo(format_summary(summary))
     if not summary.complete:
         sys.exit(1)

@@ -21,7 +21,9 @@ Latency percentiles use linear interpolation between order statistics (numpy's d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends.base import SamplingConfig
-from lab.backends.openai_client import Call, CallResult, OpenAIClient, request_body
+from lab.backends.openai_client import Call, CallResult, OpenAIClient, RunStats, request_body
 from lab.determinism.modes import filler_requests
 from lab.envinfo import environment_record
 from lab.errors import LabError
@@ -160,23 +162,67 @@ def run_load(
         if on_result is not None:
             on_result(result)
 
-    interrupted = False
-    max_in_flight = 0
+    stats = RunStats()
     started = time.perf_counter()
-    try:
-        if todo:
-            stats = asyncio.run(client.run(todo, concurrency, record))
-            max_in_flight = stats.max_in_flight
-    except KeyboardInterrupt:
-        interrupted = True  # what was recorded stays; the next pass sends the rest
+    # what was recorded stays; the next pass sends the rest
+    interrupted = bool(todo) and not send_all(client, todo, concurrency, record, stats)
     wall_s = time.perf_counter() - started
     summary = summarize(store, requests, pass_index, pass_results, wall_s, concurrency)
-    summary.max_in_flight = max_in_flight
+    summary.max_in_flight = stats.max_in_flight
     summary.interrupted = interrupted
     if todo:  # a pass that had nothing to send is not a pass
         store.append(PASSES, f"pass{pass_index}", summary.to_dict() | {"server": server})
     store.write_json("summary.json", summary.to_dict())
     return summary
+
+
+def send_all(
+    client: OpenAIClient,
+    calls: list[Call],
+    concurrency: int,
+    record: Callable[[CallResult], None],
+    stats: RunStats,
+) -> bool:
+    """Send the calls; False when Ctrl-C stopped them. Ctrl-C cancels the event loop's main
+    task (every request in flight is cancelled and none is recorded half-way), instead of
+    raising KeyboardInterrupt inside whichever task runs, which left tasks whose exception
+    was never retrieved and a traceback. `stats` holds the peak in flight either way."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            installed = False
+        try:
+            await client.run(calls, concurrency, record, stats)
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return False
+    finally:  # remove_signal_handler leaves Python's default handler, not the lab's
+        if previous is not None and signal.getsignal(signal.SIGINT) is not previous:
+            with contextlib.suppress(ValueError):  # not the main thread: nothing was changed
+                signal.signal(signal.SIGINT, previous)
+    return True
+
+
+def interrupted_line(summary: LoadSummary) -> str:
+    """What Ctrl-C prints (one line; the exit status is 130)."""
+    done = summary.outcomes.get("ok", 0)
+    return (
+        f"interrupted: {done} of {summary.requests} requests ok, {summary.sent} this pass "
+        f"(peak in flight {summary.max_in_flight}); finished work is saved in "
+        f"{summary.run_dir}; run the same command again to send the rest"
+    )
 
 
 def summarize(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from lab.cases.checks import normalize_answer, run_checks
 from lab.cases.cohorts import CohortSpec, cohort_groups
 from lab.cases.model import Case
+from lab.progress import Heartbeat
 from lab.variance import stats
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder, diversity
@@ -114,20 +116,30 @@ def analyze(
     config: SampleConfig,
     embedder: Embedder | None = None,
     embeddings_cache: Path | None = None,
+    emit: Callable[[str], None] = lambda line: None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`embeddings_cache`: RUN_DIR/embeddings.npz (lab.variance.embedcache); None: no cache."""
+    """`embeddings_cache`: RUN_DIR/embeddings.npz (lab.variance.embedcache); None: no cache.
+    `emit`: a line as each step starts (checks, embeddings, statistics), and periodic lines
+    while the embedding pass runs (lab.progress.Heartbeat)."""
     by_id = {e["case_id"]: e for e in entries}
     cases = [c for c in cases if c.id in by_id]
     if not cases:
         raise ValueError("no sampled cases to analyze")
     k = config.k
     gens = [sorted(by_id[c.id]["generations"], key=lambda g: g["sample_index"]) for c in cases]
+    emit(f"analysis 1/3: checks on {sum(len(gs) for gs in gens)} samples")
     evals = [[evaluate_sample(c, g) for g in gs] for c, gs in zip(cases, gens, strict=True)]
     passed = np.array([[e["passed"] for e in row] for row in evals], dtype=bool)  # [C, k]
 
     texts = [[g["text"] for g in gs] for gs in gens]
     # [C, k, d], one pass; a rebuilt report reuses the first one's (the model is not loaded)
-    emb, embedder_name, embed_device = embed_with_cache(embeddings_cache, texts, config, embedder)
+    label = f"analysis 2/3: embeddings of {sum(len(t) for t in texts)} outputs ({config.embedder})"
+    emit(label)
+    with Heartbeat(emit, label):
+        emb, embedder_name, embed_device = embed_with_cache(
+            embeddings_cache, texts, config, embedder
+        )
+    emit("analysis 3/3: statistics, bootstrap intervals, cohorts")
     div = diversity(emb, config.cluster_threshold)
     typicality = div.typicality.cpu().numpy()
     labels = div.labels.cpu().numpy()

@@ -16,7 +16,13 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir, engine_setting_options, engine_settings
+from lab import console
+from lab.cli_options import (
+    allow_module_option,
+    check_out_dir,
+    engine_setting_options,
+    engine_settings,
+)
 
 
 @click.command("sample")
@@ -58,6 +64,7 @@ from lab.cli_options import check_out_dir, engine_setting_options, engine_settin
     help="Threshold NAME=VALUE: min_mean, min_p5, "
     "max_mean_over_p5, min_pass_hat_k (repeat or comma-separate).",
 )
+@allow_module_option
 @click.option("--out", default=None, help="Run directory (resumed when it exists).")
 @click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
 @click.option(
@@ -91,9 +98,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
     check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
     run = run_agents if is_agent_source(config) else run_sample
     try:
-        outcome = run(
-            config, fresh=fresh, emit=lambda m: click.echo(m, err=True), cache_dir=obj["cache_dir"]
-        )
+        outcome = run(config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"])
     finally:
         close_all()
     _print_sample_result(outcome.path, outcome.metrics)
@@ -106,6 +111,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @click.option("--price-in", type=float, default=None)
 @click.option("--price-out", type=float, default=None)
 @click.option("--cohorts", default=None, help="YAML with a cohorts: section (new buckets).")
+@allow_module_option
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
     from lab.samplerun import is_agent_run

@@ -40,6 +40,7 @@ from lab.backends.base import (
     canonical_dtype,
     check_backend_supports,
 )
+from lab.cases.codechecks import CodePolicy
 from lab.cases.cohorts import parse_cohorts
 from lab.cases.model import Case
 from lab.devices import check_device_name
@@ -202,6 +203,9 @@ class SampleConfig:
     #: agent cases: importable modules a case's environment may name (dotted names); a module
     #: FILE beside the case file needs no listing
     allow_modules: list[str] = field(default_factory=list)
+    #: modules (names or .py files) whose functions the cases' `python` checks may call,
+    #: besides NAME.py beside the case file (`--allow-module`; lab.cases.codechecks)
+    check_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -252,6 +256,15 @@ class SampleConfig:
             raise LabError(
                 f"allow_modules must be a list of module names, got {self.allow_modules!r}"
             )
+        if isinstance(self.check_modules, str):
+            self.check_modules = [self.check_modules]
+        if not (
+            isinstance(self.check_modules, list)
+            and all(isinstance(m, str) and m for m in self.check_modules)
+        ):
+            raise LabError(
+                f"check_modules must be a list of module names, got {self.check_modules!r}"
+            )
         self._check_engine_and_sampling()
 
     def _check_engine_and_sampling(self) -> None:
@@ -273,6 +286,12 @@ class SampleConfig:
         if self.max_num_seqs < 1:
             raise LabError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         self.engine_config()  # the engine's own checks (engine_args, max_model_len, ...)
+
+    def code_policy(self) -> CodePolicy:
+        """Which python checks may run: check_modules, and modules beside the case file."""
+        source = None if self.cases.startswith("bundled:") else self.cases.partition("#")[0]
+        how = "--allow-module {name} (or check_modules: [{name}] in the config)"
+        return CodePolicy.from_settings(self.check_modules, source, how)
 
     def engine_config(self) -> EngineConfig:
         """The engine this run samples through (the same builder as a sweep cell's)."""
@@ -367,6 +386,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
                 {k: v for k, v in dataclasses.asdict(parse_gate(value)).items() if v is not None}
             )
             values["gate"] = merged
+        elif key == "check_modules":  # flags add to the config file's list
+            given = values.get("check_modules")
+            values[key] = ([given] if isinstance(given, str) else list(given or [])) + list(value)
         elif key == "engine_args":  # flags add to (and override) the config file's mapping
             given = values.get("engine_args")
             values[key] = (dict(given) if isinstance(given, dict) else {}) | dict(value)

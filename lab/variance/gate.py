@@ -29,7 +29,10 @@ def evaluate_gate(headline: dict[str, Any], gate: GateConfig) -> list[str]:
     if gate.min_p5 is not None and not p5 >= gate.min_p5:
         reasons.append(f"p5 of per-case success {p5:.3f} < min_p5 {gate.min_p5:g}")
     if gate.max_mean_over_p5 is not None and not ratio <= gate.max_mean_over_p5:
-        reasons.append(f"mean / p5 = {ratio:.3g} > max_mean_over_p5 {gate.max_mean_over_p5:g}")
+        shown = "unbounded (p5 is 0)" if math.isinf(ratio) else f"= {ratio:.3g}"
+        if math.isnan(ratio):
+            shown = "undefined (no case passes)"
+        reasons.append(f"mean / p5 {shown} > max_mean_over_p5 {gate.max_mean_over_p5:g}")
     if gate.min_pass_hat_k is not None and not pass_hat >= gate.min_pass_hat_k:
         reasons.append(f"pass^k {pass_hat:.3f} < min_pass_hat_k {gate.min_pass_hat_k:g}")
     return reasons

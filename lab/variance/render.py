@@ -9,6 +9,7 @@ every piece of model text, case id, tag and check reason goes through html.escap
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 from lab.report import svg as plots
@@ -41,6 +42,17 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def headline_value(head: dict[str, Any], key: str) -> str:
+    """A headline number as the report shows it; mean / p5 says why it has no value instead
+    of printing inf (p5 is 0) or n/a."""
+    value = head.get(key)
+    if key == "mean_over_p5" and value in ("inf", math.inf):
+        return "unbounded: p5 is 0 (the worst 5% of cases never pass)"
+    if key == "mean_over_p5" and value is None:
+        return "n/a: no case passes"
+    return fmt(value)
 
 
 _DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -127,7 +139,7 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for key, label in HEADLINE_ROWS:
-        out.append(f"| {label} | {fmt(head.get(key))} | {_interval(metrics, key)} |")
+        out.append(f"| {label} | {headline_value(head, key)} | {_interval(metrics, key)} |")
     flag = "**yes**: mean > 2 x p5" if head["high_variance"] else "no"
     out += ["", f"High-variance feature: {flag}", "", "## Cost", ""]
     out += [f"- {line}" for line in _cost_lines(metrics["cost"])]
@@ -206,7 +218,7 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
         _table(
             ["metric", "value", "95% bootstrap"],
             [
-                [e(label), fmt(head.get(key)), _interval(metrics, key)]
+                [e(label), e(headline_value(head, key)), _interval(metrics, key)]
                 for key, label in HEADLINE_ROWS
             ],
         )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.cases.cohorts import load_cohorts_file
 from lab.errors import LabError
 from lab.samplerun import LOG, read_cases, write_parquet
@@ -38,11 +39,15 @@ def build_report(
     config: SampleConfig,
     emit: Callable[[str], None] = print,
     embedder: Embedder | None = None,
+    policy: CodePolicy | None = None,
 ) -> dict[str, Any]:
-    """Analyze the finished samples of a run directory and write every artifact."""
+    """Analyze the finished samples of a run directory and write every artifact. `policy`:
+    the modules python checks may call (None: the lab's own examples only); the run's
+    settings.json is not trusted to allow one."""
     root = Path(path)
     store = RunStore(root)
     cases = read_cases(root)
+    resolve_checks(cases, policy or CodePolicy())
     entries = list(store.entries(LOG))
     missing = [c.id for c in cases if c.id not in {e["case_id"] for e in entries}]
     if missing:
@@ -51,7 +56,7 @@ def build_report(
             "rerun lab sample to resume"
         )
     emit(f"analyzing {len(entries)} cases: checks, embeddings, statistics")
-    metrics, rows = analyze(cases, entries, config, embedder, root / CACHE_NAME)
+    metrics, rows = analyze(cases, entries, config, embedder, root / CACHE_NAME, emit)
     thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
     reasons = evaluate_gate(metrics["headline"], config.gate)
     gate = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
@@ -76,6 +81,7 @@ def rebuild_report(
     base = dataclasses.asdict(read_settings(root))
     allowed = {"gate", "cluster_threshold", "price_in", "price_out", "embedder", "embed_device"}
     allowed.add("cohorts")  # cohort buckets are analysis only
+    allowed.add("check_modules")  # which python checks may run: the flags, not settings.json
     unknown = sorted(
         k for k, v in overrides.items() if v not in (None, (), []) and k not in allowed
     )
@@ -85,6 +91,17 @@ def rebuild_report(
     flags = {k: v for k, v in overrides.items() if k in allowed and v not in (None, (), [])}
     if isinstance(flags.get("cohorts"), str | Path):  # --cohorts FILE: new buckets, same samples
         flags["cohorts"] = load_cohorts_file(flags["cohorts"])
+    base["check_modules"] = []  # a run directory cannot allow code: only the user's flags
     config = load_config(None, base | flags)
     RunStore(root).write_json("settings.json", config.to_dict())
-    return (build or build_report)(root, config, emit=emit)
+    policy = CodePolicy.from_settings(config.check_modules, how=_how_to_allow(base))
+    return (build or build_report)(root, config, emit=emit, policy=policy)
+
+
+def _how_to_allow(settings: dict[str, Any]) -> str:
+    """`--allow-module NAME`, with the file beside the run's case file when there is one."""
+    cases = str(settings.get("cases", ""))
+    folder = None if cases.startswith("bundled:") else Path(cases.partition("#")[0]).parent
+    if folder is not None and folder.is_dir():
+        return f"--allow-module {{name}} (a file: --allow-module {folder}/{{name}}.py)"
+    return "--allow-module {name}"

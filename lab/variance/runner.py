@@ -5,8 +5,11 @@ Throughput: cases go to the backend in as few calls as the resume granularity al
 continuous batch; the hf backend prefills each prompt once and expands it to k rows). After
 each call every case's k samples are appended to `samples.jsonl` as ONE line through
 lab.store.RunStore, so a killed run resumes at the next unfinished case and never duplicates.
-Progress (samples done, output tokens/s, ETA) goes to stderr. The samples per call are kept
-in `batching.json`: they decide which cases share a batch, so a resume must use the same.
+Progress goes to stderr: a line as each engine call starts (which call, how many cases, the
+longest prompt), a line every 30 s while it runs, and samples done, output tokens/s and ETA
+after it. The samples per call and the grouping of cases into calls (hf: by prompt length,
+plan_calls) are kept in `batching.json`: they decide which cases share a batch, so a resume
+uses the same.
 
 Seeds: case j (its index in the case list) is sent with its own base seed seed + j * k
 (Request.seed), so sample i of case j uses seed + j * k + i and no two samples of the run share
@@ -29,11 +32,14 @@ from typing import Any
 
 from lab import samplerun
 from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load_backend
+from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
+from lab.console import ENGINE_LOG, engine_output
 from lab.envinfo import environment_record
 from lab.errors import LabError
 from lab.models import check_model
+from lab.progress import Heartbeat
 from lab.samplerun import LOG
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance import report
@@ -71,10 +77,42 @@ def case_seed(config: SampleConfig, case_index: int) -> int:
     return config.seed + (case_index * config.k if config.independent_seeds else 0)
 
 
-def plan_calls(cases: list[tuple[int, Case]], config: SampleConfig) -> list[list[tuple[int, Case]]]:
-    """Group (case index, case) into engine calls of about rows_per_call samples."""
+#: a prompt this many characters or shorter counts as this long when calls are grouped: short
+#: prompts share a call whatever their lengths (decoding, not the prompt, dominates them)
+SHORT_PROMPT_CHARS = 512
+#: a call's longest prompt is at most this many times its shortest (grouping "length")
+LENGTH_RATIO = 2.0
+
+
+def prompt_chars(case: Case) -> int:
+    """A case's prompt length in characters (system, prompt and every message)."""
+    texts = [case.system or "", case.prompt or ""]
+    texts += [str(m.get("content", "")) for m in case.messages or []]
+    return sum(len(t) for t in texts)
+
+
+def plan_calls(
+    cases: list[tuple[int, Case]], config: SampleConfig, grouping: str = "order"
+) -> list[list[tuple[int, Case]]]:
+    """Group (case index, case) into engine calls of about rows_per_call samples.
+
+    "order": in case order. "length": cases sorted by prompt length (ties in case order), and
+    a new call starts where a prompt is over LENGTH_RATIO times the call's shortest, so one
+    long prompt does not pad every row of a call (the hf backend pads each batch to its
+    longest prompt: one 3000-word case made its call ~15x slower). Plan the whole case list,
+    not the unfinished part, so a resumed run groups its cases as the first start did."""
     per_call = max(1, config.calls_rows() // config.k)
-    return [cases[i : i + per_call] for i in range(0, len(cases), per_call)]
+    if grouping == "order":
+        return [cases[i : i + per_call] for i in range(0, len(cases), per_call)]
+    calls: list[list[tuple[int, Case]]] = []
+    shortest = 0
+    for item in sorted(cases, key=lambda ic: (max(prompt_chars(ic[1]), SHORT_PROMPT_CHARS), ic[0])):
+        length = max(prompt_chars(item[1]), SHORT_PROMPT_CHARS)
+        if not calls or len(calls[-1]) >= per_call or length > LENGTH_RATIO * shortest:
+            calls.append([])
+            shortest = length
+        calls[-1].append(item)
+    return calls
 
 
 def open_run(
@@ -93,11 +131,14 @@ def open_run(
         config.calls_rows(),
         fresh,
         environment_record(),
+        # the hf backend pads a batch to its longest prompt; vLLM schedules each sequence
+        "length" if backend_config.backend == "hf" else "order",
     )
 
 
 class Progress:
-    """Samples done, output tokens per second and ETA, one line per engine call."""
+    """Samples done, output tokens per second and ETA, one line per engine call (and, while a
+    call runs, a line every LAB_PROGRESS_INTERVAL seconds: lab.progress.Heartbeat)."""
 
     def __init__(self, total: int, done: int, emit: Callable[[str], None]) -> None:
         self.total, self.done, self.emit = total, done, emit
@@ -133,12 +174,15 @@ def sample_cases(
     `cases` is a selection; by default its index in `cases`."""
     done = store.done_keys(LOG)
     where = positions or {c.id: i for i, c in enumerate(cases)}
-    todo = [(where[c.id], c) for c in cases if c.id not in done]
+    everything = [(where[c.id], c) for c in cases]
+    # the whole list is planned, then finished cases dropped: a resume keeps the first grouping
+    planned = plan_calls(everything, config, samplerun.read_grouping(store.path))
+    calls = [rest for call in planned if (rest := [ic for ic in call if ic[1].id not in done])]
     progress = Progress(len(cases) * config.k, len(done) * config.k, emit)
     if done:
         emit(f"resuming: {len(done)} of {len(cases)} cases already sampled in {store.path}")
     sampled = 0
-    for call in plan_calls(todo, config):
+    for number, call in enumerate(calls, 1):
         raise_if_interrupted()  # a Ctrl-C swallowed during the engine load or the last call
         if stop_after_cases is not None and sampled >= stop_after_cases:
             return sampled, False
@@ -147,8 +191,12 @@ def sample_cases(
         requests = [
             dataclasses.replace(c.request(), seed=case_seed(config, index)) for index, c in call
         ]
+        longest = max(prompt_chars(c) for _, c in call)
+        label = f"call {number}/{len(calls)} ({len(call)} cases x k={config.k})"
+        emit(f"{label}: prompts up to {longest} chars, starting")
         started = time.perf_counter()
-        records = backend.generate(requests, sampling_config(config, config.seed))
+        with Heartbeat(emit, label):
+            records = backend.generate(requests, sampling_config(config, config.seed))
         wall = time.perf_counter() - started
         by_case: dict[str, list[Generation]] = {}
         for g in records:
@@ -200,6 +248,7 @@ def run_sample(
             f"{config.cases}: case {agents[0]!r} declares tools; agent cases run through "
             "lab sample's trajectory runner, not single-turn sampling"
         )
+    resolve_checks(cases, config.code_policy())  # code in the case file: only if allowed
     positions = {c.id: i for i, c in selected}
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
@@ -209,17 +258,20 @@ def run_sample(
     store = open_run(config, cases, backend_config, fresh)
     chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
     emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")
-    if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
-        emit("all cases already sampled; rebuilding the report")
-    else:
-        raise_if_interrupted()  # swallowed earlier (e.g. in a quickstart step): no engine start
-        backend = backend or load_backend(backend_config, cache_dir)
-    sampled, complete = (0, True)
-    if backend is not None:
-        sampled, complete = sample_cases(
-            config, backend, store, cases, emit, stop_after_cases, positions
-        )
-    if not complete:
-        return RunOutcome(store.path, sampled, False)
-    metrics = report.build_report(store.path, config, emit=emit)
+    # the engine's and the embedder's chatter (warnings, weight-loading bars): engine.log
+    with engine_output(store.path / ENGINE_LOG):
+        if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
+            emit("all cases already sampled; rebuilding the report")
+        else:
+            raise_if_interrupted()  # swallowed earlier (a quickstart step): no engine start
+            backend = backend or load_backend(backend_config, cache_dir)
+        sampled, complete = (0, True)
+        if backend is not None:
+            sampled, complete = sample_cases(
+                config, backend, store, cases, emit, stop_after_cases, positions
+            )
+        if not complete:
+            return RunOutcome(store.path, sampled, False)
+        policy = config.code_policy()
+        metrics = report.build_report(store.path, config, emit=emit, policy=policy)
     return RunOutcome(store.path, sampled, True, metrics)

@@ -45,10 +45,10 @@ CASES = [
 def test_two_seeds_compared_through_the_cli(
     hf_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lab.variance.analyze as analyze_module
+    import lab.variance.embedcache as embedcache  # where the report builds its embedder
 
     embedder = Embedder(device="cpu")  # one load for both reports
-    monkeypatch.setattr(analyze_module, "Embedder", lambda *a, **kw: embedder)
+    monkeypatch.setattr(embedcache, "Embedder", lambda *a, **kw: embedder)
     cases = tmp_path / "cases.jsonl"
     cases.write_text("\n".join(json.dumps(c) for c in CASES) + "\n")
     runs = []

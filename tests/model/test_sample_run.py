@@ -83,9 +83,9 @@ def config_for(cases_file: Path, out: Path, backend: str, **kw: object) -> Sampl
 @pytest.fixture
 def patched_embedder(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reuse one loaded embedding model across tests (the runner builds one per report)."""
-    import lab.variance.analyze as analyze_module
+    import lab.variance.embedcache as embedcache  # where the report builds its embedder
 
-    monkeypatch.setattr(analyze_module, "Embedder", lambda *a, **kw: embedder)
+    monkeypatch.setattr(embedcache, "Embedder", lambda *a, **kw: embedder)
 
 
 def test_sample_run_writes_every_artifact(

@@ -49,3 +49,18 @@ def test_env_json_has_the_record_fields() -> None:
         assert key in record
     assert record["packages"]["torch"]
     assert record["packages"]["transformers"]
+
+
+@pytest.mark.parametrize("command", ["sample", "generate", "sweep"])
+def test_a_usage_error_is_one_line(command: str) -> None:
+    """`--backend foo` printed click's usage, a "Try --help" line and the error: now one line."""
+    out = run_lab(command, "--backend", "foo")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    if command == "sweep":  # no --backend there: the unknown option, on one line too
+        assert len(lines) == 1 and lines[0].startswith("error: No such option '--backend'")
+        return
+    assert lines == [
+        "error: Invalid value for '--backend': 'foo' is not one of 'hf', 'vllm' "
+        f"(see `python -m lab.cli {command} --help`)"
+    ], out.stderr

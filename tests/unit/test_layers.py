@@ -33,7 +33,7 @@ MAX_LINES = 500
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # no lab imports but these: errors, the one reader of os.environ, devices, text / YAML io
     ("foundation", ("lab", "lab.errors", "lab.settings", "lab.devices", "lab.yamlio",
-                    "lab.safetext")),
+                    "lab.safetext", "lab.console")),
     # next to the engines: batch-invariant kernels, model registry, random-weight checkpoints
     ("engines", ("lab.kernels", "lab.models", "lab.tinymodels")),
     # one interface, its records, hf / vllm / openai, prompt rendering, the managed server,
@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("lab.backends",)),
     # what several capabilities share: cases, run directories, the page shell, the environment
     ("shared", ("lab.cases", "lab.store", "lab.runkinds", "lab.samplerun", "lab.report",
-                "lab.envinfo")),
+                "lab.envinfo", "lab.progress")),
     # what the lab does; lab.agents (multi-step tool-use trajectories) and lab.scale (Ray
     # scale-out) come here too
     ("capabilities", ("lab.determinism", "lab.variance", "lab.longtail", "lab.comparison",

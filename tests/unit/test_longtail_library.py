@@ -200,7 +200,7 @@ def test_run_gates_on_the_floor_through_the_sample_machinery(
     monkeypatch.setattr(
         report,
         "build_report",
-        lambda root, cfg, emit: original(root, cfg, emit=emit, embedder=StubEmbedder()),  # type: ignore[arg-type]
+        lambda root, cfg, emit, **kw: original(root, cfg, emit=emit, embedder=StubEmbedder(), **kw),  # type: ignore[arg-type]
     )
     lib = tmp_path / "library.yaml"
     L.add_from_run(make_run(tmp_path, "run1", CASES), lib, threshold=0.75, today=DAY)
@@ -232,7 +232,7 @@ def test_run_command_exits_1_with_reasons_under_the_floor(
     monkeypatch.setattr(
         report,
         "build_report",
-        lambda root, cfg, emit: original(root, cfg, emit=emit, embedder=StubEmbedder()),  # type: ignore[arg-type]
+        lambda root, cfg, emit, **kw: original(root, cfg, emit=emit, embedder=StubEmbedder(), **kw),  # type: ignore[arg-type]
     )
     monkeypatch.setattr(runner, "load_backend", lambda config, cache_dir: ScriptedBackend())
     lib = tmp_path / "library.yaml"

@@ -71,3 +71,41 @@ def test_percentile_matches_hand_values() -> None:
     assert percentile(values, 90) == pytest.approx(3.7)  # 3 + 0.7 * (4 - 3)
     assert percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
     assert percentile([7.0], 99) == 7.0 and percentile([], 50) is None
+
+
+def test_ctrl_c_on_a_load_test_exits_130_with_one_line(stub: Stub, tmp_path: Path) -> None:
+    """Ctrl-C with 8 requests in flight: exit 130, one line with the true peak, the finished
+    requests kept (a 60-line traceback, exit 1 and "peak in flight 0" before)."""
+    import json
+    import signal
+    import time
+
+    stub.delay_s = 3.0  # every answer takes 3 s: the 8 slots fill and stay full
+    out = tmp_path / "load"
+    args = ["--requests", "40", "--concurrency", "8", "--max-tokens", "4", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", "load", "--base-url", stub.base_url, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while stub.in_flight < 8 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stub.in_flight == 8, "the load test never had 8 requests in flight"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "peak in flight 8" in lines[0], stderr
+    assert lines[0].startswith("interrupted: ") and str(out) in lines[0]
+    assert stdout == ""
+    assert json.loads((out / "summary.json").read_text())["max_in_flight"] == 8
+    stub.delay_s = 0.0
+    again = run_lab("load", "--base-url", stub.base_url, *args)  # the next pass sends the rest
+    assert again.returncode == 0, again.stderr
+    assert "all 40 requests (latest outcome): ok 40" in again.stdout

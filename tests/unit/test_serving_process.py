@@ -9,6 +9,7 @@ process of the group is left and that the port is free again.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -90,16 +91,17 @@ def test_stop_leaves_no_process_and_frees_the_port(tmp_path: Path, mode: str) ->
     assert httpx.get(f"{server.root_url}/health", trust_env=False).status_code == 200
     assert wait_for(lambda: len(group_members(pgid)) == 2)  # the server and its grandchild
     members = group_members(pgid)
-    started = time.monotonic()
+    leader = server.process
+    assert leader is not None
     server.stop()
-    took = time.monotonic() - started
     assert group_members(pgid) == []
     for pid in members:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert port_is_free(server.port)
     assert server.pid is None
-    # SIGTERM is enough for a polite server; a stubborn one waits out the grace, then SIGKILL.
-    assert took < 1.0 if mode == "polite" else 1.0 <= took < 5.0
+    # SIGTERM is enough for a polite server; a stubborn one outlives the grace: SIGKILL
+    # (what ended it, not how long it took: timings flake on a loaded machine)
+    assert leader.returncode == (-signal.SIGTERM if mode == "polite" else -signal.SIGKILL)
     server.stop()  # idempotent
 
 

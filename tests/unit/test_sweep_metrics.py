@@ -243,3 +243,35 @@ def test_cells_stored_before_the_concurrency_axis_still_load() -> None:
     old_entry = {"cell": {k: v for k, v in cell.axes.items() if k != "concurrency"}, "repeat": 0}
     assert cell_of(old_entry) == cell
     assert "concurrency" not in cell.key()  # an unused axis keeps the old cell keys
+
+
+def test_unparsable_answers_are_explained_where_tara_is_shown() -> None:
+    """Every cell gave identical tokens, but b's answer has no digit for answer_regex: TARa@N
+    0.5 beside TARr@N 1.0, with a note in the terminal lines and the report, which also has a
+    definitions section."""
+    from lab.determinism.report import render_html, render_markdown
+    from lab.determinism.summary import DEFINITIONS, summary_lines
+
+    cfg = config(answer_regex=r"(\d+)")
+    outs = {"a": ([1, 2], [-0.1, -0.2], "it is 4"), "b": ([5, 6], [-1.0, -1.0], "four")}
+    entries = [entry(b, d, outs) for b in (1, 4) for d in ("float32", "bfloat16")]
+    m = compute_metrics(cfg, entries, context=8192)
+    s = m.summary
+    assert (s["TARr@N"], s["TARa@N"], s["targets_with_unparsed_answers"]) == (1.0, 0.5, 1)
+    lines = summary_lines(m.to_dict())
+    assert lines[1] == (
+        "note: TARa@N counts an answer the answer_regex cannot parse as disagreement: 1 of 2 "
+        "prompts have one, so TARa@N 0.500 can be below TARr@N 1.000 although the tokens agree"
+    )
+    assert "axis batch_size: tokens change in 0.000 of prompts, logprobs in 0.000" in lines
+    grid = (["1"], ["fp32"], [[1.0]])
+    md = render_markdown(cfg, m, "dtype", "batch_size", grid)
+    assert "Note: TARa@N counts an answer the answer_regex cannot parse" in md
+    assert "## Definitions" in md and "- **TARa@N**: the same on parsed answers" in md
+    html = render_html(cfg, m, "dtype", "batch_size", grid)
+    assert "<h2>Definitions</h2>" in html and "<p>Note: TARa@N counts" in html
+    assert all(name in md for name in DEFINITIONS)
+    # parsable everywhere: no note
+    clean = compute_metrics(config(), entries, context=8192)
+    assert clean.summary["targets_with_unparsed_answers"] == 0
+    assert not any(line.startswith("note:") for line in summary_lines(clean.to_dict()))

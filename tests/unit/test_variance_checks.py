@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cases.checks import CheckResult, extract_numbers
+from lab.cases.checks import CheckResult, PythonCheck, extract_numbers
+from lab.cases.codechecks import CodePolicy, resolve_checks
+from lab.cases.model import Case
 from lab.cases.specs import CheckSpecError, parse_check
+from lab.errors import LabError
 
 
 def run(spec: dict, output: str) -> CheckResult:  # type: ignore[type-arg]
-    return parse_check(spec).run(output)
+    check = parse_check(spec)
+    if isinstance(check, PythonCheck):  # the commands resolve python checks before running
+        case = Case(id="t", checks=[check])
+        resolve_checks([case], CodePolicy.from_settings(["operator"]))
+    return check.run(output)
 
 
 def test_exact_strips_whitespace_only() -> None:
@@ -103,6 +110,8 @@ def test_python_callable() -> None:
     # f(output, case) raising is a failure with its message: "text" / None -> TypeError
     r = run({"python": "operator:truediv"}, "text")
     assert not r.passed and r.reason.startswith("check raised TypeError")
+    with pytest.raises(LabError, match="has no callable 'missing'"):
+        run({"python": "lab.variance.examples:missing"}, "x")
 
 
 @pytest.mark.parametrize(
@@ -115,9 +124,10 @@ def test_python_callable() -> None:
         ({"numeric": 1, "pick": "middle"}, "pick"),
         ({"one_of": ["a", "b"], "answer": "c"}, "answer"),
         ({"json": True, "schema": {"type": 5}}, "schema"),
-        ({"python": "nomodule_xyz:f"}, "function"),
-        ({"python": "lab.variance.examples:missing"}, "function"),
         ({"python": "no-colon"}, "function"),
+        ({"python": "os.:system"}, "function"),
+        ({"python": "os:sys tem"}, "function"),
+        ({"python": "os:system", "args": [1]}, "args"),
         ({"contains": []}, "value"),
         ({"exact": "a", "contains": "b"}, "type"),
     ],

@@ -124,3 +124,15 @@ def test_html_shows_one_output_per_case_and_points_to_the_parquet(tmp_path: Path
         shown = sum(f"no {i} {j}<" in page for j in range(k))
         assert 1 <= shown <= 2  # the worst output, and the majority answer when it differs
     assert f"All {cases * k} samples" in page and "samples.parquet" in page
+
+
+def test_analysis_says_which_step_runs(tmp_path: Path) -> None:
+    path, config = _run(tmp_path, cases=3, k=2)
+    messages: list[str] = []
+    build_report(path, config, emit=messages.append, embedder=CountingStub())  # type: ignore[arg-type]
+    steps = [m for m in messages if m.startswith("analysis ")]
+    assert steps == [
+        "analysis 1/3: checks on 6 samples",
+        f"analysis 2/3: embeddings of 6 outputs ({config.embedder})",
+        "analysis 3/3: statistics, bootstrap intervals, cohorts",
+    ]

@@ -203,10 +203,29 @@ def test_rebuild_report_keeps_samples(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(
         report_module,
         "build_report",
-        lambda root, cfg, emit: original(root, cfg, emit=emit, embedder=StubEmbedder()),  # type: ignore[arg-type]
+        lambda root, cfg, emit, **kw: original(root, cfg, emit=emit, embedder=StubEmbedder(), **kw),  # type: ignore[arg-type]
     )
     metrics = rebuild_report(path, {"gate": ("min_mean=0.4",)}, emit=lambda m: None)
     assert metrics["gate"]["passed"] is True
     assert len(list(RunStore(path).entries(LOG))) == 3
     with pytest.raises(Exception, match="changes the samples"):
         rebuild_report(path, {"k": 8}, emit=lambda m: None)
+
+
+def test_mean_over_p5_with_a_zero_p5_says_why_instead_of_inf(tmp_path: Path) -> None:
+    """3 of 10 cases never pass: p5 is 0 and mean / p5 has no value; the report, the HTML
+    and a gate's reason say so (they printed "inf")."""
+    import numpy as np
+
+    from tests.unit.comparison_runs import make_run
+
+    outcomes = np.ones((10, 4), dtype=bool)
+    outcomes[:3] = False
+    path = make_run(tmp_path, "run", outcomes)
+    summary = (path / "summary.md").read_text()
+    assert "| mean / p5 | unbounded: p5 is 0 (the worst 5% of cases never pass) |" in summary
+    assert "| inf |" not in summary and ">inf<" not in (path / "report.html").read_text()
+    head = json.loads((path / "metrics.json").read_text())["headline"]
+    assert evaluate_gate(head, GateConfig(max_mean_over_p5=4)) == [
+        "mean / p5 unbounded (p5 is 0) > max_mean_over_p5 4"
+    ]
