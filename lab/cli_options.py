@@ -130,9 +130,9 @@ allow_module_option = click.option(
     "--allow-module",
     "check_modules",
     multiple=True,
-    help="Let the cases' `python: MODULE:function` checks call this module (a name or a .py "
-    "file; repeat for more). Such checks run code: allow only modules you trust. NAME.py "
-    "beside the case file is allowed without it.",
+    help="Let the cases' `python: MODULE:function` checks (and agent cases' environments) "
+    "call this module (a name or a .py file; repeat for more). Such checks run code: allow "
+    "only modules you trust. NAME.py beside the case file is allowed without it.",
 )
 
 

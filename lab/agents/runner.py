@@ -163,7 +163,8 @@ def run_agents(
     `backend`: an already running engine (tests pass theirs). `stop_after_calls` stops after
     that many engine calls without the report (what a kill leaves behind)."""
     cases, positions, whole = agent_cases(config)
-    envs = Environments(cases, config.allow_modules)  # refused code: exit 2, nothing written
+    # refused code: exit 2, nothing written; --allow-module covers checks and environments
+    envs = Environments(cases, [*config.allow_modules, *config.check_modules])
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)

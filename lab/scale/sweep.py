@@ -76,9 +76,13 @@ def run_sweep_on_ray(
 
     def launch(index: int, cells: list[Cell]) -> None:
         engine = cells[0].engine_config(config.device, config.base_url)
-        actor = remote.options(
-            **actor_resources(engine, cpus_per_actor), max_restarts=0, max_task_retries=0
-        ).remote(engine, config, opened.context, cache_dir)
+        resources = actor_resources(engine, cpus_per_actor)
+        # torch threads = the CPUs the actor holds, said outright: Ray only sets
+        # OMP_NUM_THREADS where the driver's environment has none (vLLM's import sets one)
+        threads = resources["num_cpus"] if not resources["num_gpus"] else None
+        actor = remote.options(**resources, max_restarts=0, max_task_retries=0).remote(
+            engine, config, opened.context, cache_dir, threads
+        )
         actors[index] = actor
         for cell in cells:
             pending[actor.run.remote(cell)] = (index, cell)

@@ -32,7 +32,12 @@ class SweepWorker:
         config: SweepConfig,
         context: int,
         cache_dir: str | None,
+        threads: int | None = None,
     ) -> None:
+        if threads is not None:  # CPU matmul results can depend on the thread count
+            import torch
+
+            torch.set_num_threads(threads)
         self.engine = engine
         self.config = config
         self.context = context

@@ -79,12 +79,6 @@ from lab.cli_options import (
     default=None,
     help="Agent cases: the chat template's tools (native) or the lab's text protocol.",
 )
-@click.option(
-    "--allow-module",
-    "allow_modules",
-    multiple=True,
-    help="Agent cases: an importable module a case's environment may name (repeatable).",
-)
 @click.pass_obj
 def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
     """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss).
