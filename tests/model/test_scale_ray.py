@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from lab.backends import close_all
 from lab.determinism.config import load_sweep_config
 from lab.determinism.grid import expand
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import CELLS
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 
@@ -87,19 +86,19 @@ def results(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def local(config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The same sweep in this process with one torch thread, as a 1-CPU Ray worker has."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("local") / "run"
-        run_sweep(load_sweep_config(config_path), out, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-        close_all()
+    """The same sweep run locally, in a fresh process with one torch thread, as a 1-CPU Ray
+    actor has (a fresh process: state an earlier test left in this one, such as a running
+    engine or its thread settings, must not make the reference differ)."""
+    out = tmp_path_factory.mktemp("local") / "run"
+    command = [sys.executable, "-m", "lab.cli", "sweep", str(config_path), "--out", str(out),
+               "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     found = results(out)
     assert len(found) == len(expand(load_sweep_config(config_path))) == 8
+    cells = [json.loads(line) for line in (out / f"{CELLS}.jsonl").read_text().splitlines()]
+    assert {c["placement"]["threads"] for c in cells} == {1}
     return found
 
 
