@@ -33,7 +33,7 @@ from lab.cases.model import Case
 from lab.errors import LabError
 from lab.store import RunStore
 from lab.variance import stats
-from lab.variance.analyze import cohort_tails, majority, sanitize
+from lab.variance.analyze import cohort_tails, sanitize, success_record
 from lab.variance.config import SampleConfig
 from lab.variance.gate import evaluate_gate
 
@@ -104,24 +104,12 @@ def analyze_agents(
     for i, case in enumerate(cases):
         trajs = by_case[case.id]
         c = int(passed[i].sum())
-        lo, hi = stats.wilson_interval(c, k)
         answers = [e["answer"] for e in evals[i]]
-        maj_answer, maj_share, maj_ok = majority(answers, passed[i].tolist())
         agent = am.case_metrics(trajs, passed[i].tolist())
         worst = int(np.flatnonzero(~passed[i])[0]) if c < k else 0
         per_case.append(
             {
-                "id": case.id,
-                "tags": case.tags,
-                "n": k,
-                "successes": c,
-                "rate": c / k,
-                "wilson_95": [lo, hi],
-                "pass_at": {str(j): stats.pass_at_k(k, c, j) for j in ks},
-                "pass_hat": {str(j): stats.pass_hat_k(k, c, j) for j in ks},
-                "majority_answer": maj_answer,
-                "majority_share": maj_share,
-                "majority_correct": maj_ok,
+                **success_record(case, passed[i].tolist(), answers),
                 "agent": agent,
                 "worst": {
                     "sample_index": worst,

@@ -49,6 +49,28 @@ def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def success_record(case: Case, passed: list[bool], answers: list[Any]) -> dict[str, Any]:
+    """One case's success over its k samples (or trajectories): rate, Wilson interval, pass@k
+    and pass^k on the k grid, and the majority answer. Shared by the n-of-k and agent reports."""
+    k, c = len(passed), sum(passed)
+    lo, hi = stats.wilson_interval(c, k)
+    ks = stats.k_grid(k)
+    maj_answer, maj_share, maj_ok = majority(answers, passed)
+    return {
+        "id": case.id,
+        "tags": case.tags,
+        "n": k,
+        "successes": c,
+        "rate": c / k,
+        "wilson_95": [lo, hi],
+        "pass_at": {str(j): stats.pass_at_k(k, c, j) for j in ks},
+        "pass_hat": {str(j): stats.pass_hat_k(k, c, j) for j in ks},
+        "majority_answer": maj_answer,
+        "majority_share": maj_share,
+        "majority_correct": maj_ok,
+    }
+
+
 def majority(answers: list[str], passed: list[bool]) -> tuple[str, float, bool]:
     """(majority answer, its share, whether its samples mostly passed)."""
     answer, count = Counter(answers).most_common(1)[0]  # ties: first inserted wins
@@ -147,26 +169,13 @@ def analyze(
     ks = stats.k_grid(k)
     per_case: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
-        c = int(passed[i].sum())
         answers = [e["answer"] for e in evals[i]]
-        maj_answer, maj_share, maj_ok = majority(answers, passed[i].tolist())
         failing = np.flatnonzero(~passed[i])
         pool = failing if len(failing) else np.arange(k)
         worst = int(pool[np.argmin(typicality[i, pool])])
-        lo, hi = stats.wilson_interval(c, k)
         per_case.append(
             {
-                "id": case.id,
-                "tags": case.tags,
-                "n": k,
-                "successes": c,
-                "rate": c / k,
-                "wilson_95": [lo, hi],
-                "pass_at": {str(j): stats.pass_at_k(k, c, j) for j in ks},
-                "pass_hat": {str(j): stats.pass_hat_k(k, c, j) for j in ks},
-                "majority_answer": maj_answer,
-                "majority_share": maj_share,
-                "majority_correct": maj_ok,
+                **success_record(case, passed[i].tolist(), answers),
                 "mean_distance": float(div.mean_distance[i]),
                 "vendi": float(div.vendi[i]),
                 "clusters": int(div.clusters[i]),
