@@ -82,8 +82,17 @@ def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
     if backend:
         options.append(
             click.option(
-                "--backend", type=click.Choice(registry.choices()), default=None,
-                help="Default vllm.",
+                "--backend", type=click.Choice(registry.choices(names=registry.NAMES)),
+                default=None,
+                help="Default vllm. openai: the server at --base-url, else a managed vLLM server "
+                "on loopback.",
+            )
+        )  # fmt: skip
+        options.append(
+            click.option(
+                "--base-url", default=None,
+                help="openai backend: the server's OpenAI-compatible base URL "
+                "(http://HOST:PORT/v1).",
             )
         )  # fmt: skip
     options += [

@@ -125,6 +125,15 @@ class Journal:
         return out
 
     def on_steps(self, steps: list[Step]) -> None:
+        failed = [s for s in steps if s.kind == "error"]
+        if failed and self.stepper.protocol.wire:
+            # a server that failed (unreachable, 5xx, a refused request) is not the model's
+            # step: nothing of this call is journaled, so the same command redoes it
+            raise LabError(
+                f"trajectory {failed[0].trajectory} turn {failed[0].turn}: the server failed "
+                f"({failed[0].reason}); {len(failed)} of {len(steps)} steps of this call not "
+                "recorded: run the same command to resume"
+            )
         self.store.append(
             samplerun.JOURNAL, f"call-{self.lines}", {"steps": [s.to_dict() for s in steps]}
         )
@@ -168,7 +177,7 @@ def run_agents(
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)
-    if backend is None:
+    if backend is None and config.base_url is None:  # a server's model is the server's
         check_model(config.model, cache_dir)  # like every other input, before the directory
     store = samplerun.open_run(
         config.out_dir(),
@@ -186,7 +195,8 @@ def run_agents(
     complete = True
     if not done >= set(keys):
         raise_if_interrupted()
-        backend = backend or load_backend(backend_config, cache_dir)
+        # a managed server (openai backend without base_url) logs into the run directory
+        backend = backend or load_backend(backend_config, cache_dir, log_dir=store.path)
         complete = _step_all(config, backend, store, cases, positions, envs, emit, stop_after_calls)
     else:
         emit("all trajectories already finished; rebuilding the report")

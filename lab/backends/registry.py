@@ -39,7 +39,8 @@ BACKENDS: dict[str, BackendInfo] = {
 }
 #: every backend name, in the order help texts list them
 NAMES: tuple[str, ...] = tuple(BACKENDS)
-#: the engines that run in this process (lab sample, lab demo, lab bench)
+#: the engines that run in this process (sweeps run any backend; lab sample takes these
+#: and openai; lab demo and lab bench take these)
 ENGINES: tuple[str, ...] = tuple(n for n, b in BACKENDS.items() if b.in_process)
 
 

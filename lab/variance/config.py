@@ -117,7 +117,7 @@ def parse_gate(items: list[str] | dict[str, Any] | None) -> GateConfig:
 #: the settings that define the engine (EngineConfig fields)
 ENGINE_FIELDS = (
     "backend model dtype device tensor_parallel_size batch_invariant prefix_caching "
-    "enforce_eager attention_backend max_num_seqs max_model_len engine_args"
+    "enforce_eager attention_backend max_num_seqs max_model_len engine_args base_url"
 ).split()
 
 
@@ -134,7 +134,8 @@ class SampleConfig:
     limit: int | None = None
     #: samples per case
     k: int = 32
-    #: "vllm" or "hf"
+    #: "vllm" or "hf" (engines in this process), or "openai": an OpenAI-compatible server at
+    #: base_url, else a managed vLLM server the lab starts on loopback (its log in the run dir)
     backend: str = "vllm"
     #: bundled model name, checkpoint directory or hub id
     model: str = DEFAULT_MODEL
@@ -177,6 +178,9 @@ class SampleConfig:
     #: any other vLLM engine argument, passed through as is (`--engine-arg KEY=VALUE`,
     #: e.g. block_size=128 for vLLM's own CPU KV block size)
     engine_args: dict[str, Any] = field(default_factory=dict)
+    #: openai backend: the server's OpenAI-compatible base URL (http://HOST:PORT/v1); None: a
+    #: managed vLLM server started for the run
+    base_url: str | None = None
     #: run directory (None: runs/sample-<cases>-<backend>-k<k>)
     out: str | None = None
     #: sentence-transformers model for diversity (name or path)
@@ -210,8 +214,10 @@ class SampleConfig:
     def __post_init__(self) -> None:
         self._check_types()
         self.cohorts = parse_cohorts(self.cohorts).to_dict()
-        if self.backend not in registry.ENGINES:
-            raise LabError(f"backend must be hf or vllm, got {self.backend!r}")
+        if self.backend not in registry.NAMES:
+            raise LabError(f"backend must be hf, vllm or openai, got {self.backend!r}")
+        if self.base_url is not None and self.backend != "openai":
+            raise LabError(f"base_url is for the openai backend, not {self.backend}")
         if self.k < 1:
             raise LabError(f"k must be >= 1, got {self.k}")
         if not 0 < self.cluster_threshold <= 1:
@@ -296,7 +302,9 @@ class SampleConfig:
     def engine_config(self) -> EngineConfig:
         """The engine this run samples through (the same builder as a sweep cell's)."""
         values = {name: getattr(self, name) for name in ENGINE_FIELDS}
-        values["prefix_caching"] = self.prefix_caching and self.backend == "vllm"
+        # vLLM's prefix caching: in this process, or in the managed server the lab starts
+        managed = self.backend == "openai" and self.base_url is None
+        values["prefix_caching"] = self.prefix_caching and (self.backend == "vllm" or managed)
         return EngineConfig.from_values(values)
 
     def _check_types(self) -> None:

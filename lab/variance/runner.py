@@ -202,12 +202,18 @@ def sample_cases(
         for g in records:
             by_case.setdefault(g.request_id, []).append(g)
         rows = sum(len(v) for v in by_case.values())
+        failures: list[str] = []
         for _, case in call:
             gens = sorted(by_case.get(case.id, []), key=lambda g: g.sample_index)
             if len(gens) != config.k:
                 raise LabError(
                     f"case {case.id!r}: backend returned {len(gens)} of {config.k} samples"
                 )
+            errors = [g.error or "error" for g in gens if g.finish_reason == "error"]
+            if errors:  # a server's failure is not the model's: the case is not stored
+                failures.append(f"case {case.id!r}: {len(errors)} of {config.k} samples failed "
+                                f"({errors[0]})")  # fmt: skip
+                continue
             store.append(
                 LOG,
                 case.id,
@@ -219,6 +225,11 @@ def sample_cases(
                     "call_cases": len(call),
                     "generations": [g.to_dict() for g in gens],
                 },
+            )
+        if failures:
+            raise LabError(
+                f"{failures[0]}; {len(failures)} case(s) of this call not stored, the others "
+                "are: run the same command to resume"
             )
         sampled += len(call)
         progress.update(rows, sum(len(g.output_token_ids) for g in records))
@@ -253,7 +264,7 @@ def run_sample(
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)
-    if backend is None:
+    if backend is None and config.base_url is None:  # a server's model is the server's
         check_model(config.model, cache_dir)  # like every other input, before the directory
     store = open_run(config, cases, backend_config, fresh)
     chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
@@ -264,7 +275,8 @@ def run_sample(
             emit("all cases already sampled; rebuilding the report")
         else:
             raise_if_interrupted()  # swallowed earlier (a quickstart step): no engine start
-            backend = backend or load_backend(backend_config, cache_dir)
+            # a managed server (openai backend without base_url) logs into the run directory
+            backend = backend or load_backend(backend_config, cache_dir, log_dir=store.path)
         sampled, complete = (0, True)
         if backend is not None:
             sampled, complete = sample_cases(

@@ -65,6 +65,36 @@ def test_concurrent_requests_are_all_accounted_for(server: ManagedServer, tmp_pa
     assert len(entries) == 16 and all(e["completion_tokens"] == 8 for e in entries)
 
 
+def test_sample_and_agent_runs_through_the_server(server: ManagedServer, tmp_path: Path) -> None:
+    """`lab sample --backend openai --base-url URL`: an n-of-k run and an agent run (the text
+    protocol: vLLM's server has no tool parser for SmolLM2) through the server."""
+    from lab.agents.runner import run_agents
+    from lab.variance.config import SampleConfig
+    from lab.variance.runner import run_sample
+
+    common = {"backend": "openai", "base_url": server.base_url, "k": 3, "limit": 2}
+    plain = SampleConfig(cases="bundled:basic", max_tokens=8, out=str(tmp_path / "plain"), **common)
+    outcome = run_sample(plain, emit=lambda _: None)
+    assert outcome.complete and outcome.metrics is not None
+    lines = list(RunStore(tmp_path / "plain").entries("samples"))
+    assert len(lines) == 2
+    for j, line in enumerate(lines):  # case j's seeds: seed + j * k + i, as in-process
+        gens = line["generations"]
+        assert [g["seed"] for g in gens] == [j * 3 + i for i in range(3)]
+        assert all(g["backend"] == "openai" and g["output_token_ids"] for g in gens)
+    assert (tmp_path / "plain" / "report.html").exists()
+
+    agent = SampleConfig(
+        cases="bundled:agents", max_tokens=24, max_turns=2, out=str(tmp_path / "agent"), **common
+    )
+    outcome = run_agents(agent, emit=lambda _: None)
+    assert outcome.complete
+    trajectories = list(RunStore(tmp_path / "agent").entries("trajectories"))
+    assert len(trajectories) == 6
+    assert all(t["steps"] and t["outcome"] in ("answer", "max_turns") for t in trajectories)
+    assert (tmp_path / "agent" / "report.html").exists()
+
+
 def test_stopping_the_server_mid_load(server: ManagedServer, tmp_path: Path) -> None:
     """Last test of the file: it stops the shared server."""
     pgid = server.pid

@@ -19,6 +19,7 @@ import pytest
 from lab import samplerun
 from lab.agents.runner import run_agents
 from lab.agents.trajectory import TURN_STRIDE
+from lab.backends import EngineConfig, Generation, Request, SamplingConfig
 from lab.errors import LabError
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
@@ -178,6 +179,40 @@ def test_stopped_then_resumed_equals_an_uninterrupted_run(cases_file: Path, tmp_
     assert trajectories(tmp_path / "cut") == trajectories(tmp_path / "whole")
     lines = (tmp_path / "cut" / "trajectories.jsonl").read_text().splitlines()
     assert len(lines) == 8  # exactly once each
+
+
+class ServerBackend(ScriptedBackend):
+    """The script through a server (openai): its call number `fail_call` fails one row."""
+
+    def __init__(self, fail_call: int | None = None) -> None:
+        super().__init__()
+        self.config = EngineConfig(backend="openai", base_url="http://127.0.0.1:1/v1")
+        self.fail_call = fail_call
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:
+        out = super().generate(requests, sampling)
+        if self.calls == self.fail_call:
+            out[0].finish_reason, out[0].error = "error", "503: overloaded"
+        return out
+
+
+def test_a_server_failure_is_not_a_step_and_the_run_resumes(
+    cases_file: Path, tmp_path: Path
+) -> None:
+    """On a server (openai), a failed request stops the run before its call is journaled (an
+    in-process engine's error is a recorded step); the same command redoes that call."""
+    settings = {"tool_protocol": "text"}
+    whole = config(cases_file, tmp_path / "whole", **settings)
+    run_agents(whole, backend=ServerBackend(), emit=lambda m: None)
+    cut = config(cases_file, tmp_path / "cut", **settings)
+    with pytest.raises(LabError, match=r"the server failed \(503: overloaded\)"):
+        run_agents(cut, backend=ServerBackend(fail_call=2), emit=lambda m: None)
+    journal = (tmp_path / "cut" / "steps.jsonl").read_text().splitlines()
+    assert len(journal) == 1  # turn 1 journaled, turn 2 not
+    again = ServerBackend()
+    assert run_agents(cut, backend=again, emit=lambda m: None).complete
+    assert again.calls == 1
+    assert trajectories(tmp_path / "cut") == trajectories(tmp_path / "whole")
 
 
 def test_a_kill_between_journal_and_final_line_needs_no_engine_call(

@@ -60,7 +60,8 @@ def test_a_usage_error_is_one_line(command: str) -> None:
     if command == "sweep":  # no --backend there: the unknown option, on one line too
         assert len(lines) == 1 and lines[0].startswith("error: No such option '--backend'")
         return
+    choices = "'hf', 'vllm', 'openai'" if command == "sample" else "'hf', 'vllm'"
     assert lines == [
-        "error: Invalid value for '--backend': 'foo' is not one of 'hf', 'vllm' "
+        f"error: Invalid value for '--backend': 'foo' is not one of {choices} "
         f"(see `python -m lab.cli {command} --help`)"
     ], out.stderr

@@ -234,7 +234,7 @@ def test_run_command_exits_1_with_reasons_under_the_floor(
         "build_report",
         lambda root, cfg, emit, **kw: original(root, cfg, emit=emit, embedder=StubEmbedder(), **kw),  # type: ignore[arg-type]
     )
-    monkeypatch.setattr(runner, "load_backend", lambda config, cache_dir: ScriptedBackend())
+    monkeypatch.setattr(runner, "load_backend", lambda *a, **kw: ScriptedBackend())
     lib = tmp_path / "library.yaml"
     L.add_from_run(make_run(tmp_path, "run1", CASES), lib, threshold=0.75, today=DAY)
     args = ["library", "run", "--library", str(lib), "--backend", "hf", "--k", "2"]

@@ -196,7 +196,7 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130(
 
     previous = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(
-        lab.variance.runner, "load_backend", lambda *a: SeededBackend(interrupt_after=1)
+        lab.variance.runner, "load_backend", lambda *a, **kw: SeededBackend(interrupt_after=1)
     )
     out = tmp_path / "run"
     argv = ["lab", "sample", "--cases", str(cases_file), "--k", "3", "--backend", "hf"]
@@ -312,7 +312,7 @@ def test_no_engine_starts_after_a_swallowed_ctrl_c(
     import lab.variance.runner
 
     started: list[Any] = []
-    monkeypatch.setattr(lab.variance.runner, "load_backend", lambda *a: started.append(a))
+    monkeypatch.setattr(lab.variance.runner, "load_backend", lambda *a, **kw: started.append(a))
     lab.store._interrupts = 1
     with pytest.raises(KeyboardInterrupt):
         lab.variance.runner.run_sample(settings(cases_file, tmp_path / "run"), emit=lambda m: None)

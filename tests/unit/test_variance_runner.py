@@ -9,6 +9,7 @@ import pytest
 
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
 from lab.cases.loaders import load_cases
+from lab.errors import LabError
 from lab.samplerun import LOG
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
@@ -115,6 +116,31 @@ def test_missing_samples_are_an_error(cases_file: Path, tmp_path: Path) -> None:
     config, store = start(cases_file, tmp_path)
     with pytest.raises(Exception, match="returned 3 of 4 samples"):
         sample_cases(config, Short(), store, load_cases(config.cases), lambda m: None)
+
+
+def test_a_case_with_failed_samples_is_not_stored(cases_file: Path, tmp_path: Path) -> None:
+    """A server's error (openai backend) is not a model's output: the call's clean cases are
+    stored, the failed one is not, the run stops with one line and resumes it."""
+
+    class Flaky(FakeBackend):
+        def __init__(self, fail: str | None) -> None:
+            super().__init__()
+            self.fail = fail
+
+        def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Generation]:
+            gens = super().generate(requests, sampling)
+            for g in gens:
+                if g.request_id == self.fail and g.sample_index == 1:
+                    g.finish_reason, g.error = "error", "503: overloaded"
+            return gens
+
+    config, store = start(cases_file, tmp_path, rows_per_call=12)  # 3 cases x k=4 per call
+    cases = load_cases(config.cases)
+    with pytest.raises(LabError, match=r"case 'c1': 1 of 4 samples failed \(503: overloaded\)"):
+        sample_cases(config, Flaky("c1"), store, cases, lambda m: None)
+    assert store.done_keys(LOG) == {"c0", "c2"}
+    sampled, complete = sample_cases(config, Flaky(None), store, cases, lambda m: None)
+    assert complete and sampled == 3 and store.done_keys(LOG) == {f"c{i}" for i in range(5)}
 
 
 def _lengths_file(tmp_path: Path) -> Path:
