@@ -180,6 +180,11 @@ class EngineConfig:
         registry.check_name(self.backend)
         if self.base_url is not None and self.backend != "openai":
             raise ConfigError("base_url is for the openai backend only")
+        if self.engine_args and self.backend == "hf":  # else silently ignored
+            raise ConfigError(
+                f"engine_args ({', '.join(sorted(self.engine_args))}) are vLLM engine arguments; "
+                "the hf backend takes none"
+            )
         if self.tensor_parallel_size < 1:
             raise ConfigError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
         check_backend_supports(self.backend, self.dtype, self.tensor_parallel_size)

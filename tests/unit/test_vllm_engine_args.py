@@ -104,3 +104,13 @@ def test_a_tp_degree_that_does_not_divide_the_heads_never_starts_vllm(fake_vllm:
     with pytest.raises(ConfigError, match="does not divide"):
         start(tensor_parallel_size=2)  # 9 attention heads
     assert Started.kwargs == {}
+
+
+def test_engine_args_on_the_hf_backend_are_refused_not_ignored() -> None:
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"engine_args \(block_size\) are vLLM engine arguments"):
+        EngineConfig(backend="hf", engine_args={"block_size": 32})
+    assert EngineConfig(backend="vllm", engine_args={"block_size": 32}).engine_args == {
+        "block_size": 32
+    }
