@@ -39,6 +39,7 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
         "settings.json", "batching.json", "cases.json", "samples.jsonl", "samples.parquet",
         "metrics.json", "summary.md", "report.html", "embeddings.npz", "retry.md", "retry.json",
         "trajectories.jsonl", "steps.jsonl",  # an agent run's (lab.agents)
+        "nodes.jsonl", "failures.jsonl",  # a run on Ray's (lab.scale.sample)
     ),
     "sweep": _COMMON
     + _TEMPS
