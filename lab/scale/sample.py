@@ -177,7 +177,8 @@ class _Driver:
         self.starts += 1
 
     def run(self) -> None:
-        for slot in range(self.options.replicas):
+        # no more replicas than calls: one call is one replica's work (rows_per_call decides)
+        for slot in range(min(self.options.replicas, len(self.calls))):
             self.launch(slot)
         while self.queue or any(r.held for r in self.replicas.values()):
             raise_if_interrupted()

@@ -165,3 +165,10 @@ def test_a_call_lost_too_often_is_recorded_failed_then_resampled(
     assert run(config, store, FakeRay()) == (2, True)
     keys = [e["key"] for e in lines(store.path, LOG)]
     assert sorted(keys) == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_no_more_replicas_than_calls(cases_file: Path, tmp_path: Path) -> None:
+    config, store = start(cases_file, tmp_path, rows_per_call=20)  # all 5 cases in one call
+    fake = FakeRay()
+    assert run(config, store, fake) == (5, True)
+    assert len(fake.actors) == 1
