@@ -50,6 +50,8 @@ FAILURES = "failures"
 DEPTH = 2
 #: seconds the first replica to start waits for the others before calls go out
 START_WAIT_S = 60.0
+#: while calls wait and no replica runs any, a line this often (the cluster may be full)
+WAIT_NOTICE_S = 60.0
 
 
 @dataclass
@@ -166,6 +168,7 @@ class _Driver:
         self.known_nodes = store.done_keys(NODES)
         self.failed: list[tuple[str, str]] = []
         self.last_loss = ""
+        self.waiting_since: float | None = None
         self.sampled = 0
 
     def launch(self, slot: int) -> None:
@@ -189,6 +192,7 @@ class _Driver:
             ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=1.0)
             if not ready:
                 self.fill()  # the start wait may be over
+                self.notice_waiting()
                 continue
             slot, index = self.refs.pop(ready[0])
             try:
@@ -207,6 +211,23 @@ class _Driver:
             self.fill()
             if self.options.on_call is not None:
                 self.options.on_call(index, where)
+
+    def notice_waiting(self) -> None:
+        """A line every WAIT_NOTICE_S while calls are queued and no started replica holds
+        any (Ray is waiting for resources, or for an engine to load)."""
+        if any(r.held for r in self.replicas.values()) or not self.queue:
+            self.waiting_since = None
+            return
+        now = time.monotonic()
+        if self.waiting_since is None:
+            self.waiting_since = now
+        elif now - self.waiting_since >= WAIT_NOTICE_S:
+            self.waiting_since = now
+            asked = ", ".join(f"{k} {v}" for k, v in self.resources.items() if v)
+            self.emit(
+                f"{len(self.queue)} calls wait for a replica: {len(self.replicas)} asked of Ray "
+                f"({asked} each) are not placed or still loading their engine"
+            )
 
     def started(self, slot: int, value: dict[str, Any]) -> None:
         where = value["placement"]
