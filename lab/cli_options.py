@@ -1,7 +1,8 @@
 """Click options shared by commands that define an engine (`lab generate`, `lab serve`,
 `lab load --serve`; `engine_setting_options` for the n-of-k runs, whose config file supplies
 the defaults), the one place their values become an EngineConfig (`engine_config`), the
-parser of `--engine-arg KEY=VALUE` pairs, and the output-directory check every command runs.
+parser of `--engine-arg KEY=VALUE` pairs, the output-directory check every command runs, and
+the n-of-k runs' `--ray [ADDRESS] --replicas R` (`ray_options`, `ray_sampler`: lab.scale.sample).
 
 A module of its own so that command packages (lab/serving/commands.py) can use them while
 lab/cli.py imports those packages.
