@@ -1,7 +1,8 @@
 """Click options shared by commands that define an engine (`lab generate`, `lab serve`,
 `lab load --serve`; `engine_setting_options` for the n-of-k runs, whose config file supplies
 the defaults), the one place their values become an EngineConfig (`engine_config`), the
-parser of `--engine-arg KEY=VALUE` pairs, and the output-directory check every command runs.
+parser of `--engine-arg KEY=VALUE` pairs, the output-directory check every command runs, and
+the n-of-k runs' `--ray [ADDRESS] --replicas R` (`ray_options`, `ray_sampler`: lab.scale.sample).
 
 A module of its own so that command packages (lab/serving/commands.py) can use them while
 lab/cli.py imports those packages.
@@ -191,3 +192,58 @@ def check_out_dir(
         check_run_dir(path, kind, fresh, option)
     elif not Path(path).is_dir():
         raise LabError(f"{option} {path}: is a file, not a directory; choose a directory")
+
+
+def ray_options(what: str = "replicas of the run's engine configuration") -> Callable[[Any], Any]:
+    """`--ray [ADDRESS]`, `--replicas R` and `--cpus-per-replica` of an n-of-k run (`lab
+    sample`, `lab library run`); `ray_sampler(flags)` turns them into its sampler."""
+    options = [
+        click.option(
+            "--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+            metavar="[ADDRESS]",
+            help="Run on Ray, the engine calls shared by --replicas copies of the engine: "
+            "`local` starts a Ray instance here; `auto` (a bare --ray: RAY_ADDRESS, else the "
+            "cluster `ray start` made) or ray://host:port joins a cluster. Needs the ray extra.",
+        ),
+        click.option(
+            "--replicas", type=click.IntRange(min=1), default=None,
+            help=f"With --ray: {what} (default 1); the samples do not depend on it.",
+        ),
+        click.option(
+            "--cpus-per-replica", type=click.IntRange(min=1), default=None,
+            help="With --ray on CPUs: CPUs (and so torch threads) each replica asks for "
+            "(default 1).",
+        ),
+    ]  # fmt: skip
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def ray_sampler(flags: dict[str, Any], cache_dir: str | None) -> Any:
+    """Pop ray_options' values from `flags`; the lab.variance.runner Sampler they ask for
+    (lab.scale.sample on Ray replicas), or None without --ray (Ray is then never imported)."""
+    address = flags.pop("ray_address", None)
+    replicas = flags.pop("replicas", None)
+    cpus = flags.pop("cpus_per_replica", None)
+    if address is None:
+        if replicas is not None or cpus is not None:
+            given = "--replicas" if replicas is not None else "--cpus-per-replica"
+            raise LabError(f"{given} needs --ray [ADDRESS]")
+        return None
+    from lab.scale.cluster import require_ray
+
+    require_ray()  # before the config is read: one line naming the extra
+    from lab.scale.sample import RayOptions
+    from lab.scale.sample import ray_sampler as make
+
+    return make(
+        RayOptions(
+            address=address, replicas=replicas or 1, cpus_per_replica=cpus or 1,
+            cache_dir=cache_dir,
+        )
+    )  # fmt: skip

@@ -40,6 +40,7 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
         "metrics.json", "summary.md", "report.html", "embeddings.npz", "retry.md", "retry.json",
         "trajectories.jsonl", "steps.jsonl",  # an agent run's (lab.agents)
         "server-*.log",  # the managed server's (openai backend without a base_url)
+        "nodes.jsonl", "failures.jsonl",  # a run on Ray's (lab.scale.sample)
     ),
     "sweep": _COMMON
     + _TEMPS

@@ -7,7 +7,11 @@
     RUN_DIR/environment.json   lab.envinfo.environment_record() (environments.jsonl: resumes
                                in another environment)
     RUN_DIR/cases.json         the cases as run
-    RUN_DIR/samples.jsonl      one line per case with its k Generation records (resume log)
+    RUN_DIR/samples.jsonl      one line per case with its k Generation records and where its
+                               engine call ran (placement) (resume log)
+    RUN_DIR/nodes.jsonl        a run on Ray (lab.scale.sample): one environment record per node
+    RUN_DIR/failures.jsonl     a run on Ray: cases whose call was lost with its replica too often
+                               (no samples line: the same command samples them again)
     RUN_DIR/samples.parquet    one row per sample: text, verdict, reasons, answer, tokens, ...
     RUN_DIR/metrics.json       every number of the report (definitions inside)
     RUN_DIR/summary.md         the Markdown summary

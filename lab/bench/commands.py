@@ -6,6 +6,7 @@
     lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e]
     lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
     lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32]
+    lab bench ray [--max-tokens 16] [--part all|sweep|replicas]
 
 Parsing and printing only. Listed in lab/cli.py (COMMANDS).
 """
@@ -43,16 +44,30 @@ def bench_sweep_cmd(obj: dict[str, Any], backend: str, max_tokens: int) -> None:
 
 @bench_group.command("ray")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--part",
+    type=click.Choice(["all", "sweep", "replicas"]),
+    default="all",
+    show_default=True,
+    help="sweep: actors per engine configuration; replicas: n-of-k on 2 replicas vs 1.",
+)
 @click.pass_obj
-def bench_ray_cmd(obj: dict[str, Any], max_tokens: int) -> None:
+def bench_ray_cmd(obj: dict[str, Any], max_tokens: int, part: str) -> None:
     """Ray: one actor against a local run (dispatch overhead), 2 single-threaded actors
-    against 1 CPU (speed-up). Needs the ray extra."""
+    against 1 CPU (speed-up), an n-of-k run on 2 single-threaded replicas against 1 (speed-up,
+    same samples). Needs the ray extra."""
     from lab.scale.cluster import require_ray
 
     require_ray()
-    from lab.bench.scale import bench_ray
+    result: dict[str, Any] = {}
+    if part in ("all", "sweep"):
+        from lab.bench.scale import bench_ray
 
-    result = bench_ray(max_tokens, obj["cache_dir"])
+        result |= bench_ray(max_tokens, obj["cache_dir"])
+    if part in ("all", "replicas"):
+        from lab.bench.replicas import bench_replicas
+
+        result |= bench_replicas(max_tokens, obj["cache_dir"])
     for key, value in result.items():
         click.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
 

@@ -3,7 +3,7 @@ add|run|show`), the distribution-shift checklist (`lab shift`) and retry policie
 
     lab perturb bundled:basic --out perturbed.jsonl --seed 0 --kinds typos,mojibake
     lab library add runs/basic --library evals/library.yaml --threshold 0.5
-    lab library run --library evals/library.yaml --k 8 --backend hf
+    lab library run --library evals/library.yaml --k 8 --backend hf [--ray auto --replicas 4]
     lab library show --library evals/library.yaml
     lab shift DEMO PROD [--out DIR] [--embedder NAME] [--tokenizer MODEL|whitespace]
               [--seed S] [--permutations 1000]
@@ -22,7 +22,13 @@ from typing import Any
 import click
 
 from lab import console
-from lab.cli_options import allow_module_option, engine_setting_options, engine_settings
+from lab.cli_options import (
+    allow_module_option,
+    engine_setting_options,
+    engine_settings,
+    ray_options,
+    ray_sampler,
+)
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
 from lab.models import DEFAULT_MODEL
@@ -174,6 +180,7 @@ def library_add_cmd(
 @allow_module_option
 @click.option("--out", default=None, help="Run directory (default: one per library content).")
 @click.option("--fresh", is_flag=True, help="Discard the run directory's earlier samples.")
+@ray_options()
 @click.pass_obj
 def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags: Any) -> None:
     """Sample the library k times per case; exit 1 with reasons when under its floor."""
@@ -181,6 +188,7 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
     from lab.cli_options import check_out_dir
     from lab.longtail.library import run_library
 
+    sampler = ray_sampler(flags, obj["cache_dir"])
     check_out_dir(flags.get("out"), fresh=fresh, kind="sample")
     try:
         run = run_library(
@@ -189,6 +197,7 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
             fresh=fresh,
             emit=_echo_err,
             cache_dir=obj["cache_dir"],
+            sampler=sampler,
         )
     finally:
         close_all()

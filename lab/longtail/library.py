@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,6 +48,9 @@ from lab.errors import LabError
 from lab.samplerun import read_cases, read_json, run_identity
 from lab.variance.config import GateConfig, load_config, parse_gate
 from lab.yamlio import yaml_error
+
+if TYPE_CHECKING:
+    from lab.variance.runner import Sampler
 
 DEFAULT_LIBRARY = "library.yaml"
 DEFAULT_FLOOR = {"min_mean": 0.5, "min_p5": 0.1}
@@ -312,8 +315,10 @@ def run_library(
     fresh: bool = False,
     emit: Callable[[str], None] = print,
     cache_dir: str | None = None,
+    sampler: Sampler | None = None,
 ) -> LibraryRun:
-    """Sample the library k times per case (lab.variance.runner) with its floor as the gate."""
+    """Sample the library k times per case (lab.variance.runner) with its floor as the gate.
+    `sampler`: another way to sample (lab.scale.sample on Ray replicas: `--ray`)."""
     # Imported here so that `lab --help` (which reads DEFAULT_LIBRARY) loads no sampler.
     from lab.variance.runner import run_sample
 
@@ -324,7 +329,9 @@ def run_library(
     config.gate = library.gate()
     if config.out is None:
         config.out = str(library_out_dir(library, config.backend, config.k))
-    outcome = run_sample(config, backend=backend, fresh=fresh, emit=emit, cache_dir=cache_dir)
+    outcome = run_sample(
+        config, backend=backend, fresh=fresh, emit=emit, cache_dir=cache_dir, sampler=sampler
+    )
     reasons = list(outcome.metrics["gate"]["reasons"]) if outcome.metrics else []
     return LibraryRun(outcome.path, outcome.metrics, reasons)
 

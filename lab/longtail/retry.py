@@ -77,8 +77,10 @@ def load_outcomes(run_dir: str | Path, policy: CodePolicy | None = None) -> list
     loaded = read_cases(root)
     resolve_checks(loaded, policy or CodePolicy())
     cases = {c.id: c for c in loaded}
+    order = {c.id: i for i, c in enumerate(loaded)}
     out = []
-    for entry in read_entries(root):
+    # in case order, not log order (a run on Ray appends cases as its calls finish)
+    for entry in sorted(read_entries(root), key=lambda e: order.get(e["case_id"], len(order))):
         case = cases.get(entry["case_id"])
         if case is None:
             raise LabError(f"{root}/samples.jsonl: case {entry['case_id']!r} not in cases.json")

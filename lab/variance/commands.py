@@ -3,6 +3,7 @@ the report) and `lab sample-report` (rebuild a run's report with other analysis 
 Both print summary.md and exit 1 when the run misses its gate.
 
     lab sample [CONFIG.yaml] --cases bundled:basic --k 32 --backend vllm --gate min_p5=0.1
+    lab sample --cases bundled:basic --k 32 --ray auto --replicas 4    (lab.scale.sample)
     lab sample-report runs/basic --gate min_p5=0.2 [--cohorts cohorts.yaml]
 
 Parsing and printing only: the work is in lab.variance. Listed in lab/cli.py (COMMANDS).
@@ -22,6 +23,8 @@ from lab.cli_options import (
     check_out_dir,
     engine_setting_options,
     engine_settings,
+    ray_options,
+    ray_sampler,
 )
 
 
@@ -79,20 +82,30 @@ from lab.cli_options import (
     default=None,
     help="Agent cases: the chat template's tools (native) or the lab's text protocol.",
 )
+@ray_options()
 @click.pass_obj
 def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
     """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss).
     Agent cases (with tools) run k trajectories each (lab.agents)."""
     from lab.agents.runner import is_agent_source, run_agents
     from lab.backends import close_all
+    from lab.errors import LabError
     from lab.variance.config import load_config
     from lab.variance.runner import run_sample
 
+    sampler = ray_sampler(flags, obj["cache_dir"])
     config = load_config(config_path, engine_settings(flags))
     check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
-    run = run_agents if is_agent_source(config) else run_sample
+    agents = is_agent_source(config)
+    if agents and sampler is not None:
+        raise LabError(f"{config.cases}: agent cases (with tools) run locally; drop --ray")
     try:
-        outcome = run(config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"])
+        if agents:
+            outcome = run_agents(config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"])
+        else:
+            outcome = run_sample(
+                config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"], sampler=sampler
+            )
     finally:
         close_all()
     _print_sample_result(outcome.path, outcome.metrics)

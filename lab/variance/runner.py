@@ -31,12 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from lab import samplerun
-from lab.backends import Backend, EngineConfig, Generation, SamplingConfig, load_backend
+from lab.backends import (
+    Backend,
+    EngineConfig,
+    Generation,
+    Request,
+    SamplingConfig,
+    load_backend,
+)
 from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.console import ENGINE_LOG, engine_output
-from lab.envinfo import environment_record
+from lab.envinfo import environment_record, placement
 from lab.errors import LabError
 from lab.models import check_model
 from lab.progress import Heartbeat
@@ -159,6 +166,76 @@ class Progress:
         )
 
 
+def pending_calls(
+    config: SampleConfig, store: RunStore, cases: list[Case], positions: dict[str, int] | None
+) -> tuple[list[list[tuple[int, Case]]], set[str]]:
+    """The engine calls still to make, in order, and the cases already sampled. The whole case
+    list is planned, then finished cases dropped, so a resume keeps the first grouping (and
+    so does a Ray run, whatever its replicas: lab.scale.sample). `positions`: each case's
+    index in the whole case set (its seeds follow from it); by default its index in `cases`."""
+    done = store.done_keys(LOG)
+    where = positions or {c.id: i for i, c in enumerate(cases)}
+    everything = [(where[c.id], c) for c in cases]
+    planned = plan_calls(everything, config, samplerun.read_grouping(store.path))
+    calls = [rest for call in planned if (rest := [ic for ic in call if ic[1].id not in done])]
+    return calls, done
+
+
+def call_requests(config: SampleConfig, call: list[tuple[int, Case]]) -> list[Request]:
+    """One engine call's requests: each case with its own base seed (case_seed)."""
+    return [dataclasses.replace(c.request(), seed=case_seed(config, index)) for index, c in call]
+
+
+def record_call(
+    store: RunStore,
+    config: SampleConfig,
+    call: list[tuple[int, Case]],
+    records: list[Generation],
+    wall: float,
+    where: dict[str, Any] | None = None,
+) -> int:
+    """Append one finished engine call: a samples line per case (its k generations, its share
+    of the call's wall time, where the call ran). Every case is checked before any is written,
+    so a call the backend answered short leaves no line; returns the call's sample rows.
+    A case with a failed sample (a server's error: the openai backend) gets no line either,
+    the call's other cases do, and then the run stops with one line (the same command resumes
+    it): a server's failure is not the model's output."""
+    by_case: dict[str, list[Generation]] = {}
+    for g in records:
+        by_case.setdefault(g.request_id, []).append(g)
+    rows = sum(len(v) for v in by_case.values())
+    lines = []
+    failures: list[str] = []
+    for _, case in call:
+        gens = sorted(by_case.get(case.id, []), key=lambda g: g.sample_index)
+        if len(gens) != config.k:
+            raise LabError(f"case {case.id!r}: backend returned {len(gens)} of {config.k} samples")
+        errors = [g.error or "error" for g in gens if g.finish_reason == "error"]
+        if errors:
+            failures.append(f"case {case.id!r}: {len(errors)} of {config.k} samples failed "
+                            f"({errors[0]})")  # fmt: skip
+            continue
+        line: dict[str, Any] = {
+            "case_id": case.id,
+            # this case's share of the call's wall time, by sample count
+            "wall_s": wall * len(gens) / max(rows, 1),
+            "call_wall_s": wall,
+            "call_cases": len(call),
+            "generations": [g.to_dict() for g in gens],
+        }
+        if where is not None:
+            line["placement"] = where
+        lines.append(line)
+    for line in lines:
+        store.append(LOG, line["case_id"], line)
+    if failures:
+        raise LabError(
+            f"{failures[0]}; {len(failures)} case(s) of this call not stored, the others "
+            "are: run the same command to resume"
+        )
+    return rows
+
+
 def sample_cases(
     config: SampleConfig,
     backend: Backend,
@@ -172,15 +249,11 @@ def sample_cases(
 
     `positions`: each case's index in the whole case set (its seeds follow from it), when
     `cases` is a selection; by default its index in `cases`."""
-    done = store.done_keys(LOG)
-    where = positions or {c.id: i for i, c in enumerate(cases)}
-    everything = [(where[c.id], c) for c in cases]
-    # the whole list is planned, then finished cases dropped: a resume keeps the first grouping
-    planned = plan_calls(everything, config, samplerun.read_grouping(store.path))
-    calls = [rest for call in planned if (rest := [ic for ic in call if ic[1].id not in done])]
+    calls, done = pending_calls(config, store, cases, positions)
     progress = Progress(len(cases) * config.k, len(done) * config.k, emit)
     if done:
         emit(f"resuming: {len(done)} of {len(cases)} cases already sampled in {store.path}")
+    where = placement(backend.config)
     sampled = 0
     for number, call in enumerate(calls, 1):
         raise_if_interrupted()  # a Ctrl-C swallowed during the engine load or the last call
@@ -188,52 +261,25 @@ def sample_cases(
             return sampled, False
         if stop_after_cases is not None:
             call = call[: stop_after_cases - sampled]
-        requests = [
-            dataclasses.replace(c.request(), seed=case_seed(config, index)) for index, c in call
-        ]
         longest = max(prompt_chars(c) for _, c in call)
         label = f"call {number}/{len(calls)} ({len(call)} cases x k={config.k})"
         emit(f"{label}: prompts up to {longest} chars, starting")
         started = time.perf_counter()
+        requests = call_requests(config, call)
         with Heartbeat(emit, label):
             records = backend.generate(requests, sampling_config(config, config.seed))
         wall = time.perf_counter() - started
-        by_case: dict[str, list[Generation]] = {}
-        for g in records:
-            by_case.setdefault(g.request_id, []).append(g)
-        rows = sum(len(v) for v in by_case.values())
-        failures: list[str] = []
-        for _, case in call:
-            gens = sorted(by_case.get(case.id, []), key=lambda g: g.sample_index)
-            if len(gens) != config.k:
-                raise LabError(
-                    f"case {case.id!r}: backend returned {len(gens)} of {config.k} samples"
-                )
-            errors = [g.error or "error" for g in gens if g.finish_reason == "error"]
-            if errors:  # a server's failure is not the model's: the case is not stored
-                failures.append(f"case {case.id!r}: {len(errors)} of {config.k} samples failed "
-                                f"({errors[0]})")  # fmt: skip
-                continue
-            store.append(
-                LOG,
-                case.id,
-                {
-                    "case_id": case.id,
-                    # this case's share of the call's wall time, by sample count
-                    "wall_s": wall * len(gens) / max(rows, 1),
-                    "call_wall_s": wall,
-                    "call_cases": len(call),
-                    "generations": [g.to_dict() for g in gens],
-                },
-            )
-        if failures:
-            raise LabError(
-                f"{failures[0]}; {len(failures)} case(s) of this call not stored, the others "
-                "are: run the same command to resume"
-            )
+        rows = record_call(store, config, call, records, wall, where)
         sampled += len(call)
         progress.update(rows, sum(len(g.output_token_ids) for g in records))
     return sampled, True
+
+
+#: another way to sample a run's unfinished cases (lab.scale.sample: on Ray replicas):
+#: (config, store, cases, emit, positions) -> (cases sampled now, whether all are done)
+Sampler = Callable[
+    [SampleConfig, RunStore, list[Case], Callable[[str], None], dict[str, int]], tuple[int, bool]
+]
 
 
 def run_sample(
@@ -243,12 +289,15 @@ def run_sample(
     emit: Callable[[str], None] = print,
     stop_after_cases: int | None = None,
     cache_dir: str | None = None,
+    sampler: Sampler | None = None,
 ) -> RunOutcome:
     """The whole job: sample (resuming), then analyze and write every artifact.
 
     `backend`: an already running engine to use (tests pass their session engine); its own
     config is what the run records. `stop_after_cases` stops after that many newly sampled
-    cases without writing the report (what a kill leaves behind).
+    cases without writing the report (what a kill leaves behind). `sampler`: sample the
+    unfinished cases another way (lab.scale.sample: replicas on Ray) instead of loading an
+    engine here; the same run directory, calls, seeds and report.
     """
     whole = load_cases(config.cases)
     selected = config.select(whole)
@@ -271,13 +320,16 @@ def run_sample(
     emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")
     # the engine's and the embedder's chatter (warnings, weight-loading bars): engine.log
     with engine_output(store.path / ENGINE_LOG):
+        sampled, complete = (0, True)
         if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
             emit("all cases already sampled; rebuilding the report")
+        elif sampler is not None:
+            raise_if_interrupted()
+            sampled, complete = sampler(config, store, cases, emit, positions)
         else:
             raise_if_interrupted()  # swallowed earlier (a quickstart step): no engine start
             # a managed server (openai backend without base_url) logs into the run directory
             backend = backend or load_backend(backend_config, cache_dir, log_dir=store.path)
-        sampled, complete = (0, True)
         if backend is not None:
             sampled, complete = sample_cases(
                 config, backend, store, cases, emit, stop_after_cases, positions
