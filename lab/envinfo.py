@@ -136,8 +136,11 @@ def placement(engine: Any) -> dict[str, Any]:
     if in_process:
         import torch
 
+        from lab.devices import torch_threads
+
         if device.startswith("cuda"):
             name = torch.cuda.get_device_name(torch.device(device))
-        else:
-            threads = torch.get_num_threads()
+        else:  # read as the engine sets them for its work (its num_threads, if any)
+            with torch_threads(getattr(engine, "num_threads", None)):
+                threads = torch.get_num_threads()
     return {"host": platform.node(), "device": device, "device_name": name, "threads": threads}

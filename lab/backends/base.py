@@ -171,6 +171,9 @@ class EngineConfig:
     memory_fraction: float | None = None
     #: any other vLLM engine argument, passed through as is
     engine_args: dict[str, Any] = field(default_factory=dict)
+    #: torch (OpenMP) threads the engine computes with in this process (None: the process's
+    #: own); CPU matmul results can depend on it (lab.devices.torch_threads)
+    num_threads: int | None = None
     #: "openai" backend: the server's OpenAI-compatible base URL (None: start a managed vLLM
     #: server on 127.0.0.1 from this config)
     base_url: str | None = None
@@ -192,6 +195,14 @@ class EngineConfig:
             raise ConfigError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ConfigError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if self.num_threads is not None:
+            if self.num_threads < 1:
+                raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
+            if not registry.BACKENDS[self.backend].in_process:
+                raise ConfigError(
+                    f"num_threads sets the threads of an engine in this process (hf, vllm); "
+                    f"the {self.backend} backend's server runs with its own"
+                )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], **fixed: Any) -> EngineConfig:

@@ -34,7 +34,7 @@ from lab.backends.base import (
     context_overflow,
 )
 from lab.backends.prompts import TokenTexts, render_token_ids
-from lab.devices import check_dtype_on_device, resolve_device, torch_dtype
+from lab.devices import check_dtype_on_device, resolve_device, torch_dtype, torch_threads
 from lab.errors import ConfigError
 
 
@@ -207,7 +207,8 @@ class HFBackend(Backend):
         per_batch = max(1, self.config.max_num_seqs // sampling.n)
         for start in range(0, len(runnable), per_batch):
             chunk = runnable[start : start + per_batch]
-            generated = self._generate_batch(chunk, sampling)
+            with torch_threads(self.config.num_threads):  # None: the process's own
+                generated = self._generate_batch(chunk, sampling)
             for (request, _), gens in zip(chunk, generated, strict=True):
                 results[request.id] = gens
         return [g for request in requests for g in results[request.id]]

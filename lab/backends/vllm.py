@@ -16,6 +16,11 @@ Tensor parallelism (`tensor_parallel_size`, `--tp`): on a GPU as vLLM does it; o
 ranks are worker processes started unbound (VLLM_CPU_OMP_THREADS_BIND=nobind) with the CPUs
 shared out as OpenMP threads (lab.devices.cpu_tensor_parallel_env), and `close()` stops them.
 
+`num_threads`: the engine computes with that many torch/OpenMP threads. One rank runs in this
+process (no V1 multiprocessing), so the threads of the calling thread are the engine's and are
+set around its start and each generate call (lab.devices.torch_threads); with tensor
+parallelism on the CPU each rank gets OMP_NUM_THREADS = num_threads.
+
 Scripts that build an engine need an `if __name__ == "__main__":` guard (workers are spawned).
 """
 
@@ -43,6 +48,7 @@ from lab.devices import (
     check_tensor_parallel,
     cpu_tensor_parallel_env,
     resolve_device,
+    torch_threads,
 )
 from lab.errors import ConfigError
 
@@ -134,6 +140,13 @@ class VLLMBackend(Backend):
             settings.set_env("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO and WARNING lines drown ours
         if settings.env_value("VLLM_ENABLE_V1_MULTIPROCESSING") is None:
             settings.set_env("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if config.num_threads is not None and settings.env_value(
+            "VLLM_ENABLE_V1_MULTIPROCESSING"
+        ) not in ("0", None):
+            raise ConfigError(
+                "num_threads sets the threads of vLLM's engine in this process, and "
+                "VLLM_ENABLE_V1_MULTIPROCESSING moves its engine core to another: unset it"
+            )
         # CPU tensor parallelism: unbound ranks, OpenMP threads shared out (devices.py says why);
         # set only while the engine spawns its workers.
         worker_env = (
@@ -144,6 +157,9 @@ class VLLMBackend(Backend):
                 {name: settings.env_value(name) for name in CPU_TP_VARIABLES},
             )
         )
+        if not on_gpu and config.tensor_parallel_size > 1 and config.num_threads is not None:
+            # each rank's threads, said outright (over the user's OMP_NUM_THREADS too)
+            worker_env["OMP_NUM_THREADS"] = str(config.num_threads)
 
         if not on_gpu:
             check_cpu_head_size(self.info)
@@ -185,10 +201,12 @@ class VLLMBackend(Backend):
         import torch
 
         threads = torch.get_num_threads()
-        with settings.temporary_env(worker_env):
+        # num_threads: the engine core and its worker run in this process (no V1
+        # multiprocessing, one rank), so the torch/OpenMP threads of this thread are its own.
+        with settings.temporary_env(worker_env), torch_threads(config.num_threads):
             self.llm: Any = vllm.LLM(**kwargs)
         if torch.get_num_threads() != threads:  # the engine must not change this process's
-            torch.set_num_threads(threads)
+            torch._C.set_num_threads(threads)  # (vllm-cpu's worker disables the public setter)
         self.start_seconds = time.perf_counter() - started
         self.vllm_version = vllm.__version__
         if on_gpu and config.batch_invariant:
@@ -244,11 +262,12 @@ class VLLMBackend(Backend):
                 )
             )
         started = time.perf_counter()
-        outputs = (
-            self.llm.generate(prompts, sampling_params=params, use_tqdm=False)  # type: ignore[arg-type]
-            if prompts
-            else []
-        )
+        with torch_threads(self.config.num_threads):  # None: the process's own
+            outputs = (
+                self.llm.generate(prompts, sampling_params=params, use_tqdm=False)  # type: ignore[arg-type]
+                if prompts
+                else []
+            )
         total_seconds = time.perf_counter() - started
         sampling_dict = dataclasses.asdict(sampling)
         for (request, ids), output in zip(runnable, outputs, strict=True):

@@ -42,7 +42,8 @@ from lab.safetext import terminal
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="With --ray on CPUs: CPUs (and so torch threads) each actor asks for.",
+    help="With --ray on CPUs: CPUs (and so torch threads) each actor asks for, where the "
+    "config has no num_threads axis.",
 )
 @click.pass_obj
 def sweep_cmd(

@@ -13,6 +13,9 @@
       batch_size: [1, 8, 64]
       order: [given, shuffled]
       concurrency: [1, 8, 64]  # openai backend only: requests in flight against the server
+      num_threads: [1, 2]      # hf / vllm: torch (OpenMP) threads of the engine (null: as is)
+      node_kind: [A100, H100]  # --ray only: a Ray custom resource NAME, or a node label KEY=VALUE
+    engine_args: {distributed_executor_backend: ray}   # vllm: passed to every engine as is
     repeats: 1
     base_url: http://127.0.0.1:8000/v1   # openai backend: this server, else a managed vLLM
 
@@ -50,10 +53,15 @@ ENGINE_AXES = (
     "enforce_eager",
     "attention_backend",
     "max_num_seqs",
+    "num_threads",
+    "node_kind",
 )
 # concurrency (openai backend only): how many of a cell's requests are in flight at once against
 # the server (None: all of them, which is the only value the offline backends take).
 RUN_AXES = ("batch_size", "seed", "order", "concurrency")
+# Axes left out of a cell's key and of the run's identity while at their default (None), so the
+# run directories made before they existed still resume.
+OPTIONAL_AXES = ("concurrency", "num_threads", "node_kind")
 AXES = ENGINE_AXES + RUN_AXES
 AXIS_TYPES: dict[str, tuple[type, ...]] = {
     "backend": (str,),
@@ -65,6 +73,8 @@ AXIS_TYPES: dict[str, tuple[type, ...]] = {
     "enforce_eager": (bool,),
     "attention_backend": (str, type(None)),
     "max_num_seqs": (int,),
+    "num_threads": (int, type(None)),
+    "node_kind": (str, type(None)),
     "batch_size": (int,),
     "seed": (int, type(None)),
     "order": (str,),
@@ -79,6 +89,8 @@ DEFAULT_AXES: dict[str, list[Any]] = {
     "enforce_eager": [True],
     "attention_backend": [None],
     "max_num_seqs": [256],
+    "num_threads": [None],
+    "node_kind": [None],
     "batch_size": [1],
     "seed": [0],
     "order": ["given"],
@@ -97,6 +109,7 @@ TOP_KEYS = {
     "answer_regex",
     "device",
     "base_url",
+    "engine_args",
 }
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "logprobs"}
 
@@ -129,6 +142,8 @@ class SweepConfig:
     device: str = "auto"
     #: openai backend: the server to measure (None: a managed vLLM server per engine config)
     base_url: str | None = None
+    #: any other engine argument, given to every engine of the grid as is (EngineConfig)
+    engine_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A config saved before an axis existed (sweep_config.json of an older run) gets its
@@ -151,8 +166,11 @@ class SweepConfig:
         # Left out when unused, so runs made before these existed still resume.
         if d["base_url"] is None:
             d.pop("base_url")
-        if d["axes"].get("concurrency") == [None]:
-            d["axes"].pop("concurrency")
+        for name in OPTIONAL_AXES:
+            if d["axes"].get(name) == [None]:
+                d["axes"].pop(name)
+        if not d["engine_args"]:
+            d.pop("engine_args")
         for prompt in d["prompts"]:
             prompt.pop("expected")
             prompt.pop("answer_regex")
@@ -334,6 +352,10 @@ def parse_sweep_config(
             raise _fail(source, "axes.order", f"values must be among {', '.join(ORDERS)}")
         if name == "batch_size" and any(v < 1 for v in values):
             raise _fail(source, "axes.batch_size", "values must be >= 1")
+        if name == "num_threads" and any(v is not None and v < 1 for v in values):
+            raise _fail(source, "axes.num_threads", "values must be >= 1 (or null: as is)")
+        if name == "node_kind" and any(v is not None and not v.strip() for v in values):
+            raise _fail(source, "axes.node_kind", "values must be non-empty names")
         if len(set(map(repr, values))) != len(values):
             raise _fail(source, f"axes.{name}", "values must be distinct")
         axes[name] = list(values)
@@ -348,6 +370,14 @@ def parse_sweep_config(
     _check_backend_pairs(source, full_axes)
     if full_axes["concurrency"] != [None] and set(full_axes["backend"]) != {"openai"}:
         raise _fail(source, "axes.concurrency", "only the openai backend (a server) takes it")
+    if full_axes["num_threads"] != [None] and "openai" in full_axes["backend"]:
+        raise _fail(
+            source, "axes.num_threads", "sets an in-process engine's threads (hf, vllm), and "
+            "axes.backend includes openai (a server runs with its own)",
+        )  # fmt: skip
+    engine_args = data.get("engine_args", {}) or {}
+    if not (isinstance(engine_args, dict) and all(isinstance(k, str) for k in engine_args)):
+        raise _fail(source, "engine_args", "expected a mapping NAME: VALUE")
     base_url = data.get("base_url")
     if base_url is not None and not (
         isinstance(base_url, str) and base_url.startswith(("http://", "https://"))
@@ -381,6 +411,7 @@ def parse_sweep_config(
         answer_regex=data.get("answer_regex"),
         device=str(data.get("device", "auto")),
         base_url=base_url,
+        engine_args=engine_args,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.backends.base import EngineConfig
-from lab.determinism.config import AXES, ENGINE_AXES, SweepConfig
+from lab.determinism.config import AXES, ENGINE_AXES, OPTIONAL_AXES, SweepConfig
 
 
 @dataclass(frozen=True)
@@ -26,19 +26,26 @@ class Cell:
 
     def key(self) -> str:
         axes = self.axes
-        if axes.get("concurrency") is None:
-            axes.pop("concurrency", None)  # unused: keys stay those of runs made before it
+        for name in OPTIONAL_AXES:  # unused: keys stay those of runs made before them
+            if axes.get(name) is None:
+                axes.pop(name, None)
         return json.dumps({"axes": axes, "repeat": self.repeat}, sort_keys=True)
 
     def engine_values(self) -> tuple[tuple[str, Any], ...]:
         return tuple((k, v) for k, v in self.values if k in ENGINE_AXES)
 
-    def engine_config(self, device: str, base_url: str | None = None) -> EngineConfig:
+    def engine_config(
+        self, device: str, base_url: str | None = None, engine_args: dict[str, Any] | None = None
+    ) -> EngineConfig:
         """The engine of this cell: its engine axes (EngineConfig.from_values, the builder
-        `lab generate` and n-of-k runs use too) on `device`."""
+        `lab generate` and n-of-k runs use too) on `device`, with the sweep's `engine_args`.
+        (node_kind is no engine setting: it says where the engine runs, lab.scale.)"""
         a = self.axes
         return EngineConfig.from_values(
-            a, device=device, base_url=base_url if a["backend"] == "openai" else None
+            a,
+            device=device,
+            base_url=base_url if a["backend"] == "openai" else None,
+            engine_args=dict(engine_args or {}),
         )
 
     def label(self, varying: list[str]) -> str:

@@ -36,6 +36,7 @@ from lab.determinism.cells import base_id, cell_of, outputs_of
 from lab.determinism.config import SweepConfig
 from lab.determinism.divergence import compare
 from lab.determinism.grid import Cell, differs_only_in, reference_cell, varying_axes
+from lab.determinism.hardware import hardware_summary
 from lab.determinism.modes import target_prompts
 from lab.determinism.pairs import axis_pairs
 
@@ -74,6 +75,9 @@ class SweepMetrics:
     within_cell: list[dict[str, Any]]
     #: each axis with everything else fixed (lab.determinism.pairs)
     pairs: list[dict[str, Any]] = field(default_factory=list)
+    #: where the cells ran, and a warning when compared cells ran on unlike hardware
+    #: (lab.determinism.hardware)
+    hardware: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -229,6 +233,7 @@ def compute_metrics(
         failed,
         _within_cells(config, ok, varying),
         axis_pairs(config, entries),
+        hardware_summary(entries),
     )
 
 

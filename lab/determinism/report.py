@@ -1,10 +1,12 @@
 """`lab report RUN_DIR`: Markdown and HTML for a determinism sweep.
 
-Contents: the summary, the attribution table (which axis changes the output), a heatmap of
-unique-completion counts over two chosen axes, the histogram of first-divergence positions,
-each divergent prompt token by token (coloured by the reference's top-1/top-2 gap, with the
-divergence point; lab/determinism/tokens.py), the divergent continuations side by side, per-cell
-rows and the failed cells. All model text in the HTML is escaped.
+Contents: the summary, where the cells ran (a warning when compared cells ran on unlike
+hardware; lab/determinism/hardware.py), the attribution table (which axis changes the
+output), a heatmap of unique-completion counts over two chosen axes, the histogram of
+first-divergence positions, each divergent prompt token by token (coloured by the reference's
+top-1/top-2 gap, with the divergence point; lab/determinism/tokens.py), the divergent
+continuations side by side, per-cell rows and the failed cells. All model text in the HTML
+is escaped.
 
     lab report runs/feynman [--x batch_size --y dtype]
 """
@@ -20,6 +22,7 @@ from typing import Any
 from lab.determinism.cells import base_id
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import varying_axes
+from lab.determinism.hardware import hardware_table
 from lab.determinism.metrics import SweepMetrics
 from lab.determinism.summary import DEFINITIONS, tara_note
 from lab.determinism.tokens import TOKEN_CSS, TokenView, render_token_views, token_views
@@ -158,6 +161,13 @@ def render_markdown(
     note = tara_note(metrics.summary)
     if note is not None:
         lines += ["", f"Note: {note}."]
+    headers, rows = hardware_table(metrics.hardware)
+    if rows:
+        lines += ["", "## Where the cells ran", ""]
+        if metrics.hardware.get("warning"):
+            lines += [f"**Warning**: {md_cell(metrics.hardware['warning'])}.", ""]
+        lines += ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
+        lines += ["| " + " | ".join(md_cell(_fmt(c)) for c in row) + " |" for row in rows]
     lines += [
         "",
         "## Attribution: which axis changes the output",
@@ -288,6 +298,18 @@ def _pairs_html(metrics: SweepMetrics) -> list[str]:
     ]  # fmt: skip
 
 
+def _hardware_html(metrics: SweepMetrics) -> list[str]:
+    headers, rows = hardware_table(metrics.hardware)
+    if not rows:
+        return []
+    warning = metrics.hardware.get("warning")
+    return [
+        "<h2>Where the cells ran</h2>",
+        *([f"<p class='warn'><b>Warning</b>: {escape(warning)}.</p>"] if warning else []),
+        _table(headers, rows),
+    ]
+
+
 def render_html(
     config: SweepConfig,
     metrics: SweepMetrics,
@@ -304,6 +326,7 @@ def render_html(
         "<h2>Summary</h2>",
         _table(["metric", "value"], [[k, v] for k, v in metrics.summary.items()]),
         *([f"<p>Note: {escape(note)}.</p>"] if (note := tara_note(metrics.summary)) else []),
+        *_hardware_html(metrics),
         "<h2>Attribution: which axis changes the output</h2>",
         _table(
             [

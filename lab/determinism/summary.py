@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lab.determinism.hardware import hardware_lines
+
 #: what every number of a sweep report means (the report's Definitions section)
 DEFINITIONS = {
     "cell": "one engine configuration of the grid (dtype, batch size, TP, ...); the reference "
@@ -31,6 +33,10 @@ DEFINITIONS = {
     "and the reference over their common prefix",
     "Avg_Std@Output_Length": "mean over prompts of the standard deviation of output length "
     "across cells",
+    "hardware": "each cell records where it ran (node, device model, CPU threads); logprobs "
+    "are bitwise comparable only between cells run on the same device model with the same "
+    "thread count, so the report warns when compared cells ran on unlike hardware (beyond what "
+    "the num_threads and node_kind axes choose)",
     "Std@Acc": "standard deviation (ddof=1) across cells of per-cell accuracy (prompts with an "
     "expected answer); best / worst possible accuracy: correct in at least one / every cell",
 }
@@ -69,6 +75,7 @@ def summary_lines(metrics: dict[str, Any], value: Callable[[Any], str] = str) ->
     note = tara_note(s)
     if note is not None:
         lines.append(f"note: {note}")
+    lines += hardware_lines(metrics.get("hardware"), value)
     for row in metrics.get("attribution", []):
         lines.append(
             f"axis {value(row['axis'])}: tokens change in {num(row['tokens_change_share'])} of "

