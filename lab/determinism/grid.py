@@ -39,13 +39,14 @@ class Cell:
     ) -> EngineConfig:
         """The engine of this cell: its engine axes (EngineConfig.from_values, the builder
         `lab generate` and n-of-k runs use too) on `device`, with the sweep's `engine_args`.
-        (node_kind is no engine setting: it says where the engine runs, lab.scale.)"""
+        (node_kind is no engine setting: it says where the engine runs, lab.scale.) The
+        engine_args are vLLM's: an hf cell of a mixed sweep runs without them."""
         a = self.axes
         return EngineConfig.from_values(
             a,
             device=device,
             base_url=base_url if a["backend"] == "openai" else None,
-            engine_args=dict(engine_args or {}),
+            engine_args=dict(engine_args or {}) if a["backend"] != "hf" else {},
         )
 
     def label(self, varying: list[str]) -> str:

@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.cases.model import Case
+from lab.devices import resolve_device
 from lab.errors import LabError
 from lab.scale.cluster import connect, disconnect
 from lab.scale.replica import SampleReplica
-from lab.scale.sweep import NODES, RETRIES, actor_resources
+from lab.scale.resources import plan_actor
+from lab.scale.sweep import NODES, RETRIES
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance.config import SampleConfig
 from lab.variance.runner import Progress, Sampler, call_requests, pending_calls, record_call
@@ -152,9 +154,16 @@ class _Driver:
         self.ray, self.config, self.store, self.calls = ray, config, store, calls
         self.emit, self.options, self.progress = emit, options, progress
         self.engine = config.engine_config()
-        self.resources = actor_resources(self.engine, options.cpus_per_replica)
+        # what a replica asks Ray for, as a sweep's actors (lab.scale.resources): CPUs on a
+        # CPU node, GPUs = TP x PP on CUDA, vLLM's own Ray executor past the largest node
+        on_gpu = self.engine.backend in ("hf", "vllm") and resolve_device(
+            self.engine.device
+        ).startswith("cuda")
+        plan = plan_actor(self.engine, on_gpu, options.cpus_per_replica, ray.nodes())
+        self.engine.engine_args |= plan.engine_args
+        self.resources = plan.options
         # torch threads = the CPUs the replica holds (as lab.scale.sweep's actors)
-        self.threads = self.resources["num_cpus"] if not self.resources["num_gpus"] else None
+        self.threads = plan.threads
         self.remote = ray.remote(SampleReplica)
         self.queue: deque[int] = deque(range(len(calls)))
         self.lost: Counter[int] = Counter()

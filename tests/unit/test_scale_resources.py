@@ -112,10 +112,12 @@ def test_bad_axis_values_fail_naming_the_field(axes: dict[str, Any], message: st
 
 
 def test_engine_args_reach_every_engine_and_refuse_a_non_mapping() -> None:
-    config = parse_sweep_config({"prompts": ["x"], "engine_args": {"block_size": 64}})
-    assert expand(config)[0].engine_config("cpu", None, config.engine_args).engine_args == {
-        "block_size": 64
-    }
+    config = parse_sweep_config(
+        {"prompts": ["x"], "axes": {"backend": ["vllm", "hf"]}, "engine_args": {"block_size": 64}}
+    )
+    vllm, hf = expand(config)[:2]
+    assert vllm.engine_config("cpu", None, config.engine_args).engine_args == {"block_size": 64}
+    assert hf.engine_config("cpu", None, config.engine_args).engine_args == {}  # vLLM's args
     with pytest.raises(LabError, match="s.yaml: engine_args: expected a mapping"):
         parse_sweep_config({"prompts": ["x"], "engine_args": [1]}, "s.yaml")
 

@@ -61,6 +61,9 @@ class FakeRay:
         self.submitted: list[Ref] = []
         self.most_held = 0
 
+    def nodes(self) -> list[dict[str, Any]]:
+        return []  # no node table: what a replica asks for is not checked against one
+
     def remote(self, cls: Any) -> Any:
         world = self
 
