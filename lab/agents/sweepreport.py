@@ -25,7 +25,7 @@ from lab.agents.divergence import smallest_margin, split
 from lab.agents.records import Trajectory
 from lab.determinism.cells import cell_of
 from lab.determinism.config import SweepConfig, config_from_dict
-from lab.determinism.grid import differs_only_in, reference_cell, varying_axes
+from lab.determinism.grid import differs_only_in, expand, reference_cell, varying_axes
 from lab.determinism.sweep import CELLS, SWEEP_CONFIG
 from lab.errors import LabError
 from lab.report.page import page
@@ -134,8 +134,9 @@ def compute_agent_sweep(config: SweepConfig, entries: list[dict[str, Any]]) -> d
         "summary": {
             "cells_total": len(cells),
             "cells_failed": failed,
+            "cells_grid": len(expand(config)),
             **_tally(all_rows),
-        },  # fmt: skip
+        },
     }
 
 
@@ -170,7 +171,8 @@ def agent_summary_lines(metrics: dict[str, Any]) -> list[str]:
     s = metrics["summary"]
     ref = next((c for c in metrics["cells"] if c["reference"]), None)
     lines = [
-        f"agent sweep: {s['cells_total']} cells ({s['cells_failed']} failed), "
+        f"agent sweep: {s['cells_total']} of {s.get('cells_grid', '?')} cells recorded "
+        f"({s['cells_failed']} failed), "
         f"{len(metrics['cases'])} cases, reference cell: {metrics['reference']}"
     ]
     if not metrics["reference_ok"]:
@@ -183,6 +185,9 @@ def agent_summary_lines(metrics: dict[str, Any]) -> list[str]:
         )  # fmt: skip
         lines.append(f"reference: {ref['passed']} of {ref['trajectories']} succeed{where}")
     for axis, t in metrics["axes"].items():
+        if not t["compared"]:
+            lines.append(f"axis {axis}: no finished cell differs from the reference in it alone")
+            continue
         lines.append(
             f"axis {axis}: {t['parted']} of {t['compared']} case trajectories part from the "
             f"reference ({hist_text(t['step_histogram'])}), {t['actions_changed']} with "

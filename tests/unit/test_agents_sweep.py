@@ -180,7 +180,7 @@ def test_the_cli_runs_and_reports_an_agent_sweep(tmp_path: Path, fake_engine: li
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "agent sweep: 2 cells (0 failed), 2 cases" in result.output
+    assert "agent sweep: 2 of 2 cells recorded (0 failed), 2 cases" in result.output
     assert "axis dtype: 1 of 2 case trajectories part from the reference (step 2: 1)" in (
         result.output
     )
