@@ -25,7 +25,7 @@ from lab.agents.divergence import smallest_margin, split
 from lab.agents.records import Trajectory
 from lab.determinism.cells import cell_of
 from lab.determinism.config import SweepConfig, config_from_dict
-from lab.determinism.grid import differs_only_in, expand, reference_cell, varying_axes
+from lab.determinism.grid import Cell, differs_only_in, expand, reference_cell, varying_axes
 from lab.determinism.sweep import CELLS, SWEEP_CONFIG
 from lab.errors import LabError
 from lab.report.page import page
@@ -131,6 +131,7 @@ def compute_agent_sweep(config: SweepConfig, entries: list[dict[str, Any]]) -> d
         "cases": sorted(ref_trajs),
         "cells": cells,
         "axes": {axis: _tally(rows) for axis, rows in per_axis.items()},
+        "axis_pairs": axis_pairs(config, by_key),
         "summary": {
             "cells_total": len(cells),
             "cells_failed": failed,
@@ -138,6 +139,36 @@ def compute_agent_sweep(config: SweepConfig, entries: list[dict[str, Any]]) -> d
             **_tally(all_rows),
         },
     }
+
+
+def axis_pairs(
+    config: SweepConfig, by_key: dict[str, tuple[Cell, dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """Each axis with everything else fixed: every ok cell holding the axis's first value
+    against each ok cell that differs from it in that axis only (bf16 at batch 1 vs bf16 at
+    batch 4, not only against the reference), case by case."""
+    out: dict[str, dict[str, Any]] = {}
+    for axis in varying_axes(config):
+        rows: list[dict[str, Any]] = []
+        pairs: list[dict[str, Any]] = []
+        for cell, entry in by_key.values():
+            if entry.get("status") != "ok" or cell.axes[axis] != config.axes[axis][0]:
+                continue
+            for value in config.axes[axis][1:]:
+                other = Cell(tuple((k, value if k == axis else v) for k, v in cell.values),
+                             cell.repeat)  # fmt: skip
+                found = by_key.get(other.key())
+                if found is None or found[1].get("status") != "ok":
+                    continue
+                a, b = entry["trajectories"], found[1]["trajectories"]
+                pair = {c: compare_case(a[c], b[c]) for c in a if c in b}
+                rows += pair.values()
+                parted = {c: r for c, r in pair.items() if not r["same"]}
+                pairs.append({"cells": [cell.label(varying_axes(config)),
+                                        other.label(varying_axes(config))],
+                              **_tally(list(pair.values())), "parted_cases": parted})  # fmt: skip
+        out[axis] = {**_tally(rows), "pairs": pairs}
+    return out
 
 
 def hist_text(histogram: dict[str, int]) -> str:
@@ -193,6 +224,18 @@ def agent_summary_lines(metrics: dict[str, Any]) -> list[str]:
             f"reference ({hist_text(t['step_histogram'])}), {t['actions_changed']} with "
             f"another action sequence, {t['success_changed']} with another success"
         )
+    for axis, t in metrics.get("axis_pairs", {}).items():
+        lines.append(
+            f"axis {axis}, every pair of cells differing in it alone: {t['parted']} of "
+            f"{t['compared']} case trajectories part ({hist_text(t['step_histogram'])}), "
+            f"{t['actions_changed']} with another action sequence, {t['success_changed']} with "
+            "another success"
+        )
+        for pair in t["pairs"]:
+            if pair["parted"]:
+                lines.append(f"  {pair['cells'][0]} vs {pair['cells'][1]}: {pair['parted']} part")
+                for case, r in sorted(pair["parted_cases"].items()):
+                    lines.append("    " + split_text(case, r).replace("reference ", "", 1))
     for cell in metrics["cells"]:
         if cell["reference"] or cell["status"] != "ok":
             continue
@@ -216,7 +259,9 @@ def agent_summary_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(metrics: dict[str, Any]) -> str:
-    out = ["# Agent sweep", "", *[f"- {line}" for line in agent_summary_lines(metrics)], ""]
+    lines = agent_summary_lines(metrics)  # indented lines: nested items
+    out = ["# Agent sweep", "", *[f"{line[: len(line) - len(line.lstrip())]}- {line.strip()}"
+                                  for line in lines], ""]  # fmt: skip
     out += ["| cell | status | passed | parted | at step | actions / success / answers changed "
             "| engine calls | generate s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in metrics["cells"]:

@@ -127,6 +127,10 @@ def test_where_the_bf16_trajectories_part(tmp_path: Path, fake_engine: list[Any]
         "actions_changed": 1, "success_changed": 1, "answers_changed": 2,
     }  # fmt: skip
     assert metrics["axes"]["batch_size"]["parted"] == 0
+    pairs = metrics["axis_pairs"]  # each axis with everything else fixed, not only vs reference
+    assert (pairs["dtype"]["compared"], pairs["dtype"]["parted"]) == (8, 4)
+    assert [p["parted"] for p in pairs["dtype"]["pairs"]] == [2, 2]
+    assert (pairs["batch_size"]["compared"], pairs["batch_size"]["parted"]) == (8, 0)
     lines = agent_summary_lines(metrics)
     assert any(line.startswith("  c-add: step 2 token 23: reference '1'") for line in lines)
     assert lines[-1] == "4 of 4 splits come after step 1"
