@@ -262,7 +262,7 @@ def quickstart_cmd(
     max_tokens: int,
     fresh: bool,
     no_progress: bool,
-    check_modules: tuple[str, ...],
+    allow_modules: tuple[str, ...],
     **engine: Any,
 ) -> None:
     """The main job: a small sweep, the kernels off vs on, an n-of-k report; then index.html.
@@ -277,8 +277,8 @@ def quickstart_cmd(
     # Its three steps run one after another: check what the last one needs before the first.
     check_out_dir(out, fresh=fresh, kind="quickstart")
     settings = {k: v for k, v in engine_settings(engine).items() if v is not None}
-    if check_modules:
-        settings["check_modules"] = list(check_modules)
+    if allow_modules:
+        settings["allow_modules"] = list(allow_modules)
     step3 = SampleConfig(cases=cases, backend=backend, **settings)  # checked now
     resolve_checks(load_cases(cases), step3.code_policy())
     result = run_quickstart(

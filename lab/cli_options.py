@@ -138,7 +138,7 @@ def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
 #: `--allow-module` (repeatable): a module whose functions the cases' python checks may call
 allow_module_option = click.option(
     "--allow-module",
-    "check_modules",
+    "allow_modules",
     multiple=True,
     help="Let the cases' `python: MODULE:function` checks (and agent cases' environments) "
     "call this module (a name or a .py file; repeat for more). Such checks run code: allow "

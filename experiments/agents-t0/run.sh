@@ -17,6 +17,9 @@ run hf-fp32-b64 --backend hf --dtype fp32 --max-num-seqs 64
 run vllm-fp32-b4 --backend vllm --dtype fp32 --max-num-seqs 4
 run hf-fp32-b4 --backend hf --dtype fp32 --max-num-seqs 4
 run vllm-bf16-b64 --backend vllm --dtype bf16 --max-num-seqs 64
+# the same question as one lab sweep over 12 of the cases: batch 1 vs 4 rows per engine call,
+# fp32 vs bf16, hf vs vllm (8 cells, reference hf fp32 batch 1); its summary ends the log
+"$lab" sweep "$here/sweep.yaml" --out "$out/sweep" --no-progress > "$out/sweep.log" 2>&1 || true
 python - "$out" <<'PY'
 import sys
 from lab.agents.divergence import compare_agent_runs, format_divergence

@@ -33,6 +33,13 @@ def _tops(step: dict[str, Any], i: int) -> list[list[Any]]:
     return tops[i] if i < len(tops) else []
 
 
+def token_text(step: dict[str, Any], i: int) -> str | None:
+    """The text of the token chosen at position i, from the recorded alternatives (None when
+    it is not among them)."""
+    chosen = step["output_token_ids"][i]
+    return next((str(t[2]) for t in _tops(step, i) if t[0] == chosen and len(t) > 2), None)
+
+
 def split(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two runs of one trajectory (trajectories.jsonl entries): where their tokens part."""
     max_delta = 0.0
@@ -44,6 +51,8 @@ def split(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                     "same": False, "step": turn + 1, "token": i,
                     "tokens": [sa["text"], sb["text"]],
                     "chosen": [x, y],
+                    "token_texts": [token_text(sa, i), token_text(sb, i)],
+                    "logprobs": [sa["token_logprobs"][i], sb["token_logprobs"][i]],
                     "margins": [margin(_tops(sa, i)), margin(_tops(sb, i))],
                     "action_differs": _action(sa) != _action(sb),
                     "max_logprob_delta_before": max_delta,

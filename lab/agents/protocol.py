@@ -16,6 +16,7 @@ worked exchange as chat turns (a 135M model follows a shown exchange, rarely a d
     RESULT: <the tool's answer>                         the next user turn
     ANSWER: <the final answer>                          no CALL line: the final answer
 
+A full stop right after the tool name is punctuation (`CALL calc. {...}` calls `calc`).
 A reply whose CALL line does not parse (no JSON object, bad JSON, a bad name) is `malformed`:
 a recorded step, answered with an error message so the model can try again. A reply without a
 CALL line is the final answer (the text after `ANSWER:` when present, else the whole reply).
@@ -165,7 +166,9 @@ def parse_text(text: str) -> Parsed:
         if not isinstance(arguments, dict):
             reason = "arguments must be one JSON object"
             return Parsed("malformed", reason=reason, content=content)
-        return Parsed("call", [ParsedCall(named.group(1), arguments)], content=content)
+        # `CALL calc. {...}`: a full stop after the name is punctuation, not part of the name
+        name = named.group(1).rstrip(".")
+        return Parsed("call", [ParsedCall(name, arguments)], content=content)
     answer = text.strip()
     found = _ANSWER.search(answer)
     if found is not None:

@@ -173,7 +173,7 @@ def run_agents(
     that many engine calls without the report (what a kill leaves behind)."""
     cases, positions, whole = agent_cases(config)
     # refused code: exit 2, nothing written; --allow-module covers checks and environments
-    envs = Environments(cases, [*config.allow_modules, *config.check_modules])
+    envs = Environments(cases, config.allow_modules)
     backend_config = backend.config if backend is not None else engine_config(config)
     if backend is not None and backend_config.backend != config.backend:
         config = dataclasses.replace(config, backend=backend_config.backend)

@@ -150,7 +150,7 @@ class Stepper:
         """One engine call over `lives`; each gets its next step (and may finish)."""
         requests = [self.request(live) for live in lives]
         started = time.perf_counter()
-        gens = self.backend.generate(requests, self.sampling)
+        gens = self.generate(requests)
         generate_s = time.perf_counter() - started
         self.calls += 1
         by_id = {g.request_id: g for g in gens}
@@ -159,8 +159,12 @@ class Stepper:
             gen = by_id.get(live.key)
             if gen is None:
                 raise LabError(f"trajectory {live.key}: the backend returned no output")
-            steps.append(self._step(live, gen, request.seed, generate_s, len(lives)))
+            steps.append(self._step(live, gen, request.seed, generate_s, len(gens)))
         return steps
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        """The engine call of one step (a sweep cell's stepper adds filler rows here)."""
+        return self.backend.generate(requests, self.sampling)
 
     def _step(
         self, live: Live, gen: Generation, seed: int | None, generate_s: float, rows: int

@@ -8,7 +8,7 @@ there. A check's function is resolved only from
 
 - the lab's own example checks (`lab.variance.examples`, which the bundled cases use);
 - a module the user allowed: `--allow-module NAME` (or a path to a `.py` file) on the command
-  that runs the checks, or `check_modules: [NAME, ...]` in a `lab sample` config;
+  that runs the checks, or `allow_modules: [NAME, ...]` in a `lab sample` config;
 - a module beside the case file: `NAME.py` in the case file's own directory (loaded from that
   file, never from elsewhere on the path).
 
@@ -60,7 +60,7 @@ class CodePolicy:
         case_file: str | Path | None = None,
         how: str = "--allow-module {name}",
     ) -> CodePolicy:
-        """From `--allow-module` / `check_modules` entries (module names or .py paths) and the
+        """From `--allow-module` / `allow_modules` entries (module names or .py paths) and the
         case file (its directory's NAME.py modules); None for a bundled set or a run's
         cases.json, whose directory is not the user's choice."""
         names: set[str] = set()

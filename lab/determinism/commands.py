@@ -2,6 +2,7 @@
 report) and `lab report` (rewrite a sweep's metrics.json, report.md and report.html).
 
     lab sweep experiments/feynman/config.yaml --out runs/feynman [--fresh] [--retry-failed]
+    lab sweep experiments/agents-t0/sweep.yaml     # cases: agent cases (lab.agents.sweep)
     lab report runs/feynman [--x batch_size --y dtype]
 
 Parsing and printing only: the work is in lab.determinism. Listed in lab/cli.py (COMMANDS).
@@ -15,6 +16,7 @@ from typing import Any
 import click
 
 from lab.cli_options import check_out_dir
+from lab.errors import LabError
 from lab.safetext import terminal
 
 
@@ -68,6 +70,11 @@ def sweep_cmd(
     config = load_sweep_config(config_path)
     out = out_dir or f"runs/{config.name}"
     check_out_dir(out, fresh=fresh, kind="sweep")
+    if config.agents is not None:  # cases: agent trajectories in place of prompts
+        if ray_address is not None:
+            raise LabError(f"{config_path}: --ray runs prompt sweeps; run an agent sweep locally")
+        _agent_sweep(config, out, fresh, obj["cache_dir"], not no_progress, retry_failed)
+        return
     if ray_address is not None:
         from lab.scale.sweep import run_sweep_on_ray
 
@@ -106,15 +113,40 @@ def sweep_cmd(
     click.echo(f"report: {paths['html']}")
 
 
+def _agent_sweep(
+    config: Any, out: str, fresh: bool, cache_dir: str | None, progress: bool, retry: bool
+) -> None:
+    """`lab sweep` of an agent sweep config: the trajectories per cell, then the report."""
+    from lab.agents.sweep import run_agent_sweep
+    from lab.agents.sweepreport import agent_summary_lines, write_agent_sweep_report
+
+    run_agent_sweep(config, out, fresh, cache_dir, progress, retry_failed=retry)
+    paths = write_agent_sweep_report(out)
+    metrics = json.loads(paths["metrics"].read_text())
+    for line in agent_summary_lines(metrics):
+        click.echo(terminal(line))
+    if metrics["summary"]["cells_failed"]:
+        click.echo(
+            f"{metrics['summary']['cells_failed']} cell(s) failed (errors in the report); "
+            "`--retry-failed` runs them again",
+            err=True,
+        )
+    click.echo(f"report: {paths['html']}")
+
+
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
 @click.option("--y", "y_axis", default=None, help="Heatmap row axis.")
 def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     """Write metrics.json, report.md and report.html for a sweep run directory."""
+    from lab.agents.sweepreport import is_agent_sweep, write_agent_sweep_report
     from lab.determinism.report import write_sweep_report
 
-    paths = write_sweep_report(run_dir, x_axis, y_axis)
+    if is_agent_sweep(run_dir):
+        paths = write_agent_sweep_report(run_dir)
+    else:
+        paths = write_sweep_report(run_dir, x_axis, y_axis)
     click.echo(f"report: {paths['html']}")
 
 

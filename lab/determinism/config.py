@@ -19,6 +19,9 @@
     repeats: 1
     base_url: http://127.0.0.1:8000/v1   # openai backend: this server, else a managed vLLM
 
+`cases: bundled:agents` (with an optional `agent:` block) in place of prompts makes an agent
+sweep: each cell runs one greedy trajectory per agent case (lab.determinism.agentsource).
+
 Unknown keys, wrong types and missing files fail at load with the field named.
 """
 
@@ -34,6 +37,12 @@ import yaml
 
 from lab.backends import registry
 from lab.backends.base import LAYERCAST, SamplingConfig, canonical_dtype
+from lab.determinism.agentsource import (
+    AGENT_MODE,
+    AgentCases,
+    agent_cases_from_dict,
+    parse_agent_cases,
+)
 from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
 from lab.models import DEFAULT_MODEL
@@ -110,6 +119,8 @@ TOP_KEYS = {
     "device",
     "base_url",
     "engine_args",
+    "cases",  # an agent sweep (lab.determinism.agentsource)
+    "agent",
 }
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "logprobs"}
 
@@ -144,6 +155,8 @@ class SweepConfig:
     base_url: str | None = None
     #: any other engine argument, given to every engine of the grid as is (EngineConfig)
     engine_args: dict[str, Any] = field(default_factory=dict)
+    #: an agent sweep's cases (mode "agents", no prompts); None: a prompt sweep
+    agents: AgentCases | None = None
 
     def __post_init__(self) -> None:
         # A config saved before an axis existed (sweep_config.json of an older run) gets its
@@ -171,6 +184,8 @@ class SweepConfig:
                 d["axes"].pop(name)
         if not d["engine_args"]:
             d.pop("engine_args")
+        if d["agents"] is None:
+            d.pop("agents")
         for prompt in d["prompts"]:
             prompt.pop("expected")
             prompt.pop("answer_regex")
@@ -290,8 +305,11 @@ def parse_sweep_config(
         raise _fail(
             source, "top level", f"unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}"
         )
-    mode = data.get("mode", "single")
-    if mode not in MODES:
+    agents = parse_agent_cases(source, data, base_dir) if "cases" in data else None
+    mode = AGENT_MODE if agents is not None else data.get("mode", "single")
+    if agents is None and "agent" in data:
+        raise _fail(source, "agent", "is for an agent sweep (cases: bundled:agents)")
+    if mode not in MODES and agents is None:
         raise _fail(source, "mode", f"{mode!r} is not one of {', '.join(MODES)}")
     raw_prompts: list[Any] = []
     if "prompts_file" in data:
@@ -303,8 +321,10 @@ def parse_sweep_config(
         if not isinstance(data["prompts"], list):
             raise _fail(source, "prompts", "expected a list")
         raw_prompts += data["prompts"]
-    if not raw_prompts:
-        raise _fail(source, "prompts", "no prompts given (use prompts: or prompts_file:)")
+    if not raw_prompts and agents is None:
+        raise _fail(
+            source, "prompts", "no prompts given (use prompts:, prompts_file: or agent cases:)"
+        )
     prompts = [_parse_prompt(source, f"prompts[{i}]", p, i) for i, p in enumerate(raw_prompts)]
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
@@ -412,13 +432,17 @@ def parse_sweep_config(
         device=str(data.get("device", "auto")),
         base_url=base_url,
         engine_args=engine_args,
+        agents=agents,
     )
 
 
 def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
     """The SweepConfig a run directory's sweep_config.json holds (already validated when the
     sweep started); TypeError / KeyError / AttributeError when the file was damaged."""
-    return SweepConfig(**(raw | {"prompts": [SweepPrompt(**p) for p in raw["prompts"]]}))
+    prompts = [SweepPrompt(**p) for p in raw["prompts"]]
+    return SweepConfig(
+        **(raw | {"prompts": prompts, "agents": agent_cases_from_dict(raw.get("agents"))})
+    )
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

@@ -438,6 +438,8 @@ def write_sweep_report(
         config = config_from_dict(json.loads(config_path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
+    if config.agents is not None:
+        raise LabError(f"{root}: an agent sweep (lab report writes it: lab.agents.sweepreport)")
     store = RunStore(root)
     entries = list(store.entries(CELLS, latest=True))
     context = context_length(config)

@@ -34,6 +34,8 @@ CELLS = "cells"
 SWEEP_CONFIG = "sweep_config.json"
 # Per-record fields that are the same for the whole cell; stored once per cell.
 _CELL_LEVEL = ("engine", "sampling")
+#: runs one cell on a running engine: (backend, config, cell, context) -> the payload to store
+CellRunner = Callable[[Backend, SweepConfig, Cell, int], dict[str, Any]]
 
 
 def context_length(config: SweepConfig) -> int:
@@ -115,15 +117,20 @@ class OpenedSweep:
 
 
 def open_sweep(
-    config: SweepConfig, out_dir: str | Path, fresh: bool = False, retry_failed: bool = False
+    config: SweepConfig,
+    out_dir: str | Path,
+    fresh: bool = False,
+    retry_failed: bool = False,
+    identity: dict[str, Any] | None = None,
 ) -> OpenedSweep:
     """Open (or resume) a sweep's run directory and list the cells left to run: every recorded
     cell is skipped, failed ones too unless `retry_failed`. Shared by the local loop below and
-    the Ray driver (lab.scale), so both resume the same way."""
+    the Ray driver (lab.scale), so both resume the same way. `identity`: more of what decides
+    the outputs (an agent sweep's case and tool fingerprints)."""
     context = context_length(config)  # every model checked before the directory is touched
     store = RunStore.open(
         out_dir,
-        config.generation_identity(),
+        config.generation_identity() | (identity or {}),
         fresh=fresh,
         environment=environment_record(),
         kind="sweep",
@@ -147,23 +154,29 @@ def run_sweep(
     progress: bool = True,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
     retry_failed: bool = False,
+    runner: CellRunner | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> RunStore:
     """Run (or resume) a sweep into out_dir; returns the store.
 
     A resume skips every recorded cell, failed ones included (a config the engine refuses
     fails the same way again); `retry_failed` runs the failed ones again (a server that went
-    away, an out-of-memory), appending their new records, which replace the failed ones."""
+    away, an out-of-memory), appending their new records, which replace the failed ones.
+    `runner` runs one cell (default run_cell: the prompts; lab.agents.sweep passes its own,
+    with the `identity` it adds)."""
+    if config.agents is not None and runner is None:
+        raise LabError("an agent sweep's cells run through lab.agents.sweep (lab sweep does)")
     if config.axes["node_kind"] != [None]:  # before the run directory is touched
         raise LabError(
             "axes.node_kind pins cells to kinds of Ray nodes: run this sweep with --ray (a "
             "local sweep has one machine)"
         )
-    opened = open_sweep(config, out_dir, fresh, retry_failed)
+    opened = open_sweep(config, out_dir, fresh, retry_failed, identity)
     store = opened.store
     with engine_output(store.path / ENGINE_LOG):  # the engines' chatter: engine.log
         _run_groups(
             config, store, opened.total, opened.remaining, cache_dir, progress, on_cell,
-            opened.context,
+            opened.context, runner or run_cell,
         )  # fmt: skip
     return store
 
@@ -177,6 +190,7 @@ def _run_groups(
     progress: bool,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None,
     context: int,
+    runner: CellRunner = run_cell,
 ) -> None:
     bar = progress_bar(cells_total, cells_total - len(remaining), progress)
     try:
@@ -200,7 +214,7 @@ def _run_groups(
             for cell in group:
                 raise_if_interrupted()  # a Ctrl-C swallowed during the engine load or a cell
                 try:
-                    payload = run_cell(backend, config, cell, context)
+                    payload = runner(backend, config, cell, context)
                     payload["timings"]["engine_start_s"] = start_s
                     payload["placement"] = where
                 except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on

@@ -287,7 +287,7 @@ def retry_cmd(
     max_attempts: int,
     fallback: str | None,
     out: str | None,
-    check_modules: tuple[str, ...],
+    allow_modules: tuple[str, ...],
 ) -> None:
     """What retrying or falling back would deliver, from the run's own k samples per case."""
     from pathlib import Path
@@ -297,7 +297,7 @@ def retry_cmd(
 
     if out is not None and Path(out).is_dir():
         raise LabError(f"--out {out}: is a directory; give a file name such as {out}/retry.md")
-    _, text, path = run_retry(run_dir, max_attempts, fallback, out, check_modules)
+    _, text, path = run_retry(run_dir, max_attempts, fallback, out, allow_modules)
     click.echo(text)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}", err=True)
 

@@ -114,6 +114,33 @@ def parse_gate(items: list[str] | dict[str, Any] | None) -> GateConfig:
     return GateConfig(**out)
 
 
+#: the names a config (or an older run's settings.json) may give allow_modules: `check_modules`
+#: (python checks) and `allow_modules` (agent environments) were two keys for one idea
+MODULE_KEYS = ("allow_modules", "check_modules")
+
+
+def _module_list(value: Any) -> Any:
+    """A module list as given: None -> [], "a, b" -> ["a", "b"], a tuple of flags -> a list;
+    anything else is returned for the type check to refuse."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [m.strip() for m in value.split(",") if m.strip()]
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def merge_aliases(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with `check_modules` folded into `allow_modules`, the lists joined."""
+    out = dict(values)
+    if "check_modules" in out:
+        alias = out.pop("check_modules")
+        given, extra = _module_list(out.get("allow_modules")), _module_list(alias)
+        if not (isinstance(given, list) and isinstance(extra, list)):
+            raise LabError(f"allow_modules must be a list of module names, got {alias!r}")
+        out["allow_modules"] = given + extra
+    return out
+
+
 #: the settings that define the engine (EngineConfig fields)
 ENGINE_FIELDS = (
     "backend model dtype device tensor_parallel_size batch_invariant prefix_caching "
@@ -204,12 +231,11 @@ class SampleConfig:
     #: agent cases: how tool calls travel: auto (the chat template's tools where it has them,
     #: a server's tool parser, else the text protocol), native, or text
     tool_protocol: str = "auto"
-    #: agent cases: importable modules a case's environment may name (dotted names); a module
-    #: FILE beside the case file needs no listing
+    #: code the case file may run (`--allow-module`, repeatable): modules (dotted names or .py
+    #: files) whose functions the cases' `python` checks call (lab.cases.codechecks), and the
+    #: dotted modules agent cases' environments name; NAME.py beside the case file needs no
+    #: listing. `check_modules` is accepted as another name for it (MODULE_KEYS)
     allow_modules: list[str] = field(default_factory=list)
-    #: modules (names or .py files) whose functions the cases' `python` checks may call,
-    #: besides NAME.py beside the case file (`--allow-module`; lab.cases.codechecks)
-    check_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -254,22 +280,13 @@ class SampleConfig:
             raise LabError(
                 f"tool_protocol must be auto, native or text, got {self.tool_protocol!r}"
             )
-        if isinstance(self.allow_modules, str):
-            self.allow_modules = [m.strip() for m in self.allow_modules.split(",") if m.strip()]
+        self.allow_modules = _module_list(self.allow_modules)
         if not isinstance(self.allow_modules, list) or not all(
             isinstance(m, str) and m for m in self.allow_modules
         ):
             raise LabError(
-                f"allow_modules must be a list of module names, got {self.allow_modules!r}"
-            )
-        if isinstance(self.check_modules, str):
-            self.check_modules = [self.check_modules]
-        if not (
-            isinstance(self.check_modules, list)
-            and all(isinstance(m, str) and m for m in self.check_modules)
-        ):
-            raise LabError(
-                f"check_modules must be a list of module names, got {self.check_modules!r}"
+                f"allow_modules must be a list of module names or .py files, "
+                f"got {self.allow_modules!r}"
             )
         self._check_engine_and_sampling()
 
@@ -294,10 +311,10 @@ class SampleConfig:
         self.engine_config()  # the engine's own checks (engine_args, max_model_len, ...)
 
     def code_policy(self) -> CodePolicy:
-        """Which python checks may run: check_modules, and modules beside the case file."""
+        """Which python checks may run: allow_modules, and modules beside the case file."""
         source = None if self.cases.startswith("bundled:") else self.cases.partition("#")[0]
-        how = "--allow-module {name} (or check_modules: [{name}] in the config)"
-        return CodePolicy.from_settings(self.check_modules, source, how)
+        how = "--allow-module {name} (or allow_modules: [{name}] in the config)"
+        return CodePolicy.from_settings(self.allow_modules, source, how)
 
     def engine_config(self) -> EngineConfig:
         """The engine this run samples through (the same builder as a sweep cell's)."""
@@ -375,7 +392,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
         loaded = load_yaml_file(path)
         if not isinstance(loaded, dict):
             raise LabError(f"{path}: expected a mapping of settings")
-        values.update(loaded)
+        values.update(merge_aliases(loaded))
     known = {f.name for f in dataclasses.fields(SampleConfig)}
     for key in values:
         if key not in known:
@@ -394,9 +411,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
                 {k: v for k, v in dataclasses.asdict(parse_gate(value)).items() if v is not None}
             )
             values["gate"] = merged
-        elif key == "check_modules":  # flags add to the config file's list
-            given = values.get("check_modules")
-            values[key] = ([given] if isinstance(given, str) else list(given or [])) + list(value)
+        elif key in MODULE_KEYS:  # flags add to the config file's list
+            given = values.get("allow_modules")
+            values["allow_modules"] = _module_list(given) + _module_list(value)
         elif key == "engine_args":  # flags add to (and override) the config file's mapping
             given = values.get("engine_args")
             values[key] = (dict(given) if isinstance(given, dict) else {}) | dict(value)
@@ -412,7 +429,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
 
 def read_settings(path: str | Path) -> SampleConfig:
     """The SampleConfig a run directory was produced with (its settings.json)."""
-    values = samplerun.read_settings(Path(path))
+    values = merge_aliases(samplerun.read_settings(Path(path)))
     try:
         return SampleConfig(**values)
     except TypeError as exc:  # a key this version does not know (hand-edited or newer lab)

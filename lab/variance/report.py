@@ -81,7 +81,7 @@ def rebuild_report(
     base = dataclasses.asdict(read_settings(root))
     allowed = {"gate", "cluster_threshold", "price_in", "price_out", "embedder", "embed_device"}
     allowed.add("cohorts")  # cohort buckets are analysis only
-    allowed.add("check_modules")  # which python checks may run: the flags, not settings.json
+    allowed.add("allow_modules")  # which python checks may run: the flags, not settings.json
     unknown = sorted(
         k for k, v in overrides.items() if v not in (None, (), []) and k not in allowed
     )
@@ -91,10 +91,10 @@ def rebuild_report(
     flags = {k: v for k, v in overrides.items() if k in allowed and v not in (None, (), [])}
     if isinstance(flags.get("cohorts"), str | Path):  # --cohorts FILE: new buckets, same samples
         flags["cohorts"] = load_cohorts_file(flags["cohorts"])
-    base["check_modules"] = []  # a run directory cannot allow code: only the user's flags
+    base["allow_modules"] = []  # a run directory cannot allow code: only the user's flags
     config = load_config(None, base | flags)
     RunStore(root).write_json("settings.json", config.to_dict())
-    policy = CodePolicy.from_settings(config.check_modules, how=_how_to_allow(base))
+    policy = CodePolicy.from_settings(config.allow_modules, how=_how_to_allow(base))
     return (build or build_report)(root, config, emit=emit, policy=policy)
 
 

@@ -70,6 +70,7 @@ def test_a_split_in_the_second_step_with_a_different_call() -> None:
     assert got["step"] == 2 and got["token"] == 1 and got["chosen"] == [5, 6]
     assert abs(got["margins"][0] - 0.01) < 1e-9 and abs(got["margins"][1] - 0.03) < 1e-9
     assert got["action_differs"] is True
+    assert got["token_texts"] == ["x", "y"] and got["logprobs"] == [-0.70, -0.69]
     assert abs(got["max_logprob_delta_before"] - 0.1) < 1e-9  # step 2 token 0: -0.2 vs -0.3
 
 

@@ -16,6 +16,10 @@ from tests.unit.agent_fakes import tool
         ('Let me see.\nCALL add {"a": 1}\nUser: RESULT 1', "call", "add", {"a": 1}),
         ('call: kv_get {"key": "x"} thanks', "call", "kv_get", {"key": "x"}),
         ("CALL noargs", "call", "noargs", {}),
+        # a full stop after the name is punctuation: the call goes to the tool
+        ('CALL calc. {"expression": "1+1"}', "call", "calc", {"expression": "1+1"}),
+        ("CALL calc.", "call", "calc", {}),
+        ('CALL kv.get.. {"key": "x"}', "call", "kv.get", {"key": "x"}),
         ('CALL calculator {"expression": 2+3}', "malformed", None, None),
         ("CALL 12*5", "malformed", None, None),
         ("CALL add [1, 2]", "malformed", None, None),

@@ -52,7 +52,8 @@ def test_bad_engine_config_names_the_field() -> None:
 def test_engine_key_ignores_nothing_that_matters() -> None:
     assert EngineConfig().key() == EngineConfig(dtype="fp32").key()
     assert EngineConfig().key() != EngineConfig(dtype="bf16").key()
-    assert EngineConfig(engine_args={"a": [1]}).key() != EngineConfig(engine_args={"a": [2]}).key()
+    one, two = ({"backend": "vllm", "engine_args": {"a": [n]}} for n in (1, 2))
+    assert EngineConfig(**one).key() != EngineConfig(**two).key()
 
 
 def test_sampling_validation_and_seeds() -> None:

@@ -100,7 +100,7 @@ def test_sample_refuses_before_the_run_directory(
     assert out.returncode == 2, out.stderr
     error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and f"{cases}:1: field 'checks[0].function'" in error[0]
-    assert "--allow-module os (or check_modules: [os] in the config)" in error[0]
+    assert "--allow-module os (or allow_modules: [os] in the config)" in error[0]
     assert not out_dir.exists() and _untouched(victims)
 
 
@@ -156,12 +156,34 @@ def test_allow_module_reaches_retry_and_the_config(tmp_path: Path) -> None:
 
     from lab.variance.config import load_config
 
-    config = load_config(None, {"cases": str(tmp_path / "c.yaml"), "check_modules": ("a",)})
-    assert config.check_modules == ["a"] and config.code_policy().allows("a")
+    config = load_config(None, {"cases": str(tmp_path / "c.yaml"), "allow_modules": ("a",)})
+    assert config.allow_modules == ["a"] and config.code_policy().allows("a")
     assert config.code_policy().allows("lenchecks")  # beside the case file
     assert not config.code_policy().allows("os")
     case = case_from_record(
         {"id": "x", "prompt": "p", "checks": [{"python": "os:system"}]}, True, "x"
     )
-    with pytest.raises(LabError, match=r"check_modules: \[os\] in the config"):
+    with pytest.raises(LabError, match=r"allow_modules: \[os\] in the config"):
         resolve_checks([case], config.code_policy())
+
+
+def test_check_modules_is_another_name_for_allow_modules(tmp_path: Path) -> None:
+    """One key for the code a case file may run; the old one still reads (configs, and the
+    settings.json of runs made before the merge)."""
+    import json
+
+    from lab.variance.config import load_config, read_settings
+
+    path = tmp_path / "run.yaml"
+    path.write_text("cases: bundled:basic\ncheck_modules: [a]\nallow_modules: b, c\n")
+    config = load_config(path, {"allow_modules": ("d",)})
+    assert config.allow_modules == ["b", "c", "a", "d"]
+    assert not hasattr(config, "check_modules") and "check_modules" not in config.to_dict()
+    assert all(config.code_policy().allows(m) for m in "abcd")
+    old = config.to_dict()
+    old.pop("allow_modules")
+    (tmp_path / "settings.json").write_text(json.dumps(old | {"check_modules": ["x"]}))
+    assert read_settings(tmp_path).allow_modules == ["x"]
+    path.write_text("cases: bundled:basic\ncheck_modules: 5\n")
+    with pytest.raises(LabError, match="allow_modules must be a list"):
+        load_config(path, {})

@@ -26,7 +26,9 @@ def save(tmp_path: Path, name: str) -> Path:
 
 
 def test_every_format_is_shown() -> None:
-    assert set(examples()) == {"cases.yaml", "cases.jsonl", "cases.csv", "sweep.yaml"}
+    assert set(examples()) == {
+        "cases.yaml", "cases.jsonl", "cases.csv", "sweep.yaml", "agent-sweep.yaml",
+    }  # fmt: skip
 
 
 def test_the_yaml_case_file_loads_and_its_checks_work(tmp_path: Path) -> None:
@@ -63,3 +65,12 @@ def test_the_sweep_config_loads(tmp_path: Path) -> None:
     assert prompts["chat"].messages is not None
     assert config.answer_regex is not None
     assert re.search(config.answer_regex, "The capital is Paris.").group(1) == "Paris"
+
+
+def test_the_agent_sweep_config_loads(tmp_path: Path) -> None:
+    config = load_sweep_config(save(tmp_path, "agent-sweep.yaml"))
+    assert config.mode == "agents" and config.prompts == [] and config.agents is not None
+    _, selected = config.agents.load()
+    assert [c.id for _, c in selected] == ["calc-add", "calc-div", "convert-c-f", "kv-read-city"]
+    assert config.agents.max_turns == 4 and config.agents.tool_protocol == "text"
+    assert config.axes["dtype"] == ["float32", "bfloat16"] and config.axes["batch_size"] == [1, 4]
