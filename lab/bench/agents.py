@@ -17,9 +17,10 @@ from typing import Any
 from lab.agents.environment import Environments
 from lab.agents.runner import choose_protocol
 from lab.agents.trajectory import Live, Stepper, Task, advance
-from lab.backends import Backend, EngineConfig, load_backend
+from lab.backends import Backend, load_backend
 from lab.backends.base import SamplingConfig
 from lab.cases.loaders import load_cases
+from lab.variance.config import SampleConfig
 
 
 def _pass(
@@ -55,7 +56,8 @@ def bench_agents(
 ) -> dict[str, Any]:
     """`engine`: an already running backend (tests pass a fake); else one is loaded."""
     if engine is None:
-        config = EngineConfig(backend=backend, device="cpu", dtype="fp32")
+        # the engine `lab sample` runs agent cases on (vLLM: prefix caching, 32-token KV blocks)
+        config = SampleConfig(backend=backend, device="cpu", dtype="fp32").engine_config()
         engine = load_backend(config, cache_dir)
     chosen = load_cases("bundled:agents")[:cases]
     sampling = SamplingConfig(n=1, temperature=0.7, max_tokens=max_tokens)
