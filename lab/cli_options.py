@@ -235,9 +235,10 @@ def ray_sampler(flags: dict[str, Any], cache_dir: str | None) -> Any:
             given = "--replicas" if replicas is not None else "--cpus-per-replica"
             raise LabError(f"{given} needs --ray [ADDRESS]")
         return None
-    from lab.scale.cluster import require_ray
+    from lab.scale.cluster import check_address, require_ray
 
     require_ray()  # before the config is read: one line naming the extra
+    check_address(address)
     from lab.scale.sample import RayOptions
     from lab.scale.sample import ray_sampler as make
 

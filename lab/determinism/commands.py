@@ -60,9 +60,10 @@ def sweep_cmd(
 ) -> None:
     """Run (or resume) a temperature-zero determinism sweep, then write its report."""
     if ray_address is not None:
-        from lab.scale.cluster import require_ray
+        from lab.scale.cluster import check_address, require_ray
 
         require_ray()  # before the config is read: one line naming the extra
+        check_address(ray_address)
     from lab.determinism.config import load_sweep_config
     from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep

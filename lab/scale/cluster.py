@@ -10,6 +10,7 @@ machine) or `ray://host:port` / `host:port`.
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any
 
 from lab import settings
@@ -23,6 +24,21 @@ def require_ray() -> None:
     """LabError (one line, naming the extra) when Ray is not importable."""
     if importlib.util.find_spec("ray") is None:
         raise LabError(MISSING)
+
+
+#: what `--ray` takes: local, auto, ray://HOST[:PORT] (Ray Client) or HOST:PORT (a GCS)
+ADDRESS = re.compile(r"(local|auto|ray://[^\s/:]+(:\d+)?|[^\s/:]+:\d+)")
+
+
+def check_address(address: str) -> None:
+    """LabError (one line) for a `--ray` value that is no cluster address: checked before
+    anything is written (`lab sample --ray CONFIG.yaml` took the file for an address)."""
+    if not ADDRESS.fullmatch(address):
+        raise LabError(
+            f"--ray {address}: not a cluster address (local, auto, ray://HOST:PORT or "
+            "HOST:PORT); --ray takes an optional value, so put it after a config file: "
+            "lab sweep CONFIG.yaml --ray"
+        )
 
 
 def connect(address: str, num_cpus: int | None = None) -> Any:

@@ -18,6 +18,7 @@ from lab.cases.loaders import load_cases
 from lab.errors import LabError
 from lab.samplerun import LOG
 from lab.variance.runner import sampling_config
+from tests.unit.test_cli import run_lab
 from tests.unit.test_variance_runner import FakeBackend, start
 
 exceptions = pytest.importorskip("ray.exceptions", reason="Ray is not installed")
@@ -175,3 +176,27 @@ def test_no_more_replicas_than_calls(cases_file: Path, tmp_path: Path) -> None:
     fake = FakeRay()
     assert run(config, store, fake) == (5, True)
     assert len(fake.actors) == 1
+
+
+@pytest.mark.parametrize("command", ["sample", "sweep"])
+def test_a_config_file_taken_for_the_ray_address_is_one_line_and_writes_nothing(
+    command: str, tmp_path: Path
+) -> None:
+    """`lab sample --ray CONFIG.yaml` read the file as the address and made the run directory
+    before Ray refused it: now one line, before anything is written."""
+    from lab.scale.cluster import check_address
+
+    for good in ("local", "auto", "ray://10.0.0.1:10001", "ray://head", "10.0.0.1:6379"):
+        check_address(good)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("k: 2\n")
+    out = tmp_path / "run"
+    head = [str(config)] if command == "sweep" else []
+    result = run_lab(command, *head, "--ray", str(config), "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --ray {config}: not a cluster address (local, auto, ray://HOST:PORT or "
+        "HOST:PORT); --ray takes an optional value, so put it after a config file: "
+        "lab sweep CONFIG.yaml --ray"
+    ]
+    assert not out.exists()
