@@ -277,11 +277,32 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def nested_list(lines: list[str]) -> list[str]:
+    """Summary lines as nested <ul> (two leading spaces per level, as in the markdown), every
+    line escaped."""
+    parts: list[str] = []
+    depth = -1
+    for line in lines:
+        level = (len(line) - len(line.lstrip(" "))) // 2
+        if level > depth:
+            parts += ["<ul>"] * (level - depth)
+        else:
+            parts.append("</li>")
+            parts += ["</ul></li>"] * (depth - level)
+        parts.append(f"<li>{escape(line.strip())}")
+        depth = level
+    if depth >= 0:
+        parts.append("</li>")
+        parts += ["</ul></li>"] * depth + ["</ul>"]
+    return parts
+
+
 def render_html(metrics: dict[str, Any]) -> str:
-    """The same as the markdown, every run value escaped (model text included)."""
-    parts = ["<h1>Agent sweep</h1>", "<ul>"]
-    parts += [f"<li>{escape(line)}</li>" for line in agent_summary_lines(metrics)]
-    parts.append("</ul><table><tr><th>cell</th><th>status</th><th>passed</th><th>parted</th>"
+    """The same as the markdown, every run value escaped (model text included): the cells
+    first, then the findings with each pair's and each cell's splits nested under it."""
+    lines = agent_summary_lines(metrics)
+    parts = ["<h1>Agent sweep</h1>", f"<p>{escape(lines[0])}</p>", "<h2>Cells</h2>"]
+    parts.append("<table><tr><th>cell</th><th>status</th><th>passed</th><th>parted</th>"
                  "<th>at step</th><th>actions / success / answers changed</th></tr>")  # fmt: skip
     for c in metrics["cells"]:
         changed = "/".join(str(c.get(k, "-")) for k in
@@ -294,6 +315,7 @@ def render_html(metrics: dict[str, Any]) -> str:
             f"</td><td>{changed}</td></tr>"
         )
     parts.append("</table>")
+    parts += ["<h2>Where trajectories part</h2>", *nested_list(lines[1:])]
     return page("agent sweep", parts)
 
 

@@ -221,3 +221,14 @@ def test_plain_cases_and_an_agent_block_without_cases_are_refused(tmp_path: Path
     path.write_text("prompts: [hi]\nagent: {limit: 2}\n")
     with pytest.raises(LabError, match="agent: is for an agent sweep"):
         load_sweep_config(path)
+
+
+def test_html_findings_nest_as_the_summary_indents_and_escape_model_text() -> None:
+    from lab.agents.sweepreport import nested_list
+
+    html = "".join(nested_list(["axis x: 1 part", "  a vs b: 1 part", "    c: '<|im_end|>'", "z"]))
+    assert html == (
+        "<ul><li>axis x: 1 part<ul><li>a vs b: 1 part<ul><li>c: '&lt;|im_end|&gt;'</li></ul>"
+        "</li></ul></li><li>z</li></ul>"
+    )
+    assert nested_list([]) == []
