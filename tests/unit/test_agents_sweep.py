@@ -228,7 +228,8 @@ def test_html_findings_nest_as_the_summary_indents_and_escape_model_text() -> No
 
     html = "".join(nested_list(["axis x: 1 part", "  a vs b: 1 part", "    c: '<|im_end|>'", "z"]))
     assert html == (
-        "<ul><li>axis x: 1 part<ul><li>a vs b: 1 part<ul><li>c: '&lt;|im_end|&gt;'</li></ul>"
+        "<ul><li>axis x: 1 part<ul><li>a vs b: 1 part"
+        "<ul><li>c: &#x27;&lt;|im_end|&gt;&#x27;</li></ul>"
         "</li></ul></li><li>z</li></ul>"
     )
     assert nested_list([]) == []
