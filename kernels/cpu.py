@@ -163,7 +163,9 @@ def _onednn_addmm(
     SmolLM2's layers)."""
     m = a.shape[0]
     rows = _round_up(m, row_tile or ONEDNN_ROW_TILE)
-    a_pad = _pad_rows(a.contiguous(), rows, 0)
+    # zero rows appended in one op: measured ~10 us a call less than zeros + copy at decode
+    # sizes, and the same bits (rows are independent: the self-check holds either way)
+    a_pad = torch.cat((a, a.new_zeros(rows - m, a.shape[1]))) if rows != m else a.contiguous()
     fusable = bias is not None and bias.dim() == 1 and beta == 1 and alpha == 1
     fused_bias = bias if fusable else None
     out = torch.ops.mkldnn._linear_pointwise(a_pad, _packed_weight(b), fused_bias, "none", [], "")
