@@ -27,6 +27,17 @@ from lab.models import DEFAULT_MODEL
 from lab.runkinds import check_run_dir
 
 
+def stack(options: list[Any]) -> Callable[[Any], Any]:
+    """One decorator applying click `options` in order (the first one listed first in --help)."""
+
+    def decorate(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 def engine_options(
     backends: tuple[str, ...] | None = registry.ENGINES,
     max_num_seqs: int | None = None,
@@ -66,12 +77,7 @@ def engine_options(
         click.option("--engine-arg", "engine_args", multiple=True, help=engine_arg_help),
     ]
 
-    def decorate(fn: Any) -> Any:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
+    return stack(options)
 
 
 def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
@@ -127,12 +133,7 @@ def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
         ),
     ]  # fmt: skip
 
-    def decorate(fn: Any) -> Any:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
+    return stack(options)
 
 
 #: `--allow-module` (repeatable): a module whose functions the cases' python checks may call
@@ -216,12 +217,7 @@ def ray_options(what: str = "replicas of the run's engine configuration") -> Cal
         ),
     ]  # fmt: skip
 
-    def decorate(fn: Any) -> Any:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
+    return stack(options)
 
 
 def ray_sampler(flags: dict[str, Any], cache_dir: str | None) -> Any:

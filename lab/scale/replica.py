@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from lab.backends import Backend, EngineConfig, Generation, Request, close_all, load_backend
+from lab.devices import pin_torch_threads
 from lab.envinfo import environment_record, placement
 from lab.variance.config import SampleConfig
 from lab.variance.runner import sampling_config
@@ -29,10 +30,7 @@ class SampleReplica:
         cache_dir: str | None,
         threads: int | None = None,
     ) -> None:
-        if threads is not None:  # CPU matmul results can depend on the thread count
-            import torch
-
-            torch.set_num_threads(threads)
+        pin_torch_threads(threads)  # CPU matmul results can depend on the thread count
         self.engine = engine
         self.config = config
         self.cache_dir = cache_dir

@@ -17,6 +17,7 @@ from lab.backends.base import EngineConfig
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell
 from lab.determinism.sweep import failed, run_cell
+from lab.devices import pin_torch_threads
 from lab.envinfo import environment_record, placement
 
 #: the key of the first payload of an actor that carries its node's environment record
@@ -34,10 +35,7 @@ class SweepWorker:
         cache_dir: str | None,
         threads: int | None = None,
     ) -> None:
-        if threads is not None:  # CPU matmul results can depend on the thread count
-            import torch
-
-            torch.set_num_threads(threads)
+        pin_torch_threads(threads)  # CPU matmul results can depend on the thread count
         self.engine = engine
         self.config = config
         self.context = context
