@@ -250,6 +250,11 @@ def per_sequence_attention(
         key = key[:, :, None].expand(b, hk, h // hk, s, key.shape[3]).reshape(b, h, s, -1)
         value = value[:, :, None].expand(b, hk, h // hk, s, dv).reshape(b, h, s, dv)
     key, value = key.expand(b, h, s, key.shape[3]), value.expand(b, h, s, dv)
+    if b == 1 and attn_mask is None and t and s and (not is_causal or t == s):
+        # One sequence that sees every key (or is square and causal): the plan would make this
+        # very call on full-range slices (a 1 x 1 causal block counts as all-visible), so skip
+        # its analysis (a decode step alone: ~20 us of Python a layer).
+        return kernel(query, key, value, is_causal and t > 1, None, scale)
     plan = _plan_for(attn_mask, is_causal, b, t, s, query.device)
     allowed, bias = None, None
     if attn_mask is not None and (

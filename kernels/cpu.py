@@ -30,9 +30,15 @@ What breaks invariance on this CPU (MKL sgemm, AVX-512), measured with `lab prob
   instruction set torch's CPU kernels use (torch.backends.cpu.get_cpu_capability(), a fixed
   property of the machine and its environment), so the same machine always makes the same
   choice. On AVX-512, oneDNN's packed GEMM beats MKL's at the model's shapes (0.47-0.66x on
-  the AVX-512 EPYC): onednn2, onednn, tiles, pad. On AVX2 only, oneDNN's linears cost
-  1.02-1.22x MKL's while "pad" is MKL's own GEMM (the same call as stock at M = 8): pad,
-  onednn2, onednn, tiles. "onednn2" pads M to a multiple of 2 instead of 4: a lone row does
+  the AVX-512 EPYC): onednn2, onednn, tiles, pad. On AVX2 only the order is onednn2, onednn,
+  pad, tiles too: "pad" is MKL's own GEMM (the same call as stock at M = 8, so a batch costs
+  nothing) but a lone row does the work of 8 (a 1-row linear 2.9-3.5x MKL's GEMV) and
+  generation alone cost 1.60-1.69x on an AVX2-only EPYC; oneDNN's lone row does the work of 2
+  (1.15x). Measured on an AMD EPYC limited to AVX2 (ATEN_CPU_CAPABILITY=avx2
+  ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2), generation cost pad 1.33x in a
+  batch of 8 and 1.64x alone, onednn2 0.94x and 0.85x; on an Intel Xeon limited the same way
+  pad moves rows and the self-check fell through to onednn2 anyway. "onednn2" pads M to a
+  multiple of 2 instead of 4: a lone row does
   the work of 2, not 4, and every row was measured bit-identical to "onednn"'s (M = 1..1099 at
   SmolLM2's shapes, AVX-512 and AVX2, 1 and 2 threads). CPU_MATMUL_STRATEGY forces one.
 - A reduction with a single output and >= 32768 inputs is split across threads (two-pass), so
@@ -76,7 +82,7 @@ PACK_BATCH_HINT: int | None = None
 ONEDNN_TILES = {"onednn2": 2, "onednn": ONEDNN_ROW_TILE}
 
 
-def _onednn_linear_available() -> bool:
+def onednn_linear_available() -> bool:
     try:
         return bool(torch.backends.mkldnn.is_available()) and hasattr(
             torch.ops.mkldnn, "_linear_pointwise"
@@ -95,7 +101,7 @@ STRATEGIES = ("onednn2", "onednn", "pad", "tiles")
 #: see the module docstring); any other instruction set takes AVX2's order
 PREFERENCE = {
     "avx512": ("onednn2", "onednn", "tiles", "pad"),
-    "avx2": ("pad", "onednn2", "onednn", "tiles"),
+    "avx2": ("onednn2", "onednn", "pad", "tiles"),
 }
 #: rows the self-check compares: each M below, and windows moved to the front
 SELF_CHECK_ROWS = (*range(1, 17), 24, 33, 40)
@@ -103,6 +109,8 @@ SELF_CHECK_ROWS = (*range(1, 17), 24, 33, 40)
 _chosen: dict[tuple[torch.dtype, int, int, bool], str] = {}
 #: tail-safe elementwise ops pad to a multiple of this many elements (x threads): 2 vectors
 ELEMENTWISE_BLOCK = 64
+#: ATen's CPU grain size: a reduction of one output over fewer inputs runs on one thread
+ATEN_GRAIN_SIZE = 32768
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -211,7 +219,7 @@ def cpu_isa() -> str:
 def candidates(dtype: torch.dtype, isa: str | None = None) -> list[str]:
     """The strategies that can run `dtype` here, in the order the self-check tries them (the
     PREFERENCE of `isa`, default this machine's)."""
-    onednn = dtype == torch.float32 and _onednn_linear_available()
+    onednn = dtype == torch.float32 and onednn_linear_available()
     order = PREFERENCE.get(isa or cpu_isa(), PREFERENCE["avx2"])
     return [s for s in order if onednn or s not in ONEDNN_TILES]
 
@@ -326,8 +334,16 @@ def mean_dim(
     r = 1
     for d in kept:
         r *= x.shape[d]
-    if r >= 2 and x.is_contiguous() and dims == list(range(len(kept), x.dim())):
+    if (
+        (r >= 2 or n < ATEN_GRAIN_SIZE)
+        and x.is_contiguous()
+        and dims == list(range(len(kept), x.dim()))
+    ):
         # Already [R, N] rows in memory (RMSNorm's mean over the hidden dim): reduce in place.
+        # A single row is safe too while it is shorter than ATen's grain size (only then is
+        # it split across threads): measured bit-equal to the same row in a batch of 16 for
+        # N = 1..32768, fp32 / bf16 / fp16, 1 and 2 threads; a decode step alone (R = 1)
+        # then skips the copy into two rows (RMSNorm 52 -> ~30 us a call).
         total = torch.sum(x, dim=dims, keepdim=keepdim, dtype=out_dtype)
         return total.div_(n)
     rows = x.permute(*kept, *dims).reshape(r, n)  # [R, N]; a copy only if not already so
@@ -376,10 +392,14 @@ def softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
     return _lastdim_call(x, dim, torch.ops.aten._softmax.out, half_to_float)
 
 
-def _tail_safe(op_out: Any) -> Any:
-    """An elementwise aten op run with no element in a scalar tail (see module docstring)."""
+def _tail_safe(op_out: Any, exact: tuple[torch.dtype, ...] = ()) -> Any:
+    """An elementwise aten op run with no element in a scalar tail (see module docstring).
+    `exact`: dtypes whose vector and scalar formulas are the same IEEE operations (fp32
+    rsqrt is 1 / sqrt both ways, each correctly rounded), which need no padding."""
 
     def kernel(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if x.dtype in exact:
+            return op_out(x, **kwargs, out=torch.empty_like(x))
         n = x.numel()
         # Each thread's share of a parallel loop has its own tail, hence the thread count.
         block = ELEMENTWISE_BLOCK * max(1, torch.get_num_threads())
@@ -395,7 +415,7 @@ def _tail_safe(op_out: Any) -> Any:
 silu = _tail_safe(torch.ops.aten.silu.out)
 sigmoid = _tail_safe(torch.ops.aten.sigmoid.out)
 gelu = _tail_safe(torch.ops.aten.gelu.out)
-rsqrt = _tail_safe(torch.ops.aten.rsqrt.out)
+rsqrt = _tail_safe(torch.ops.aten.rsqrt.out, exact=(torch.float32, torch.float64))
 
 
 def _flash_attention(

@@ -2,7 +2,7 @@
 
     lab bench sweep [--backend hf|vllm] [--max-tokens 16]
     lab bench backends [--backends hf,vllm] [--max-tokens 64] [--dtype fp32]
-    lab bench roof [--backends vllm,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
+    lab bench roof [--backends vllm,vllm-compiled,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
     lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e]
     lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
     lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32]
@@ -86,11 +86,14 @@ def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtyp
 
 
 @bench_group.command("roof")
-@click.option("--backends", default="vllm,hf", show_default=True)
+@click.option(
+    "--backends", default="vllm,vllm-compiled,hf", show_default=True,
+    help="Paths to time: vllm, vllm-compiled (torch.compile; starts slower), hf.",
+)  # fmt: skip
 @click.option("--cases", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option(
     "--max-num-seqs", type=click.IntRange(min=1), default=None,
     help="Rows decoded together (default: all cases x k at once).",
@@ -103,12 +106,12 @@ def bench_roof_cmd(obj: dict[str, Any], backends: str, as_json: bool, **options:
     """k-sampling tokens/s per backend as a fraction of this machine's roof (matmul peak /
     the model's FLOPs per generated token)."""
     from lab.backends import close_all
-    from lab.bench.roof import bench_roof, format_roof
+    from lab.bench.roof import PATHS, bench_roof, format_roof
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
-    unknown = sorted(set(names) - {"hf", "vllm"})
+    unknown = sorted(set(names) - set(PATHS))
     if not names or unknown:
-        raise LabError(f"--backends: give hf and/or vllm, got {backends!r}")
+        raise LabError(f"--backends: give any of {', '.join(PATHS)}, got {backends!r}")
     try:
         result = bench_roof(names, cache_dir=obj["cache_dir"], **options)
     finally:

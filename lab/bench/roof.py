@@ -1,7 +1,9 @@
 """How close k-sampling comes to what this machine can do: tokens/s as a fraction of a roof.
 
-The roof is this machine's fp32 matmul peak (torch.mm on square matrices, with the threads
-torch is configured to use) divided by the FLOPs a model needs per generated token, counted
+The roof is this machine's fp32 matmul peak (the faster of torch.mm, MKL's GEMM in the CPU
+build, and oneDNN's packed linear, which vLLM's CPU matmuls use, on square matrices with the
+threads torch is configured to use: on an AMD EPYC oneDNN reaches ~225 GFLOP/s where MKL stops
+at ~197) divided by the FLOPs a model needs per generated token, counted
 from its config.json: the non-embedding matmuls (attention projections and the MLP, per layer),
 the LM head (hidden x vocabulary; tied or not, it is computed), and attention's score and
 value products at the workload's mean context. For SmolLM2-135M that is about 212 + 57 + 4
@@ -11,25 +13,32 @@ machinery all count against the fraction: they are the work a perfect engine wou
 The workload is the lab's n-of-k path (`lab sample`): C bundled cases x k samples, T=0.7,
 each case with its own base seed, through each backend's best path: vLLM with n=k, prefix
 caching and the backend's KV block size (32 tokens on the CPU), all rows in one continuous
-batch; transformers with one prefill per case expanded to k rows, all rows in one decode
-batch. `--max-num-seqs 64` measures the lab's default batch instead. Backends alternate
+batch; the same through vLLM's compiled path (`vllm-compiled`: `lab sample --compiled`,
+torch.compile's fused kernels; its start, compile included, is printed, and whether it draws
+the same samples as the eager engine: compiled kernels round differently, so it need not); and
+transformers with one prefill per case expanded to k rows, all rows in one decode batch.
+`--max-num-seqs 64` measures the lab's default batch instead. `vllm-compiled` runs in a child
+process (one process holds one vLLM engine). Backends alternate
 round by round (best of the rounds each), and the matmul peak is measured before and after.
 `--profile` runs one more round per backend under torch.profiler and says where the time goes
 (matmuls, attention, sampling and logprobs, other operators, and time outside operators:
 Python, the scheduler, the KV cache bookkeeping).
 
-    lab bench roof [--backends vllm,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
+    lab bench roof [--backends vllm,vllm-compiled,hf] [--cases 8 --k 32 --max-tokens 32]
+                   [--profile]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.bench.workers import EngineWorker
 from lab.errors import LabError
 
 #: operator-name fragments -> profile category (first match wins; lower case)
@@ -109,30 +118,49 @@ def model_flops(config: dict[str, Any], model: str = "model") -> ModelFlops:
     )
 
 
-def matmul_peak(
+def matmul_peaks(
     device: str = "cpu", sizes: tuple[int, ...] = (1024, 2048), repeats: int = 7
-) -> float:
-    """Best fp32 torch.mm GFLOP/s over `sizes` (square) and `repeats`, with the threads torch
-    uses. Each timing is short (~0.1 s), so the best of many catches a moment the cores were
-    free on a shared machine."""
+) -> dict[str, float]:
+    """Best fp32 GFLOP/s over `sizes` (square) and `repeats`, with the threads torch uses, per
+    GEMM: "torch.mm", and on a CPU whose torch has it "oneDNN" (its packed linear, the kernel
+    vLLM's CPU matmuls and the lab's batch-invariant ones call). Each timing is short (~0.1 s),
+    so the best of many catches a moment the cores were free on a shared machine."""
     import torch
 
-    best = 0.0
+    from lab.kernels.cpu import onednn_linear_available
+
+    best: dict[str, float] = {}
     for n in sizes:
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
         out = torch.empty(n, n, device=device)
-        torch.mm(a, b, out=out)  # warm-up
+        gemms = {"torch.mm": functools.partial(torch.mm, a, b, out=out)}
+        if not device.startswith("cuda") and onednn_linear_available():
+            packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), None)
+            gemms["oneDNN"] = functools.partial(
+                torch.ops.mkldnn._linear_pointwise, a, packed, None, "none", [], ""
+            )
         calls = max(1, int(1.5e10 // (2 * n**3)))
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for _ in range(calls):
-                torch.mm(a, b, out=out)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds = (time.perf_counter() - started) / calls
-            best = max(best, 2 * n**3 / seconds / 1e9)
+        for _ in range(repeats):  # the GEMMs alternate, so a busy moment hits each alike
+            for name, gemm in gemms.items():
+                gemm()  # warm-up (and, the first time, oneDNN's kernel creation)
+                started = time.perf_counter()
+                for _ in range(calls):
+                    gemm()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                seconds = (time.perf_counter() - started) / calls
+                best[name] = max(best.get(name, 0.0), 2 * n**3 / seconds / 1e9)
     return best
+
+
+def matmul_peak(device: str = "cpu") -> float:
+    """The fastest GEMM's fp32 GFLOP/s here (see matmul_peaks)."""
+    return max(matmul_peaks(device).values())
+
+
+#: the paths `lab bench roof` can time: backend name -> (lab backend, vLLM compiled)
+PATHS = {"vllm": ("vllm", False), "vllm-compiled": ("vllm", True), "hf": ("hf", False)}
 
 
 @dataclass
@@ -147,6 +175,11 @@ class PathResult:
     rounds_s: list[float] = field(default_factory=list)
     profile: dict[str, float] = field(default_factory=dict)
     top_ops: list[tuple[str, float]] = field(default_factory=list)
+    #: seconds from asking for the engine to its first answer (load, compile, warm-up)
+    start_s: float = 0.0
+    #: vllm-compiled: how many of the samples differ from the eager engine's (None: not run)
+    samples_differ: int | None = None
+    samples: int = 0
 
     @property
     def tok_per_s(self) -> float:
@@ -161,6 +194,8 @@ class RoofResult:
     context: float
     workload: str
     paths: list[PathResult]
+    #: GEMM -> its best fp32 GFLOP/s here (peak_gflops is the largest)
+    peaks: dict[str, float] = field(default_factory=dict)
 
     @property
     def flops_per_token(self) -> float:
@@ -174,6 +209,7 @@ class RoofResult:
         return {
             "machine": self.machine,
             "peak_gflops": self.peak_gflops,
+            "peaks_gflops": self.peaks,
             "flops": dataclasses.asdict(self.flops),
             "mean_context": self.context,
             "flops_per_token": self.flops_per_token,
@@ -233,7 +269,7 @@ def bench_roof(
     cases: int = 8,
     k: int = 32,
     max_tokens: int = 32,
-    rounds: int = 2,
+    rounds: int = 3,
     max_num_seqs: int | None = None,
     profile: bool = False,
     model: str = "smollm2-135m-instruct",
@@ -258,51 +294,97 @@ def bench_roof(
     sampling = sampling_config(config, config.seed)
     seqs = max_num_seqs or len(requests) * k  # every row in one batch
     machine = machine_record()
-    peak = matmul_peak(device)
-    engines = {}
-    settings = {}
-    for name in backends:
-        engine = EngineConfig(
-            backend=name, model=model, device=device, max_num_seqs=seqs,
-            prefix_caching=name == "vllm",
-        )  # fmt: skip
-        engines[name] = load_backend(engine, cache_dir)
-        engines[name].generate(requests[:1], dataclasses.replace(sampling, n=2, max_tokens=4))
-        if name == "vllm":
-            block = getattr(engines[name], "engine_record", {}).get("kv_block_size")
-            settings[name] = f"n={k}, prefix caching, {block}-token KV blocks, {seqs} seqs"
-        else:
-            settings[name] = f"one prefill per case, {seqs} rows per pass"
-    results = {name: PathResult(name, settings[name], 0, float("inf")) for name in backends}
-    prompt_tokens: list[int] = []
-    lengths: list[int] = []
-    for r in range(rounds):
-        order = backends[r % len(backends) :] + backends[: r % len(backends)]
-        for name in order:
+    peaks = matmul_peaks(device)
+    engines: dict[str, Any] = {}
+    results: dict[str, PathResult] = {}
+    warm_up = dataclasses.replace(sampling, n=2, max_tokens=4)
+    try:
+        for name in backends:
+            backend, compiled = PATHS[name]
+            engine = EngineConfig(
+                backend=backend, model=model, device=device, max_num_seqs=seqs,
+                prefix_caching=backend == "vllm", enforce_eager=not compiled,
+            )  # fmt: skip
             started = time.perf_counter()
-            gens = engines[name].generate(requests, sampling)
-            seconds = time.perf_counter() - started
-            result = results[name]
-            result.rounds_s.append(seconds)
-            if seconds < result.seconds:
-                result.seconds = seconds
-                result.tokens = sum(len(g.output_token_ids) for g in gens)
-            prompt_tokens = [len(g.prompt_token_ids) for g in gens]
-            lengths = [len(g.output_token_ids) for g in gens]
-    # mean context of a generated token: its prompt plus the tokens before it
+            if compiled:  # a second vLLM engine: in its own process (bench.workers)
+                engines[name] = EngineWorker(engine, cache_dir)
+                engines[name].generate(requests[:1], warm_up)
+                record = engines[name].engine_record
+            else:
+                engines[name] = load_backend(engine, cache_dir)
+                engines[name].generate(requests[:1], warm_up)
+                record = getattr(engines[name], "engine_record", {})
+            if backend == "vllm":
+                settings = (
+                    f"n={k}, prefix caching, {record.get('kv_block_size')}-token KV blocks, "
+                    f"{seqs} seqs{', compiled' if compiled else ''}"
+                )
+            else:
+                settings = f"one prefill per case, {seqs} rows per pass"
+            results[name] = PathResult(
+                name, settings, 0, float("inf"), start_s=time.perf_counter() - started
+            )
+        outputs: dict[str, list[list[int]]] = {}
+        prompt_tokens: list[int] = []
+        lengths: list[int] = []
+        for r in range(rounds):
+            order = backends[r % len(backends) :] + backends[: r % len(backends)]
+            for name in order:
+                seconds, tokens, prompt_tokens = _timed_generate(engines[name], requests, sampling)
+                outputs[name] = tokens
+                result = results[name]
+                result.rounds_s.append(seconds)
+                if seconds < result.seconds:
+                    result.seconds = seconds
+                    result.tokens = sum(len(t) for t in tokens)
+                lengths = [len(t) for t in tokens]
+        if "vllm" in outputs and "vllm-compiled" in outputs:
+            pairs = list(zip(outputs["vllm"], outputs["vllm-compiled"], strict=True))
+            results["vllm-compiled"].samples = len(pairs)
+            results["vllm-compiled"].samples_differ = sum(a != b for a, b in pairs)
+        if profile:
+            for name in backends:
+                if isinstance(engines[name], EngineWorker):
+                    continue  # its engine is in another process: torch.profiler cannot see it
+                shares, ops, _ = _profile(
+                    lambda name=name: engines[name].generate(requests, sampling)
+                )
+                results[name].profile, results[name].top_ops = shares, ops
+    finally:
+        for engine in engines.values():
+            if isinstance(engine, EngineWorker):
+                engine.close()
+    # mean context of a generated token: its prompt plus the tokens before it (every row of a
+    # case shares its prompt; the last round's lengths)
     context = sum(p * n + n * (n - 1) / 2 for p, n in zip(prompt_tokens, lengths, strict=True))
     context /= max(1, sum(lengths))
-    if profile:
-        for name in backends:
-            shares, ops, _ = _profile(lambda name=name: engines[name].generate(requests, sampling))
-            results[name].profile, results[name].top_ops = shares, ops
-    peak = max(peak, matmul_peak(device))
+    for name, value in matmul_peaks(device).items():
+        peaks[name] = max(peaks.get(name, 0.0), value)
     machine["load_average_after"] = os.getloadavg()[0]
     workload = (
         f"{len(requests)} bundled cases x k={k}, at most {max_tokens} tokens, T="
         f"{config.temperature}, per-case seeds"
     )
-    return RoofResult(machine, peak, flops, context, workload, [results[n] for n in backends])
+    return RoofResult(
+        machine, max(peaks.values()), flops, context, workload,
+        [results[n] for n in backends], peaks=peaks,
+    )  # fmt: skip
+
+
+def _timed_generate(
+    engine: Any, requests: list[Any], sampling: Any
+) -> tuple[float, list[list[int]], list[int]]:
+    """(seconds, each sample's output tokens, each sample's prompt length), in order, of one
+    call in process or in a worker (which times the call itself)."""
+    if isinstance(engine, EngineWorker):
+        seconds, records = engine.generate(requests, sampling)
+        pairs = [(r["output_token_ids"], r["prompt_token_ids"]) for r in records]
+    else:
+        started = time.perf_counter()
+        gens = engine.generate(requests, sampling)
+        seconds = time.perf_counter() - started
+        pairs = [(g.output_token_ids, g.prompt_token_ids) for g in gens]
+    return seconds, [list(out) for out, _ in pairs], [len(prompt) for _, prompt in pairs]
 
 
 def format_roof(result: RoofResult) -> str:
@@ -310,20 +392,29 @@ def format_roof(result: RoofResult) -> str:
     lines = [
         f"machine: {m['cpu']}, ISA {m['isa']} (torch), {m['threads']} threads, load average "
         f"{m['load_average']:.2f} -> {m['load_average_after']:.2f}",
-        f"matmul peak: {result.peak_gflops:.1f} GFLOP/s (fp32 torch.mm, best of before/after)",
+        f"matmul peak: {result.peak_gflops:.1f} GFLOP/s (fp32, the faster of "
+        + (" / ".join(f"{n} {g:.1f}" for n, g in result.peaks.items()) or "torch.mm")
+        + "; best of before/after)",
         f"model {f.model}: {result.flops_per_token / 1e6:.1f} MFLOP per generated token = "
         f"{f.non_embedding / 1e6:.1f} non-embedding matmuls + {f.lm_head / 1e6:.1f} LM head + "
         f"{f.attention_per_context * result.context / 1e6:.1f} attention at "
         f"{result.context:.0f} tokens of context",
         f"roof: {result.roof_tok_per_s:.0f} tok/s; workload: {result.workload}",
-        f"  {'backend':8} {'tokens':>7} {'best s':>8} {'tok/s':>8} {'of roof':>8}  path",
+        f"  {'backend':13} {'tokens':>7} {'best s':>8} {'tok/s':>8} {'of roof':>8} "
+        f"{'start s':>8}  path",
     ]
     for p in result.paths:
         lines.append(
-            f"  {p.backend:8} {p.tokens:>7} {p.seconds:>8.2f} {p.tok_per_s:>8.1f} "
-            f"{100 * p.tok_per_s / result.roof_tok_per_s:>7.1f}%  {p.settings} "
+            f"  {p.backend:13} {p.tokens:>7} {p.seconds:>8.2f} {p.tok_per_s:>8.1f} "
+            f"{100 * p.tok_per_s / result.roof_tok_per_s:>7.1f}% {p.start_s:>8.1f}  {p.settings} "
             f"(rounds: {', '.join(f'{s:.1f}' for s in p.rounds_s)} s)"
         )
+    for p in result.paths:
+        if p.samples_differ is not None:
+            lines.append(
+                f"  {p.backend}: {p.samples_differ} of {p.samples} samples differ from the eager "
+                f"engine's (same seeds){'' if p.samples_differ else ': token for token the same'}"
+            )
     for p in result.paths:
         if not p.profile:
             continue

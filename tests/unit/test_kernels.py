@@ -146,7 +146,7 @@ def test_the_self_check_agrees_with_a_full_check(
     """The self-check's verdict on a strategy is what a check of every row count finds: it
     never passes a strategy that moves rows here. (Which strategies pass is the machine's:
     "tiles" holds on the Xeon's AVX-512 MKL at this shape but not under MKL's AVX2 code path.)"""
-    if strategy.startswith("onednn") and not cpu_kernels._onednn_linear_available():
+    if strategy.startswith("onednn") and not cpu_kernels.onednn_linear_available():
         pytest.skip("this torch build has no oneDNN linear")
     verdict = cpu_kernels.rows_invariant(strategy, torch.float32, 576, 1536, True)
     monkeypatch.setattr(cpu_kernels, "CPU_MATMUL_STRATEGY", strategy)
@@ -159,12 +159,12 @@ def test_the_self_check_agrees_with_a_full_check(
 
 def test_the_preference_order_follows_the_instruction_set() -> None:
     """The self-check tries the strategies in an order set by the CPU's instruction set (a
-    fixed input, never a timing): oneDNN first on AVX-512, MKL's padded GEMM first on AVX2."""
-    onednn = cpu_kernels._onednn_linear_available()
+    fixed input, never a timing): oneDNN first, then MKL's padded GEMM before tiles on AVX2."""
+    onednn = cpu_kernels.onednn_linear_available()
     avx512 = cpu_kernels.candidates(torch.float32, "avx512")
     avx2 = cpu_kernels.candidates(torch.float32, "avx2")
     assert avx512 == (["onednn2", "onednn", "tiles", "pad"] if onednn else ["tiles", "pad"])
-    assert avx2 == (["pad", "onednn2", "onednn", "tiles"] if onednn else ["pad", "tiles"])
+    assert avx2 == (["onednn2", "onednn", "pad", "tiles"] if onednn else ["pad", "tiles"])
     assert cpu_kernels.candidates(torch.bfloat16, "avx512") == ["tiles", "pad"]  # fp32 only
     assert cpu_kernels.candidates(torch.float32, "vsx") == avx2  # another ISA: AVX2's order
     assert cpu_kernels.cpu_isa() in cpu_kernels.PREFERENCE

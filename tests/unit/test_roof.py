@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from lab.bench.roof import ModelFlops, PathResult, RoofResult, format_roof, model_flops
+from lab.bench.roof import (
+    ModelFlops,
+    PathResult,
+    RoofResult,
+    format_roof,
+    matmul_peaks,
+    model_flops,
+)
 from lab.errors import LabError
 
 SMOLLM2 = {
@@ -59,3 +66,28 @@ def test_the_fraction_of_the_roof() -> None:
     assert fraction == pytest.approx(200 / (100e9 / 2.6e8))
     text = format_roof(result)
     assert "ISA AVX2" in text and f"{100 * fraction:.1f}%" in text
+
+
+def test_the_roof_names_each_gemm_and_the_compiled_paths_samples() -> None:
+    flops = ModelFlops("m", non_embedding=2e8, lm_head=5e7, attention_per_context=1e5)
+    compiled = PathResult("vllm-compiled", "s, compiled", 1000, 4.0, [4.0], start_s=70.0,
+                          samples_differ=3, samples=256)  # fmt: skip
+    result = RoofResult(
+        machine={"cpu": "cpu", "isa": "AVX512", "threads": 2, "load_average": 0.1,
+                 "load_average_after": 0.2},
+        peak_gflops=225.0, flops=flops, context=100.0, workload="w",
+        paths=[PathResult("vllm", "s", 1000, 5.0, [5.0]), compiled],
+        peaks={"torch.mm": 197.0, "oneDNN": 225.0},
+    )  # fmt: skip
+    text = format_roof(result)
+    assert "the faster of torch.mm 197.0 / oneDNN 225.0" in text
+    assert "vllm-compiled: 3 of 256 samples differ" in text
+    assert result.to_dict()["peaks_gflops"] == {"torch.mm": 197.0, "oneDNN": 225.0}
+
+
+def test_matmul_peaks_times_torch_mm_and_onednn_where_torch_has_it() -> None:
+    from lab.kernels.cpu import onednn_linear_available
+
+    peaks = matmul_peaks("cpu", sizes=(64,), repeats=1)
+    expected = {"torch.mm", "oneDNN"} if onednn_linear_available() else {"torch.mm"}
+    assert set(peaks) == expected and all(g > 0 for g in peaks.values())
