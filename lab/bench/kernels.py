@@ -27,6 +27,11 @@ With the "onednn" matmul strategy (cpu.py; packed weights, M padded to a multipl
 320 rows, 0.56-0.66x at 8, 1.61x for a lone row; LM head 0.37x at 8 rows, 0.57x at 1. The
 mode is faster than stock here because oneDNN's packed GEMM beats MKL's on these shapes: the
 invariance itself costs the padding rows and the per-sequence attention.
+
+2026-12-01, quiet 2-core AMD EPYC (Zen 4, AVX-512), onednn2, after the single-row mean, fp32
+rsqrt and lone-sequence attention cuts: 8 prompts 0.76x, one prompt alone 0.92x; limited to
+AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2) 0.85x and
+0.96x (pad, AVX2's first choice before: 1.33x and 1.64x).
 """
 
 from __future__ import annotations

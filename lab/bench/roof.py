@@ -17,10 +17,12 @@ batch; the same through vLLM's compiled path (`vllm-compiled`: `lab sample --com
 torch.compile's fused kernels; its start, compile included, is printed, and whether it draws
 the same samples as the eager engine: compiled kernels round differently, so it need not); and
 transformers with one prefill per case expanded to k rows, all rows in one decode batch.
-`--max-num-seqs 64` measures the lab's default batch instead. `vllm-compiled` runs in a child
-process (one process holds one vLLM engine). Backends alternate
-round by round (best of the rounds each), and the matmul peak is measured before and after.
-`--profile` runs one more round per backend under torch.profiler and says where the time goes
+`--max-num-seqs 64` measures the lab's default batch instead. Each path runs alone, in its own
+child process (bench.workers), one after the other: start, warm-up, `rounds` timed calls (the
+best counts), then the engine is closed, so no path shares the machine with another loaded
+engine. The rounds of one path vary by up to 10% on a shared VM: compare paths within a run,
+and runs by their best. The matmul peak is measured before and after.
+`--profile` runs one more round per path under torch.profiler and says where the time goes
 (matmuls, attention, sampling and logprobs, other operators, and time outside operators:
 Python, the scheduler, the KV cache bookkeeping).
 
@@ -276,10 +278,10 @@ def bench_roof(
     cache_dir: str | None = None,
     device: str = "cpu",
 ) -> RoofResult:
-    """Measure the peak, run each backend's k-sampling path `rounds` times (alternating), and
+    """Measure the peak, run each backend's k-sampling path `rounds` times (each path alone), and
     relate its tokens/s to the roof."""
     from lab import models
-    from lab.backends import EngineConfig, load_backend
+    from lab.backends import EngineConfig
     from lab.cases.loaders import load_cases
     from lab.variance.config import SampleConfig
     from lab.variance.runner import case_seed, sampling_config
@@ -295,25 +297,21 @@ def bench_roof(
     seqs = max_num_seqs or len(requests) * k  # every row in one batch
     machine = machine_record()
     peaks = matmul_peaks(device)
-    engines: dict[str, Any] = {}
     results: dict[str, PathResult] = {}
+    outputs: dict[str, list[list[int]]] = {}
+    prompt_tokens: list[int] = []
+    lengths: list[int] = []
     warm_up = dataclasses.replace(sampling, n=2, max_tokens=4)
-    try:
-        for name in backends:
-            backend, compiled = PATHS[name]
-            engine = EngineConfig(
-                backend=backend, model=model, device=device, max_num_seqs=seqs,
-                prefix_caching=backend == "vllm", enforce_eager=not compiled,
-            )  # fmt: skip
-            started = time.perf_counter()
-            if compiled:  # a second vLLM engine: in its own process (bench.workers)
-                engines[name] = EngineWorker(engine, cache_dir)
-                engines[name].generate(requests[:1], warm_up)
-                record = engines[name].engine_record
-            else:
-                engines[name] = load_backend(engine, cache_dir)
-                engines[name].generate(requests[:1], warm_up)
-                record = getattr(engines[name], "engine_record", {})
+    for name in backends:  # one path at a time, alone, each in its own process
+        backend, compiled = PATHS[name]
+        engine = EngineConfig(
+            backend=backend, model=model, device=device, max_num_seqs=seqs,
+            prefix_caching=backend == "vllm", enforce_eager=not compiled,
+        )  # fmt: skip
+        started = time.perf_counter()
+        with EngineWorker(engine, cache_dir) as worker:
+            worker.generate(requests[:1], warm_up)
+            record = worker.engine_record
             if backend == "vllm":
                 settings = (
                     f"n={k}, prefix caching, {record.get('kv_block_size')}-token KV blocks, "
@@ -321,39 +319,24 @@ def bench_roof(
                 )
             else:
                 settings = f"one prefill per case, {seqs} rows per pass"
-            results[name] = PathResult(
+            result = results[name] = PathResult(
                 name, settings, 0, float("inf"), start_s=time.perf_counter() - started
             )
-        outputs: dict[str, list[list[int]]] = {}
-        prompt_tokens: list[int] = []
-        lengths: list[int] = []
-        for r in range(rounds):
-            order = backends[r % len(backends) :] + backends[: r % len(backends)]
-            for name in order:
-                seconds, tokens, prompt_tokens = _timed_generate(engines[name], requests, sampling)
-                outputs[name] = tokens
-                result = results[name]
+            for _ in range(rounds):
+                seconds, records = worker.generate(requests, sampling)
+                tokens = [list(r["output_token_ids"]) for r in records]
                 result.rounds_s.append(seconds)
                 if seconds < result.seconds:
-                    result.seconds = seconds
-                    result.tokens = sum(len(t) for t in tokens)
+                    result.seconds, result.tokens = seconds, sum(len(t) for t in tokens)
+                outputs[name] = tokens
+                prompt_tokens = [len(r["prompt_token_ids"]) for r in records]
                 lengths = [len(t) for t in tokens]
-        if "vllm" in outputs and "vllm-compiled" in outputs:
-            pairs = list(zip(outputs["vllm"], outputs["vllm-compiled"], strict=True))
-            results["vllm-compiled"].samples = len(pairs)
-            results["vllm-compiled"].samples_differ = sum(a != b for a, b in pairs)
-        if profile:
-            for name in backends:
-                if isinstance(engines[name], EngineWorker):
-                    continue  # its engine is in another process: torch.profiler cannot see it
-                shares, ops, _ = _profile(
-                    lambda name=name: engines[name].generate(requests, sampling)
-                )
-                results[name].profile, results[name].top_ops = shares, ops
-    finally:
-        for engine in engines.values():
-            if isinstance(engine, EngineWorker):
-                engine.close()
+            if profile:
+                result.profile, result.top_ops = worker.call(profile_generate, requests, sampling)
+    if "vllm" in outputs and "vllm-compiled" in outputs:
+        pairs = list(zip(outputs["vllm"], outputs["vllm-compiled"], strict=True))
+        results["vllm-compiled"].samples = len(pairs)
+        results["vllm-compiled"].samples_differ = sum(a != b for a, b in pairs)
     # mean context of a generated token: its prompt plus the tokens before it (every row of a
     # case shares its prompt; the last round's lengths)
     context = sum(p * n + n * (n - 1) / 2 for p, n in zip(prompt_tokens, lengths, strict=True))
@@ -371,20 +354,13 @@ def bench_roof(
     )  # fmt: skip
 
 
-def _timed_generate(
-    engine: Any, requests: list[Any], sampling: Any
-) -> tuple[float, list[list[int]], list[int]]:
-    """(seconds, each sample's output tokens, each sample's prompt length), in order, of one
-    call in process or in a worker (which times the call itself)."""
-    if isinstance(engine, EngineWorker):
-        seconds, records = engine.generate(requests, sampling)
-        pairs = [(r["output_token_ids"], r["prompt_token_ids"]) for r in records]
-    else:
-        started = time.perf_counter()
-        gens = engine.generate(requests, sampling)
-        seconds = time.perf_counter() - started
-        pairs = [(g.output_token_ids, g.prompt_token_ids) for g in gens]
-    return seconds, [list(out) for out, _ in pairs], [len(prompt) for _, prompt in pairs]
+def profile_generate(
+    backend: Any, requests: list[Any], sampling: Any
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """One backend.generate under torch.profiler: (share of wall time per category, the
+    heaviest operators); run inside the engine's worker (EngineWorker.call)."""
+    shares, ops, _ = _profile(lambda: backend.generate(requests, sampling))
+    return shares, ops
 
 
 def format_roof(result: RoofResult) -> str:

@@ -36,7 +36,11 @@ def _serve(config: EngineConfig, cache_dir: str | None, conn: Any) -> None:
             message = conn.recv()
             if message is None:
                 break
-            requests, sampling = message
+            if message[0] == "call":  # ("call", fn, args): fn(backend, *args), fn importable
+                _, fn, args = message
+                conn.send(("ok", fn(backend, *args)))
+                continue
+            _, requests, sampling = message
             started = time.perf_counter()
             records = backend.generate(requests, sampling)
             seconds = time.perf_counter() - started
@@ -73,9 +77,15 @@ class EngineWorker:
         self, requests: list[Request], sampling: SamplingConfig
     ) -> tuple[float, list[dict[str, Any]]]:
         """(seconds inside backend.generate, the records as dicts)."""
-        self._conn.send((requests, sampling))
+        self._conn.send(("generate", requests, sampling))
         seconds, records = self._answer()
         return float(seconds), records
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """fn(the child's backend, *args), run in the child; fn must be a module-level
+        function (it is pickled by name) and its result picklable (e.g. a profile of a call)."""
+        self._conn.send(("call", fn, args))
+        return self._answer()
 
     def close(self) -> None:
         if self._process.is_alive():

@@ -1,5 +1,6 @@
 """lab.bench.workers: a backend in a spawned child answers generate calls with the same records
-as the same backend in this process, reports its engine record, and a failure in the child
+as the same backend in this process, runs a function against its backend (a profile), reports
+its engine record, and a failure in the child
 comes back as a LabError (no hang). A tiny random Llama through the hf backend: seconds.
 
     .venv/bin/python -m pytest -q tests/model/test_bench_workers.py
@@ -13,6 +14,7 @@ import pytest
 
 from lab.backends import EngineConfig, Request, SamplingConfig
 from lab.backends.hf import HFBackend
+from lab.bench.roof import profile_generate
 from lab.bench.workers import EngineWorker
 from lab.errors import LabError
 from lab.tinymodels import SMALL_SHAPE, build_causal_lm
@@ -28,7 +30,10 @@ def test_a_worker_generates_what_this_process_does(tmp_path: Path) -> None:
     here = HFBackend(config).generate(requests, sampling)
     with EngineWorker(config) as worker:
         seconds, records = worker.generate(requests, sampling)
+        # a module-level function runs in the child against its backend (a profiled call)
+        shares, ops = worker.call(profile_generate, requests, sampling)
     assert seconds > 0
+    assert shares["matmul"] > 0 and any("mm" in op for op, _ in ops)
     assert [r["output_token_ids"] for r in records] == [g.output_token_ids for g in here]
     assert [r["seed"] for r in records] == [g.seed for g in here]
 
