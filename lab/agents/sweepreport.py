@@ -45,15 +45,6 @@ def read_config(root: Path) -> SweepConfig:
         raise LabError(f"{path}: not a readable sweep config ({exc!r})") from None
 
 
-def is_agent_sweep(run_dir: str | Path) -> bool:
-    """Whether a sweep run directory holds an agent sweep (its config has cases:)."""
-    path = Path(run_dir) / SWEEP_CONFIG
-    try:
-        return json.loads(path.read_text()).get("agents") is not None
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
-
-
 def compare_case(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """One case's trajectory in a cell against the reference cell's."""
     row = split(ref, other)

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lab.determinism.agentsource import refuse_agent_sweep
 from lab.determinism.cells import base_id, outputs_of
 from lab.determinism.config import AXES, DEFAULT_AXES
 from lab.determinism.divergence import compare
@@ -51,6 +52,7 @@ class Sweep:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.name = root.name
+        refuse_agent_sweep(root, "lab compare", "single-turn sweeps and n-of-k runs")
         config_path = root / "sweep_config.json"
         try:
             self.config = json.loads(config_path.read_text())

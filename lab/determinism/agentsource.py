@@ -19,6 +19,7 @@ only; the environments' code is imported when the sweep starts (lab.agents.sweep
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,23 @@ def parse_agent_cases(source: str, data: dict[str, Any], base_dir: Path | None) 
 def agent_cases_from_dict(raw: dict[str, Any] | None) -> AgentCases | None:
     """The AgentCases a run directory's sweep_config.json holds (None: a prompt sweep)."""
     return None if raw is None else AgentCases(**raw)
+
+
+def is_agent_sweep(run_dir: str | Path) -> bool:
+    """Whether a sweep run directory holds an agent sweep (its sweep_config.json has agents)."""
+    path = Path(run_dir) / "sweep_config.json"
+    try:
+        return json.loads(path.read_text()).get("agents") is not None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def refuse_agent_sweep(run_dir: str | Path, command: str, what: str) -> None:
+    """LabError (one line) when `run_dir` holds an agent sweep, which `command` cannot read:
+    it works on `what`; the agent sweep's own report compares its cells."""
+    if is_agent_sweep(run_dir):
+        raise LabError(
+            f"{run_dir}: an agent sweep; {command} works on {what}. Its own report compares "
+            f"every cell with the reference and each pair differing in one axis, with the "
+            f"margins where trajectories split: lab report {run_dir}"
+        )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.backends.base import Generation
+from lab.determinism.agentsource import refuse_agent_sweep
 from lab.determinism.cells import base_id, cell_of, outputs_of
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import reference_cell, varying_axes
@@ -39,6 +40,7 @@ def load_source(path: str | Path) -> FragilitySource:
     root = Path(path)
     if root.is_dir():
         if (root / "sweep_config.json").is_file():
+            refuse_agent_sweep(root, "lab fragility", "single-turn sweeps, runs and records")
             source = _sweep_source(root)
         elif (root / "cases.json").is_file():
             source = _sample_source(root)

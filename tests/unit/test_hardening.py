@@ -6,6 +6,8 @@
 4. A sweep `name` with a path in it (runs/<name> would leave runs/) is refused at load.
 5. `lab load` shows a server's error text with its control characters made visible.
 6. Untrusted values inline in HTML running text sit in <bdi> (a U+202E cannot reorder the line).
+7. `lab compare` and `lab fragility` refuse an agent sweep in one line (compare said "no shared
+   prompt").
 
 Pure logic, no model: `lab.cli.main` in process (argv patched), a stdlib HTTP server on
 127.0.0.1 for `lab load`, the real renderers on small synthetic inputs.
@@ -376,3 +378,23 @@ def test_shift_report_isolates_least_covered_inputs() -> None:
         "method": {"seed": 0},
     }
     assert f"<li>(0.25) {isolated(EVIL)}</li>" in html_page(report)
+
+
+# --- 7. lab compare / lab fragility: an agent sweep ---------------------------------------------
+
+
+def test_compare_and_fragility_refuse_an_agent_sweep_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = make_sweep(tmp_path / "a", {1: SAME})
+    b = make_sweep(tmp_path / "b", {1: SAME})
+    config = json.loads((b / "sweep_config.json").read_text())
+    config["agents"] = {"source": "bundled:agents"}  # what an agent sweep's config carries
+    (b / "sweep_config.json").write_text(json.dumps(config))
+    code, err = lab(monkeypatch, capsys, "compare", str(a), str(b), "--out", str(tmp_path / "o"))
+    assert code == 2  # was: "no shared prompt", as if the sweeps had nothing in common
+    one_error(err, str(b), "an agent sweep; lab compare works on single-turn sweeps")
+    assert f"lab report {b}" in err and not (tmp_path / "o").exists()
+    code, err = lab(monkeypatch, capsys, "fragility", str(b))
+    assert code == 2
+    one_error(err, str(b), "an agent sweep; lab fragility works on single-turn")
