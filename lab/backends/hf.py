@@ -3,7 +3,9 @@
 Our own decode loop instead of `model.generate`, because the science needs things generate does
 not give: one explicit `torch.Generator` per sample (reproducible sampling under a seed, no
 global RNG), the logprobs of the distribution actually sampled from, and n samples that share
-one prefill (the KV cache is expanded, not recomputed).
+one prefill (the KV cache is expanded, not recomputed). Requests of one call with the same
+prompt tokens share one prefill too (an agent run's k trajectories of a case all start from
+the case's first prompt): the cache rows are gathered, not recomputed.
 
 `dtype: layercast` stores the weights in bf16 and computes every layer in fp32
 (lab/backends/layercast.py).
@@ -262,8 +264,16 @@ class HFBackend(Backend):
         rows = len(chunk) * n
         started = time.perf_counter()
         with self._kernel_mode(), torch.inference_mode():
-            logits, cache, mask, positions = self.prefill([ids for _, ids in chunk])
-            if n > 1:  # one prefill per prompt, the cache expanded to n rows
+            distinct: dict[tuple[int, ...], int] = {}  # prompt tokens -> its prefill row
+            source = [distinct.setdefault(tuple(ids), len(distinct)) for _, ids in chunk]
+            logits, cache, mask, positions = self.prefill([list(ids) for ids in distinct])
+            if len(distinct) < len(chunk):  # repeated prompts: gather each request's n rows
+                index = torch.tensor([row for row in source for _ in range(n)], device=self.device)
+                logits = logits.index_select(0, index)
+                cache.batch_select_indices(index)
+                mask = mask.index_select(0, index)
+                positions = positions.index_select(0, index)
+            elif n > 1:  # one prefill per prompt, the cache expanded to n rows
                 logits = logits.repeat_interleave(n, dim=0)
                 cache.batch_repeat_interleave(n)
                 mask = mask.repeat_interleave(n, dim=0)
