@@ -342,8 +342,10 @@ def mean_dim(
         # Already [R, N] rows in memory (RMSNorm's mean over the hidden dim): reduce in place.
         # A single row is safe too while it is shorter than ATen's grain size (only then is
         # it split across threads): measured bit-equal to the same row in a batch of 16 for
-        # N = 1..32768, fp32 / bf16 / fp16, 1 and 2 threads; a decode step alone (R = 1)
-        # then skips the copy into two rows (RMSNorm 52 -> ~30 us a call).
+        # every N from 1 to 199 and 255, 256, 257, 576, 577, 1000, 1536, 2048, 4095-4097,
+        # 8191, 16384, 32767, 32768 (40000 and 49152 differ), fp32 / bf16 / fp16, 1 and 2
+        # threads; a decode step alone (R = 1) then skips the copy into two rows (its mean
+        # 25 -> 12 us a call).
         total = torch.sum(x, dim=dims, keepdim=keepdim, dtype=out_dtype)
         return total.div_(n)
     rows = x.permute(*kept, *dims).reshape(r, n)  # [R, N]; a copy only if not already so
