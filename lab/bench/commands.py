@@ -3,7 +3,7 @@
     lab bench sweep [--backend hf|vllm] [--max-tokens 16]
     lab bench backends [--backends hf,vllm] [--max-tokens 64] [--dtype fp32]
     lab bench roof [--backends vllm,vllm-compiled,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
-    lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e]
+    lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e] [--avx2]
     lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
     lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32]
     lab bench ray [--max-tokens 16] [--part all|sweep|replicas]
@@ -162,6 +162,11 @@ def bench_agents_cmd(
     "--strategies/--no-strategies", default=True, show_default=True,
     help="CPU: also time the linears and generation with each matmul strategy forced.",
 )  # fmt: skip
+@click.option(
+    "--avx2", is_flag=True,
+    help="CPU: then the same bench again with torch, oneDNN and MKL limited to AVX2 (a child "
+    "process), as an AVX2-only CPU would choose and pay.",
+)  # fmt: skip
 @click.pass_obj
 def bench_kernels_cmd(
     obj: dict[str, Any],
@@ -173,6 +178,7 @@ def bench_kernels_cmd(
     dtype: str,
     model: str,
     strategies: bool,
+    avx2: bool,
 ) -> None:
     """Cost of the batch-invariant kernels: each operator and generation, on/off ratios."""
     from lab.backends.base import canonical_dtype
@@ -186,6 +192,8 @@ def bench_kernels_cmd(
     from lab.devices import resolve_device, torch_dtype
 
     resolved = resolve_device(device)  # LabError (exit 2) for cuda without a GPU
+    if avx2 and resolved.startswith("cuda"):
+        raise LabError("--avx2 limits the CPU's kernels: use it with --device cpu")
     canonical = canonical_dtype(dtype)
     names = strategy_names(resolved, torch_dtype(canonical)) if strategies else ()
     if not resolved.startswith("cuda"):
@@ -196,6 +204,14 @@ def bench_kernels_cmd(
             prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical, names
         )
     click.echo(format_bench(timings))
+    if avx2:
+        from lab.bench.kernels import rerun_limited_to_avx2
+
+        click.echo("\nthe same, with torch, oneDNN and MKL limited to AVX2 (a child process):")
+        args = ["--prompts", prompts, "--max-tokens", max_tokens, "--repeats", repeats]
+        args += ["--dtype", dtype, "--model", model, "--e2e" if e2e else "--no-e2e"]
+        args += ["--strategies" if strategies else "--no-strategies"]
+        rerun_limited_to_avx2([str(a) for a in args], obj["cache_dir"])
 
 
 @bench_group.command("layercast")

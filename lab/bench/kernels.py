@@ -6,7 +6,7 @@ least disturbed). Operator shapes are SmolLM2-135M's: a decode step of 8 rows (a
 a prompt alone), a prefill of 8 prompts x 40 tokens. End to end: greedy generation with the
 hf backend, fp32, 8 chat prompts x 32 new tokens in one batch, and one prompt alone.
 
-    lab bench kernels [--prompts 8 --max-tokens 32 --repeats 3 --no-e2e]
+    lab bench kernels [--prompts 8 --max-tokens 32 --repeats 3 --no-e2e] [--avx2]
     .venv/bin/python scripts/bench_kernels.py
 
 Measured 2026-11-27 on the 2-core AMD EPYC (AVX-512), torch 2.13.0+cpu, 2 threads, with other
@@ -268,6 +268,33 @@ def bench_generation(
     finally:
         for engine in engines.values():
             engine.close()
+
+
+#: what limits torch's CPU kernels, oneDNN and MKL to AVX2 on an AVX-512 machine (read once,
+#: when each library starts: hence a child process)
+AVX2_ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
+def rerun_limited_to_avx2(bench_args: list[str], cache_dir: str | None) -> None:
+    """`lab bench kernels BENCH_ARGS` in a child process with AVX2_ENVIRONMENT set (its output
+    goes straight to this one's); LabError when it fails."""
+    import os
+    import subprocess
+    import sys
+
+    from lab.errors import LabError
+
+    command = [sys.executable, "-m", "lab.cli"]
+    if cache_dir:
+        command += ["--cache-dir", cache_dir]
+    command += ["bench", "kernels", *bench_args]
+    done = subprocess.run(command, env=os.environ | AVX2_ENVIRONMENT, check=False)
+    if done.returncode:
+        raise LabError(f"the AVX2-limited bench exited with {done.returncode} (see above)")
 
 
 def format_bench(timings: list[Timing]) -> str:

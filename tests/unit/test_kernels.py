@@ -546,3 +546,21 @@ def test_probe_command() -> None:
     assert "mean" in result.output and "DIFFERS" in result.output and "bitwise" in result.output
     result = CliRunner().invoke(cli, ["probe", "--op", "nope"])
     assert result.exit_code != 0
+
+
+def test_bench_kernels_avx2_reruns_the_bench_limited_to_avx2() -> None:
+    """`lab bench kernels --avx2`: the operators timed here, then again in a child process
+    whose torch, oneDNN and MKL are limited to AVX2 (its self-check line says AVX2 and the
+    AVX2 preference order). Timings are printed, never asserted."""
+    import subprocess
+    import sys
+
+    args = ["bench", "kernels", "--no-e2e", "--no-strategies", "--repeats", "1", "--avx2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    here, marker, limited = out.stdout.partition("limited to AVX2 (a child process):")
+    assert marker and "linear 576->1536, 1 row (alone)" in here
+    assert "CPU AVX2 (preference order avx2: " in limited
+    assert "linear 576->1536, 1 row (alone)" in limited
