@@ -7,10 +7,12 @@
     lab quickstart               the main job: sweep, kernels off / on, n-of-k report
     lab probe                    which operators are batch-invariant here
 
-Every other command lives beside its capability, in that package's commands.py (determinism,
+Every other command lives in lab/commands/, one module per capability (determinism,
 variance, comparison, longtail, serving, bench), as a plain `@click.command` listed in its
 COMMANDS; COMMANDS below adds them all to the group, so one list shows every command. A new
-command goes in its package's commands.py and COMMANDS, never onto `cli` directly. Command
+command goes in its capability's module there and its COMMANDS, never onto `cli` directly.
+They sit in the cli layer, not inside the capability packages, because a command may join
+capabilities (`lab sample` runs agent or n-of-k cases, `lab sweep` on Ray or not). Command
 bodies import the library lazily: `lab --help` loads no engine stack.
 
 Exit codes: 0 success, 2 usage or input error (one line naming what was wrong).
@@ -25,12 +27,12 @@ from typing import Any
 
 import click
 
-import lab.bench.commands
-import lab.comparison.commands
-import lab.determinism.commands
-import lab.longtail.commands
-import lab.serving.commands
-import lab.variance.commands
+import lab.commands.bench
+import lab.commands.comparison
+import lab.commands.determinism
+import lab.commands.longtail
+import lab.commands.serving
+import lab.commands.variance
 from lab import console
 from lab.backends import registry
 from lab.cli_options import (
@@ -319,7 +321,7 @@ def probe_cmd(device: str, dtype: str, ops: tuple[str, ...], as_json: bool) -> N
         click.echo(format_probe(rows))
 
 
-#: Every command, in one list: the ones above, then each package's own (its commands.py).
+#: Every command, in one list: the ones above, then each capability's (lab/commands/).
 COMMANDS: list[click.Command] = [
     env_cmd,
     models_group,
@@ -327,12 +329,12 @@ COMMANDS: list[click.Command] = [
     demo_cmd,
     quickstart_cmd,
     probe_cmd,
-    *lab.determinism.commands.COMMANDS,
-    *lab.variance.commands.COMMANDS,
-    *lab.comparison.commands.COMMANDS,
-    *lab.longtail.commands.COMMANDS,
-    *lab.serving.commands.COMMANDS,
-    *lab.bench.commands.COMMANDS,
+    *lab.commands.determinism.COMMANDS,
+    *lab.commands.variance.COMMANDS,
+    *lab.commands.comparison.COMMANDS,
+    *lab.commands.longtail.COMMANDS,
+    *lab.commands.serving.COMMANDS,
+    *lab.commands.bench.COMMANDS,
 ]
 for _command in COMMANDS:
     cli.add_command(_command)

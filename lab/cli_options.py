@@ -4,7 +4,7 @@ the defaults), the one place their values become an EngineConfig (`engine_config
 parser of `--engine-arg KEY=VALUE` pairs, the output-directory check every command runs, and
 the n-of-k runs' `--ray [ADDRESS] --replicas R` (`ray_options`, `ray_sampler`: lab.scale.sample).
 
-A module of its own so that command packages (lab/serving/commands.py) can use them while
+A module of its own so that command packages (lab/commands/serving.py) can use them while
 lab/cli.py imports those packages.
 
     @engine_options(backends=("hf", "vllm"))

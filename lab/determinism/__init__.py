@@ -7,5 +7,5 @@ sweep.py       `lab sweep`: run a grid one finished cell at a time, resumably
 divergence.py  two generations of one prompt: first divergent token, logprob deltas, top gap
 metrics.py     a sweep's metrics: unique completions, TARr/TARa, attribution, accuracy
 report.py      `lab report`: a sweep's metrics.json, report.md and report.html
-commands.py    the click commands (lab sweep, lab report)
+(its click commands, lab sweep / report / fragility: lab/commands/determinism.py)
 """

@@ -339,7 +339,7 @@ def test_lab_compare_of_two_agent_runs_adds_the_jensen_shannon_divergence(
     {x: 1/2, y: 1/2} to {x: 1}; the other three cases are unchanged (JS 0)."""
     import math
 
-    from lab.comparison.commands import run_compare
+    from lab.commands.comparison import run_compare
 
     run_agents(config(cases_file, tmp_path / "a"), backend=ScriptedBackend(), emit=lambda m: None)
     # (a trailing space: the fake's third token is the reply's length, so the tokens part too)

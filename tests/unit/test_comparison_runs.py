@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lab.commands.comparison import run_compare
 from lab.comparison.analysis import CompareOptions, compare_runs
-from lab.comparison.commands import run_compare
 from lab.comparison.runs import load_sample_run
 from lab.errors import LabError
 from tests.unit.comparison_runs import case_specs, draw, make_run

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lab.comparison.commands import run_compare
+from lab.commands.comparison import run_compare
 from lab.comparison.sweeps import compare_sweeps
 from lab.determinism.config import AXES, DEFAULT_AXES
 from lab.determinism.grid import Cell

@@ -337,7 +337,7 @@ def test_sweep_report_divergence_line_isolates_target_and_cell() -> None:
 
 
 def test_sweep_comparison_heading_isolates_run_names(tmp_path: Path) -> None:
-    from lab.comparison.commands import run_compare
+    from lab.commands.comparison import run_compare
 
     a = make_sweep(tmp_path / f"a{RLO}one", {1: SAME})
     b = make_sweep(tmp_path / "b", {1: SAME})
@@ -347,7 +347,7 @@ def test_sweep_comparison_heading_isolates_run_names(tmp_path: Path) -> None:
 
 
 def test_sample_comparison_and_variance_report_isolate_names_and_tags(tmp_path: Path) -> None:
-    from lab.comparison.commands import run_compare
+    from lab.commands.comparison import run_compare
 
     specs = case_specs(4, {0: [f"t{RLO}ag", "plain"]})
     outcomes = np.ones((4, 2), dtype=bool)

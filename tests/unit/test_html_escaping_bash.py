@@ -264,7 +264,7 @@ def test_variance_report_html_and_markdown(hostile_runs: tuple[Path, Path]) -> N
 def test_comparison_report_html_and_markdown(
     hostile_runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from lab.comparison.commands import run_compare
+    from lab.commands.comparison import run_compare
 
     a, b = hostile_runs
     written, md = run_compare([str(a), str(b)], tmp_path / "cmp", False, 0.05, 0, 50)
@@ -431,7 +431,7 @@ def test_engine_args_cannot_move_the_server_off_loopback(key: str) -> None:
 
 
 def test_serve_and_load_have_no_host_option() -> None:
-    from lab.serving.commands import load_cmd, serve_cmd
+    from lab.commands.serving import load_cmd, serve_cmd
 
     for command in (serve_cmd, load_cmd):
         flags = {opt for param in command.params for opt in getattr(param, "opts", [])}

@@ -14,8 +14,8 @@ functions and `if TYPE_CHECKING:` blocks alike, and checks that
 - no module is longer than MAX_LINES lines;
 - every module has a layer, so a new package must be placed in the table first.
 
-A command module (lab/<package>/commands.py: click commands, listed in lab/cli.py) belongs to
-the cli layer, whatever package holds it.
+The command modules (lab/commands/<capability>.py: click commands, listed in lab/cli.py) are
+the cli layer's package: a command may join capabilities, so it cannot live inside one.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("capabilities", ("lab.determinism", "lab.variance", "lab.longtail", "lab.comparison",
                       "lab.serving", "lab.bench", "lab.quickstart", "lab.demo", "lab.agents",
                       "lab.scale")),
-    # parsing and printing: the group, every package's commands.py, their shared options
-    ("cli", ("lab.cli", "lab.cli_options")),
+    # parsing and printing: the group, every capability's commands, their shared options
+    ("cli", ("lab.cli", "lab.commands", "lab.cli_options")),
 ]  # fmt: skip
 
 
@@ -69,8 +69,6 @@ MODULES = module_files()
 
 
 def layer_of(module: str) -> int | None:
-    if module.startswith("lab.") and module.endswith(".commands"):
-        return len(LAYERS) - 1
     best: tuple[int, int] | None = None  # (prefix length, layer)
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
@@ -81,10 +79,7 @@ def layer_of(module: str) -> int | None:
 
 
 def unit_of(module: str) -> str:
-    """What the no-cycle rule compares: a command module alone, else lab.<package> or the
-    top-level module."""
-    if module.endswith(".commands"):
-        return module
+    """What the no-cycle rule compares: lab.<package> or the top-level module."""
     return ".".join(module.split(".")[:2])
 
 
@@ -212,7 +207,7 @@ def test_every_module_says_what_it_does() -> None:
 def test_the_checker_sees_an_upward_import_and_a_cycle() -> None:
     """Negative control: the rules above would catch what they are for."""
     assert layer_of("lab.backends.hf") < layer_of("lab.variance.runner")  # type: ignore[operator]
-    assert layer_of("lab.serving.commands") == len(LAYERS) - 1
+    assert layer_of("lab.commands.serving") == len(LAYERS) - 1
     assert layer_of("lab.newthing") is None  # unlisted: test_every_module_has_a_layer fails
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     # a function-level import is seen like a top-level one

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from lab.backends.base import EngineConfig
 from lab.cases.loaders import load_cases
 from lab.cli import cli
-from lab.comparison.commands import run_compare
+from lab.commands.comparison import run_compare
 from lab.determinism.config import parse_sweep_config
 from lab.determinism.grid import reference_cell
 from lab.errors import LabError
