@@ -38,6 +38,7 @@ from lab.report.page import page
 from lab.runkinds import run_kind_of
 from lab.safetext import inline, scrub
 from lab.store import prepare_run_dir, write_atomic
+from lab.variance.render_decompose import decomposition_lines
 
 # The arithmetic prompts of experiments/tar-at-n: short checked answers, so a flip shows up as
 # an accuracy change, not only as different text.
@@ -238,6 +239,7 @@ def variance_lines(metrics: dict[str, Any]) -> list[str]:
         f"worst-case (p5) {_num(h['p5'])}, p50 {_num(h['p50'])}; "
         f"pass@k {_num(h['pass@k'])} vs pass^k {_num(h['pass^k'])}; "
         f"high-variance feature: {'yes' if h['high_variance'] else 'no'}",
+        *decomposition_lines(metrics),
     ]
 
 

@@ -42,6 +42,7 @@ from scipy.stats import nct, norm
 from scipy.stats import t as t_dist
 
 from lab.errors import LabError
+from lab.variance.decompose import between_variance, within_variance
 
 DESIGNS = ("paired", "independent")
 K_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -71,16 +72,13 @@ class Baseline:
 
     @property
     def within(self) -> float:
-        """E[p(1-p)], unbiased from k samples per case."""
-        factor = self.k / (self.k - 1) if self.k > 1 else 1.0
-        return float(np.mean(self.rates * (1 - self.rates))) * factor
+        """E[p(1-p)], unbiased from k samples per case (lab.variance.decompose)."""
+        return within_variance(self.rates, self.k)
 
     @property
     def between(self) -> float:
         """Variance of the true per-case p (method of moments, clipped at 0)."""
-        if len(self.rates) < 2:
-            return 0.0
-        return max(0.0, float(np.var(self.rates, ddof=1)) - self.within / self.k)
+        return between_variance(self.rates, self.k)
 
 
 def unit_variance(base: Baseline, delta: float, k: int, design: str) -> float:

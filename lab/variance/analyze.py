@@ -27,9 +27,9 @@ from lab.cases.checks import normalize_answer, run_checks
 from lab.cases.cohorts import CohortSpec, cohort_groups
 from lab.cases.model import Case
 from lab.progress import Heartbeat
-from lab.variance import stats
+from lab.variance import decompose, stats
 from lab.variance.config import SampleConfig
-from lab.variance.diversity import Embedder, diversity
+from lab.variance.diversity import Embedder, diversity, weighted_semantic_entropy
 from lab.variance.embedcache import embed_with_cache
 
 
@@ -167,6 +167,7 @@ def analyze(
     labels = div.labels.cpu().numpy()
 
     ks = stats.k_grid(k)
+    classes = decompose.consistency_classes(passed, labels, config.consistent_share)
     per_case: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
         answers = [e["answer"] for e in evals[i]]
@@ -180,6 +181,12 @@ def analyze(
                 "vendi": float(div.vendi[i]),
                 "clusters": int(div.clusters[i]),
                 "semantic_entropy": float(div.semantic_entropy[i]),
+                "semantic_entropy_weighted": weighted_semantic_entropy(
+                    labels[i], [g["token_logprobs"] for g in gens[i]]
+                ),
+                "consistency": classes[i]["class"],
+                "dominant_cluster_share": classes[i]["dominant_cluster_share"],
+                "dominant_cluster_pass_share": classes[i]["dominant_cluster_pass_share"],
                 "worst": {
                     "sample_index": worst,
                     "passed": bool(passed[i, worst]),
@@ -207,6 +214,7 @@ def analyze(
         "run_rate_max": float(runs.max()),
         "mean_vendi": float(div.vendi.mean()),
         "mean_semantic_entropy": float(div.semantic_entropy.float().mean()),
+        **decompose.class_counts(classes),
     }
     intervals = stats.bootstrap_intervals(
         {"rate": rates, "pass_at_k": p_at_k, "pass_hat_k": p_hat_k, "maj": maj},
@@ -217,6 +225,11 @@ def analyze(
             "pass^k": lambda d: stats.nanmean_rows(d["pass_hat_k"]),
             "maj@k": lambda d: d["maj"].mean(axis=1),
         },
+        np.random.default_rng(config.bootstrap_seed),
+        samples=config.bootstrap_samples,
+    )
+    decomposition = decompose.decomposition(
+        passed,
         np.random.default_rng(config.bootstrap_seed),
         samples=config.bootstrap_samples,
     )
@@ -276,10 +289,12 @@ def analyze(
             "embedder": embedder_name,
             "embed_device": embed_device,
             "cluster_threshold": config.cluster_threshold,
+            "consistent_share": config.consistent_share,
             "bootstrap_samples": config.bootstrap_samples,
         },
         "headline": headline,
         "intervals_95": {name: list(iv) for name, iv in intervals.items()},
+        "variance_decomposition": decomposition,
         "curves": curves,
         "run_rates": runs.tolist(),
         "cost": cost_frame([by_id[c.id] for c in cases], config.prices),
@@ -299,10 +314,24 @@ DEFINITIONS = {
     "cv_across_runs": "sample std (ddof=1) / mean of the k run success rates; run j = sample j",
     "high_variance": "mean success > 2 x p5 of per-case success",
     "intervals_95": "percentile bootstrap over cases (cases resampled with replacement)",
-    "wilson_95": "Wilson score interval, z = 1.96",
+    "wilson_95": "Wilson score interval, z = norm.ppf(0.975) = 1.959963984540054",
     "vendi": "exp(entropy of eigenvalues of S/k), S = cosine similarity of the k outputs",
     "clusters": "connected components of cosine similarity >= cluster_threshold",
-    "semantic_entropy": "entropy (nats) of the cluster shares",
+    "semantic_entropy": "discrete semantic entropy: entropy (nats) of the cluster shares, each "
+    "sample weighing 1/k",
+    "semantic_entropy_weighted": "likelihood-weighted semantic entropy (nats): a cluster's "
+    "probability is its samples' exp(mean token logprob) summed, normalized over the k samples "
+    "(Farquhar et al. 2024's reference estimator); null where logprobs are missing",
+    "variance_decomposition": "one sample's success variance = between-case var(p) (input) + "
+    "within-case E[p(1-p)] (sampling); within = mean(r(1-r)) k/(k-1), between = var(r, ddof=1) "
+    "- within/k clipped at 0; shares over their sum with case-bootstrap 95% intervals; "
+    "run_mean_variance = between/n + within/(n k); k_star = ceil(within/between), the samples "
+    "per case past which more cases help more; cases_needed_* = ceil(z^2 (between + within/k) "
+    "/ h^2) for a 95% half-width h on mean success",
+    "consistency": "consistent-correct / consistent-wrong: the dominant semantic cluster holds "
+    ">= consistent_share of the k samples and >= consistent_share of its samples pass / fail "
+    "every check; flaky: every other case",
+    "consistent_wrong_share": "share of cases that are consistent-wrong (confidently wrong)",
     "tokens_in": "prompt tokens summed over every sample (what an API bills)",
     "tokens_in_unique_prompts": "prompt tokens summed over cases (what a prefix cache prefills)",
 }

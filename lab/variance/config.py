@@ -62,6 +62,9 @@ class GateConfig:
     max_mean_over_p5: float | None = None
     #: lowest acceptable pass^k at the run's k (all k samples of a case pass)
     min_pass_hat_k: float | None = None
+    #: highest acceptable share of consistent-wrong cases (the model agrees with itself and
+    #: fails: lab.variance.decompose), in [0, 1]
+    max_consistent_wrong: float | None = None
 
     @property
     def active(self) -> bool:
@@ -76,6 +79,7 @@ GATE_ALIASES = {
     "max_mean_p5_ratio": "max_mean_over_p5",
     "pass_hat_k": "min_pass_hat_k",
     "min_pass^k": "min_pass_hat_k",
+    "consistent_wrong": "max_consistent_wrong",
 }
 
 
@@ -216,6 +220,9 @@ class SampleConfig:
     cluster_threshold: float = DEFAULT_THRESHOLD
     #: device for embeddings and similarity matrices
     embed_device: str = "auto"
+    #: share of the k samples a case's dominant semantic cluster, and that cluster's verdict,
+    #: must hold for the case to count as consistent (correct or wrong; lab.variance.decompose)
+    consistent_share: float = 0.8
     #: bootstrap resamples for the headline intervals, and their seed
     bootstrap_samples: int = 1000
     bootstrap_seed: int = 0
@@ -248,6 +255,8 @@ class SampleConfig:
             raise LabError(f"k must be >= 1, got {self.k}")
         if not 0 < self.cluster_threshold <= 1:
             raise LabError(f"cluster_threshold must be in (0, 1], got {self.cluster_threshold}")
+        if not 0.5 < self.consistent_share <= 1:
+            raise LabError(f"consistent_share must be in (0.5, 1], got {self.consistent_share}")
         if isinstance(self.gate, dict):
             self.gate = parse_gate(self.gate)
         if not isinstance(self.gate, GateConfig):

@@ -12,13 +12,26 @@ present. Then, for all C cases at once, with embeddings E [C, k, d] L2-normalize
                                       (single linkage at a cosine-similarity threshold, default
                                       0.8), found by boolean transitive closure (log2 k batched
                                       matrix products), no Python loop over pairs
-    semantic entropy                  entropy (nats) of the cluster sizes / k (Farquhar et al.
-                                      2024 cluster by entailment; here by embedding similarity)
+    semantic entropy                  the DISCRETE estimator: entropy (nats) of the cluster
+                                      sizes / k, every sample weighing 1/k (Kuhn et al. 2023's
+                                      and Farquhar et al. 2024's "discrete semantic entropy";
+                                      they cluster by entailment, here by embedding similarity)
+    likelihood-weighted form          where token logprobs are stored
+                                      (`weighted_semantic_entropy`): each sample weighs
+                                      exp(mean token logprob) (length-normalized, as Farquhar
+                                      et al.'s reference code aggregates log-likelihoods), a
+                                      cluster's probability is its members' weights summed and
+                                      normalized over the k samples (logsumexp, 'sum_normalized'),
+                                      entropy = -sum p log p over clusters (their
+                                      predictive_entropy_rao). The logprobs are the engine's
+                                      processed ones (after temperature / top-k / top-p; see
+                                      lab/backends/vllm.py): the sampling distribution's.
     typicality                        each sample's mean similarity to the case's others [C, k]
 
     from lab.variance.diversity import Embedder, diversity
     emb = Embedder().embed_cases(texts_by_case)      # [C, k, d]
     div = diversity(emb, threshold=0.8)
+    weighted_semantic_entropy(labels_of_case, token_logprobs_of_case)   # None without logprobs
 """
 
 from __future__ import annotations
@@ -191,3 +204,19 @@ def diversity(emb: Any, threshold: float = DEFAULT_THRESHOLD) -> Diversity:
         semantic_entropy=entropy,
         typicality=typicality,
     )
+
+
+def weighted_semantic_entropy(labels: Any, token_logprobs: list[list[float]]) -> float | None:
+    """Likelihood-weighted semantic entropy (nats) of one case: labels [k] cluster ids,
+    token_logprobs one list per sample. None when a sample has no logprobs (an empty output or
+    a run that stored none): a weight cannot be made up."""
+    if not token_logprobs or any(not lps for lps in token_logprobs):
+        return None
+    log_w = [sum(lps) / len(lps) for lps in token_logprobs]  # mean token logprob per sample
+    top = max(log_w)
+    weights = [math.exp(w - top) for w in log_w]  # shifted: the normalization cancels it
+    total = sum(weights)
+    by_cluster: dict[int, float] = {}
+    for label, weight in zip((int(x) for x in labels), weights, strict=True):
+        by_cluster[label] = by_cluster.get(label, 0.0) + weight / total
+    return -sum(p * math.log(p) for p in by_cluster.values() if p > 0) + 0.0

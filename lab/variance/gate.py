@@ -35,4 +35,11 @@ def evaluate_gate(headline: dict[str, Any], gate: GateConfig) -> list[str]:
         reasons.append(f"mean / p5 {shown} > max_mean_over_p5 {gate.max_mean_over_p5:g}")
     if gate.min_pass_hat_k is not None and not pass_hat >= gate.min_pass_hat_k:
         reasons.append(f"pass^k {pass_hat:.3f} < min_pass_hat_k {gate.min_pass_hat_k:g}")
+    wrong = _num(headline.get("consistent_wrong_share"))
+    if gate.max_consistent_wrong is not None and not wrong <= gate.max_consistent_wrong:
+        count = headline.get("consistent_wrong")
+        shown = "undefined" if math.isnan(wrong) else f"{wrong:.3f} ({count} cases)"
+        reasons.append(
+            f"consistent-wrong share {shown} > max_consistent_wrong {gate.max_consistent_wrong:g}"
+        )
     return reasons

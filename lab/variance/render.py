@@ -15,6 +15,7 @@ from typing import Any
 from lab.report import svg as plots
 from lab.report.page import page
 from lab.safetext import inline, md_cell, scrub
+from lab.variance.render_decompose import decomposition_html, decomposition_markdown
 from lab.variance.stats import tail_order
 
 HEADLINE_ROWS = [
@@ -141,7 +142,9 @@ def markdown_summary(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     for key, label in HEADLINE_ROWS:
         out.append(f"| {label} | {headline_value(head, key)} | {_interval(metrics, key)} |")
     flag = "**yes**: mean > 2 x p5" if head["high_variance"] else "no"
-    out += ["", f"High-variance feature: {flag}", "", "## Cost", ""]
+    out += ["", f"High-variance feature: {flag}"]
+    out += decomposition_markdown(metrics)
+    out += ["", "## Cost", ""]
     out += [f"- {line}" for line in _cost_lines(metrics["cost"])]
     if metrics["cohorts"]:
         out += ["", "## Cohorts, worst tail first", ""]
@@ -223,6 +226,7 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
             ],
         )
     )
+    parts.append(decomposition_html(metrics))
     parts.append("<h2>Per-case success, sorted</h2>")
     marks = {"p5": head["p5"], "p50": head["p50"], "mean": head["mean"]}
     parts.append(plots.sorted_bars(rates, ids, marks))

@@ -3,7 +3,8 @@
 Definitions (what the report's numbers mean):
 
 - success rate of a case: c / n, c of its n samples passed every check.
-- Wilson score interval (z = 1.96 by default) for that rate; exact 0 / 1 at the edges.
+- Wilson score interval for that rate, z = norm.ppf(1 - alpha / 2) (alpha 0.05: z =
+  1.959963984540054, not the rounded 1.96); exact 0 / 1 at the edges.
 - pass@k (Chen et al. 2021, unbiased): 1 - C(n-c, k) / C(n, k), computed as the stable product
   1 - prod_{i=n-c+1..n} (1 - k/i); the chance that at least one of k fresh samples passes.
 - pass^k (tau-bench, Yao et al. 2024): C(c, k) / C(n, k) = prod_{i=0..k-1} (c-i)/(n-i); the
@@ -29,14 +30,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
+from scipy.stats import norm
 
 QUANTILE_METHOD: Final = "linear"  # Hyndman & Fan type 7
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (nan, nan) when n == 0."""
+def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval (level 1 - alpha) for a binomial proportion; (nan, nan) when
+    n == 0."""
     if n == 0:
         return math.nan, math.nan
+    z = float(norm.ppf(1 - alpha / 2))
     p = successes / n
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom

@@ -46,6 +46,9 @@ def test_quickstart_writes_both_reports_and_resumes(tmp_path: Path) -> None:
     page = result.index.read_text()
     assert 'href="sweep/report.html"' in page and 'href="variance/report.html"' in page
     assert "2 cases x k=2" in page and "TARr@N" in page and "kernels on" in page
+    # the variance decomposition (or why it is undefined) and the confidently-wrong counts
+    assert "within-case (sampling) share" in page or "decomposition undefined" in page
+    assert "consistent-wrong" in page
     assert any(line.startswith("axis dtype:") for line in lines)
     # lab fragility on the quickstart sweep: every prompt ranked, the prediction measured
     from lab.determinism.fragility import analyze, load_source

@@ -15,6 +15,7 @@ import itertools
 import math
 from collections import Counter
 from fractions import Fraction
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,9 @@ def ref_quantile(values: list[float], q: float) -> float:
     return x[lo] + (h - lo) * (x[hi] - x[lo])
 
 
-def ref_wilson(c: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson (1927): (c + z^2/2)/(n + z^2) -+ z sqrt(n)/(n + z^2) sqrt(p q + z^2/(4n))."""
+def ref_wilson(c: int, n: int, z: float = NormalDist().inv_cdf(0.975)) -> tuple[float, float]:
+    """Wilson (1927): (c + z^2/2)/(n + z^2) -+ z sqrt(n)/(n + z^2) sqrt(p q + z^2/(4n)), z the
+    exact normal quantile (stdlib, not scipy: independent of the implementation)."""
     p = c / n
     centre = (c + z * z / 2) / (n + z * z)
     half = z * math.sqrt(n) / (n + z * z) * math.sqrt(p * (1 - p) + z * z / (4 * n))

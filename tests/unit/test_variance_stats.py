@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from math import comb
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_pass_hat_k() -> None:
 
 
 def test_wilson_interval_edges() -> None:
-    z = 1.96
+    z = statistics.NormalDist().inv_cdf(0.975)  # 1.959963984540054: the exact 95% quantile
     lo, hi = stats.wilson_interval(0, 10)
     assert lo == 0.0
     assert hi == pytest.approx(z * z / (10 + z * z))  # 0.2775
@@ -59,6 +60,11 @@ def test_wilson_interval_edges() -> None:
     lo, hi = stats.wilson_interval(5, 10)
     assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
     assert all(math.isnan(x) for x in stats.wilson_interval(0, 0))
+    # statsmodels' proportion_confint(0, 10, method="wilson") upper bound, z from norm.ppf
+    assert stats.wilson_interval(0, 10)[1] == pytest.approx(0.27753279986288925, abs=1e-12)
+    # alpha moves z: the 90% interval is narrower
+    lo90, hi90 = stats.wilson_interval(5, 10, alpha=0.10)
+    assert (lo90, hi90) == (pytest.approx(0.2693, abs=1e-4), pytest.approx(0.7307, abs=1e-4))
 
 
 def test_quantiles_type7_on_ties() -> None:
