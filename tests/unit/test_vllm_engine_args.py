@@ -72,9 +72,41 @@ def test_defaults_reach_vllm(fake_vllm: None) -> None:
     assert backend.engine_record["vllm_version"] == "0.0.0-stand-in"
 
 
-def test_batch_invariant_tp_prefix_caching_and_engine_args(fake_vllm: None) -> None:
+def test_batch_invariant_on_a_gpu_is_set_before_vllm_starts(
+    fake_vllm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU path (no vLLM on the GPU machine): the switch is in the environment vllm.LLM
+    starts with. The device is the only stand-in here; the CPU refuses the mode (below)."""
+    import lab.backends.vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "resolve_device", lambda device: "cuda:0")
+    monkeypatch.setattr(vllm_backend, "_batch_invariant_kernels_loaded", False)  # restored
+    off = start(batch_invariant=False)  # negative control first: the kernels cannot unload
+    assert Started.env["VLLM_BATCH_INVARIANT"] == "0"
+    assert off.engine_record["batch_invariant_kernels"] is False
+    backend = start(batch_invariant=True)
+    assert Started.env["VLLM_BATCH_INVARIANT"] == "1"  # set before vllm.LLM starts
+    assert backend.engine_record["batch_invariant_kernels"] is True
+    # once loaded, a later engine without them is refused before it starts
+    Started.kwargs = {}
+    with pytest.raises(vllm_backend.ConfigError, match="cannot be unloaded"):
+        start(batch_invariant=False)
+    assert Started.kwargs == {}
+
+
+def test_batch_invariant_on_the_cpu_is_refused_before_vllm_starts(fake_vllm: None) -> None:
+    from lab.errors import LabError
+
+    Started.kwargs = {}
+    with pytest.raises(LabError, match="^vLLM batch-invariant mode needs a CUDA GPU"):
+        start(batch_invariant=True)
+    assert Started.kwargs == {}  # vllm.LLM never called
+    start(batch_invariant=False)  # negative control: the same engine without the mode starts
+    assert Started.kwargs and Started.env["VLLM_BATCH_INVARIANT"] == "0"
+
+
+def test_tp_prefix_caching_and_engine_args(fake_vllm: None) -> None:
     backend = start(
-        batch_invariant=True,
         tensor_parallel_size=3,
         prefix_caching=True,
         enforce_eager=False,
@@ -83,7 +115,6 @@ def test_batch_invariant_tp_prefix_caching_and_engine_args(fake_vllm: None) -> N
         engine_args={"seed": 7, "max_num_batched_tokens": 512},
     )
     kw = Started.kwargs
-    assert Started.env["VLLM_BATCH_INVARIANT"] == "1"  # set before vllm.LLM starts
     assert kw["tensor_parallel_size"] == 3
     assert kw["enable_prefix_caching"] is True and kw["enforce_eager"] is False
     assert kw["attention_backend"] == "TORCH_SDPA"
