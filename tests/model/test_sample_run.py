@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lab.backends import Backend
@@ -88,8 +89,46 @@ def patched_embedder(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(embedcache, "Embedder", lambda *a, **kw: embedder)
 
 
+def numpy_vendi(embeddings: np.ndarray) -> float:
+    """Vendi score of k outputs: exp of the Shannon entropy of the eigenvalues of K/k, K their
+    cosine-similarity matrix (Friedman & Dieng 2023), in float64 numpy."""
+    e = embeddings.astype(np.float64)
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    sim = np.clip(e @ e.T, -1.0, 1.0)
+    eig = np.clip(np.linalg.eigvalsh(sim / len(sim)), 0.0, None)
+    eig = eig[eig > 0] / eig.sum()
+    return float(np.exp(-(eig * np.log(eig)).sum()))
+
+
+def test_numpy_vendi_bounds() -> None:
+    """The recomputation's own controls: identical outputs -> 1, orthogonal ones -> k."""
+    assert numpy_vendi(np.ones((K, 5), dtype=np.float32)) == pytest.approx(1.0, abs=1e-12)
+    assert numpy_vendi(np.eye(K, dtype=np.float32)) == pytest.approx(K, abs=1e-9)
+
+
+def outputs_by_case(run: Path) -> dict[str, list[str]]:
+    """Each case's k output texts in sample order, cases in cases.json order (what the report
+    embeds), read from samples.jsonl."""
+    order = [c["id"] for c in json.loads((run / "cases.json").read_text())]
+    texts: dict[str, list[str]] = {}
+    for line in (run / "samples.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        gens = sorted(entry["generations"], key=lambda g: g["sample_index"])
+        texts[entry["case_id"]] = [g["text"] for g in gens]
+    return {case_id: texts[case_id] for case_id in order if case_id in texts}
+
+
+def stored_vendi(run: Path) -> dict[str, float]:
+    """Vendi per case from RUN/embeddings.npz ([C, k, d], cases in cases.json order)."""
+    with np.load(run / "embeddings.npz") as data:
+        embeddings = np.array(data["embeddings"])
+    ids = list(outputs_by_case(run))
+    assert embeddings.shape[:2] == (len(ids), K)
+    return {case_id: numpy_vendi(embeddings[i]) for i, case_id in enumerate(ids)}
+
+
 def test_sample_run_writes_every_artifact(
-    backend: Backend, cases_file: Path, tmp_path: Path, patched_embedder: None
+    backend: Backend, cases_file: Path, tmp_path: Path, embedder: Embedder, patched_embedder: None
 ) -> None:
     config = config_for(
         cases_file, tmp_path / "run", backend.config.backend, gate=parse_gate(["min_mean=1.01"])
@@ -109,7 +148,21 @@ def test_sample_run_writes_every_artifact(
     assert metrics["gate"]["passed"] is False  # min_mean > 1 cannot pass
     assert metrics["cost"]["inferences"] == len(CASES) * K
     assert metrics["cost"]["tokens_out"] > 0 and metrics["cost"]["wall_s"] > 0
-    assert 1.0 <= by_id["france"]["vendi"] <= K
+    # Vendi recomputed here from the stored embeddings (numpy, not the lab's torch code)
+    recomputed = stored_vendi(outcome.path)
+    assert set(recomputed) == set(by_id)
+    for case_id, vendi in recomputed.items():
+        assert by_id[case_id]["vendi"] == pytest.approx(vendi, abs=1e-6), case_id
+    assert max(recomputed.values()) > 1.05  # sampled at T=0.7: not k copies (control below)
+    assert metrics["headline"]["mean_vendi"] == pytest.approx(
+        float(np.mean(list(recomputed.values()))), abs=1e-6
+    )
+    # ... and the stored embeddings are these outputs' (a stale cache would not be)
+    texts = outputs_by_case(outcome.path)
+    with np.load(outcome.path / "embeddings.npz") as data:
+        stored = np.array(data["embeddings"])
+    again = embedder.embed(texts["france"]).cpu().numpy()
+    assert np.abs(stored[list(texts).index("france")] - again).max() < 1e-4
     entries = list(RunStore(outcome.path).entries(LOG))
     case_index = {c["id"]: j for j, c in enumerate(CASES)}
     for entry in entries:
@@ -144,7 +197,7 @@ def test_stopped_run_resumes_without_duplicates(
     text = log.read_text()
     assert text.startswith(before)  # finished cases untouched
     keys = [json.loads(line)["key"] for line in text.splitlines()]
-    assert sorted(keys) == sorted(c["id"] for c in CASES)  # each case exactly once
+    assert sorted(keys) == sorted(str(c["id"]) for c in CASES)  # each case exactly once
     # Once more: nothing left to sample, the report is rebuilt, nothing is appended.
     third = run_sample(config, backend=hf_backend, emit=lambda m: None)
     assert third.sampled_cases == 0 and log.read_text() == text
@@ -160,3 +213,20 @@ def test_changed_settings_refuse_to_resume(
     changed = config_for(cases_file, out, "hf", rows_per_call=K, temperature=1.0)
     with pytest.raises(Exception, match="different config"):
         run_sample(changed, backend=hf_backend, emit=lambda m: None)
+
+
+def test_identical_outputs_have_vendi_one(
+    hf_backend: Backend, cases_file: Path, tmp_path: Path, patched_embedder: None
+) -> None:
+    """Negative control for the diversity numbers: greedy decoding gives k identical outputs
+    per case, so every case's Vendi is 1 (the T=0.7 run above must, and does, exceed it)."""
+    config = config_for(cases_file, tmp_path / "greedy", "hf", temperature=0.0, max_tokens=6)
+    outcome = run_sample(config, backend=hf_backend, emit=lambda m: None)
+    metrics = json.loads((outcome.path / "metrics.json").read_text())
+    texts = outputs_by_case(outcome.path)
+    assert all(len(set(t)) == 1 for t in texts.values())  # k identical outputs per case
+    recomputed = stored_vendi(outcome.path)
+    for case in metrics["cases"]:
+        assert case["vendi"] == pytest.approx(1.0, abs=1e-6), case["id"]
+        assert recomputed[case["id"]] == pytest.approx(1.0, abs=1e-6)
+        assert case["clusters"] == 1 and case["semantic_entropy"] == 0.0
