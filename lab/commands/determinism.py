@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir
+from lab.cli_options import check_out_dir, renamed_option, retry_failed_option
 from lab.errors import LabError
 from lab.safetext import terminal
 
@@ -25,9 +25,9 @@ from lab.safetext import terminal
 @click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option(
-    "--retry-failed", is_flag=True, help="On resume, run the cells that failed again too."
-)
+# off by default, unlike `lab load`'s: a failed cell mostly fails again (a configuration the
+# engine refuses) and each try starts an engine
+@retry_failed_option(default=False, what="the cells that failed")
 @click.option(
     "--ray",
     "ray_address",
@@ -39,13 +39,15 @@ from lab.safetext import terminal
     "`auto` (the default of a bare --ray: RAY_ADDRESS, else the cluster `ray start` made) or "
     "ray://host:port joins a cluster. Needs the ray extra.",
 )
-@click.option(
-    "--cpus-per-actor",
+@renamed_option(
+    "--cpus-per-replica",
+    "cpus_per_replica",
+    old="--cpus-per-actor",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="With --ray on CPUs: CPUs (and so torch threads) each actor asks for, where the "
-    "config has no num_threads axis.",
+    help="With --ray on CPUs: CPUs (and so torch threads) each engine's actor asks for, where "
+    "the config has no num_threads axis.",
 )
 @click.pass_obj
 def sweep_cmd(
@@ -56,7 +58,7 @@ def sweep_cmd(
     no_progress: bool,
     retry_failed: bool,
     ray_address: str | None,
-    cpus_per_actor: int,
+    cpus_per_replica: int,
 ) -> None:
     """Run (or resume) a temperature-zero determinism sweep, then write its report."""
     if ray_address is not None:
@@ -87,7 +89,7 @@ def sweep_cmd(
             cache_dir=obj["cache_dir"],
             progress=not no_progress,
             retry_failed=retry_failed,
-            cpus_per_actor=cpus_per_actor,
+            cpus_per_actor=cpus_per_replica,
         )
     else:
         run_sweep(

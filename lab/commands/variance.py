@@ -21,10 +21,10 @@ from lab import console
 from lab.cli_options import (
     allow_module_option,
     check_out_dir,
-    engine_setting_options,
     engine_settings,
     ray_options,
     ray_sampler,
+    run_engine_options,
 )
 
 
@@ -42,7 +42,7 @@ from lab.cli_options import (
     "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
 )
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
-@engine_setting_options()
+@run_engine_options()
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
 @click.option("--top-k", type=int, default=None, help="Default 0 (off).")
