@@ -17,6 +17,7 @@ import click
 
 from lab.cli_options import check_out_dir, renamed_option, retry_failed_option
 from lab.errors import LabError
+from lab.runkinds import run_kind_of
 from lab.safetext import terminal
 
 
@@ -137,6 +138,16 @@ def _agent_sweep(
     click.echo(f"report: {paths['html']}")
 
 
+#: what `lab report` says of a run directory that is not a sweep's, by run kind
+OTHER_REPORTS = {
+    "sample": "an n-of-k sample run, not a sweep; `lab sample-report {run}` rebuilds its report",
+    "load": "a load test, not a sweep; `lab load ... --out {run}` prints its summary "
+    "(summary.json)",
+    "quickstart": "a quickstart, not a sweep; `lab report {run}/sweep` for its sweep, "
+    "`lab sample-report {run}/variance` for its n-of-k run",
+}
+
+
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
@@ -147,6 +158,9 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     from lab.determinism.agentsource import is_agent_sweep
     from lab.determinism.report import write_sweep_report
 
+    other = OTHER_REPORTS.get(run_kind_of(run_dir) or "sweep")
+    if other is not None:  # another kind of run: name the command that reports it
+        raise LabError(f"{run_dir}: {other.format(run=run_dir)}")
     if is_agent_sweep(run_dir):
         paths = write_agent_sweep_report(run_dir)
     else:
