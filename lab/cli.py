@@ -40,8 +40,9 @@ from lab.cli_options import (
     check_out_dir,
     engine_config,
     engine_options,
-    engine_setting_options,
     engine_settings,
+    renamed_option,
+    run_engine_options,
 )
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
@@ -123,7 +124,8 @@ def models_prepare(obj: dict[str, Any], name: str, force: bool) -> None:
 @engine_options()
 @click.option("--prompt", "prompts", multiple=True, required=True, help="Repeat for a batch.")
 @click.option("--raw", is_flag=True, help="Send the prompt as raw text, not as a chat message.")
-@click.option("--n", type=int, default=1, show_default=True, help="Samples per prompt.")
+@renamed_option("--k", "k", old="--n", type=int, default=1, show_default=True,
+                help="Samples per prompt.")  # fmt: skip
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--top-k", type=int, default=0, show_default=True)
@@ -136,7 +138,7 @@ def generate_cmd(
     obj: dict[str, Any],
     prompts: tuple[str, ...],
     raw: bool,
-    n: int,
+    k: int,
     temperature: float,
     top_p: float,
     top_k: int,
@@ -160,7 +162,7 @@ def generate_cmd(
         top_p=top_p,
         top_k=top_k,
         seed=seed,
-        n=n,
+        n=k,
         max_tokens=max_tokens,
         logprobs=logprobs,
     )
@@ -252,7 +254,7 @@ def demo_cmd(
 @click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@engine_setting_options(backend=False)
+@run_engine_options(backend=False)
 @allow_module_option
 @click.pass_obj
 def quickstart_cmd(

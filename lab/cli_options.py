@@ -1,8 +1,25 @@
-"""Click options shared by commands that define an engine (`lab generate`, `lab serve`,
-`lab load --serve`; `engine_setting_options` for the n-of-k runs, whose config file supplies
-the defaults), the one place their values become an EngineConfig (`engine_config`), the
-parser of `--engine-arg KEY=VALUE` pairs, the output-directory check every command runs, and
-the n-of-k runs' `--ray [ADDRESS] --replicas R` (`ray_options`, `ray_sampler`: lab.scale.sample).
+"""Click options shared by the commands, and the one option vocabulary of `lab`.
+
+- `engine_options`: the engine options of every command that defines an engine (`lab
+  generate`, `lab serve`, `lab load --serve`, and the n-of-k runs `lab sample`, `lab library
+  run`, `lab quickstart`): one definition per option; `engine_config` turns their values into
+  an EngineConfig, `engine_settings` into an n-of-k run's config keys.
+- `renamed_option`: an option under its one name, with the name it had before kept for one
+  release as a hidden alias (parses the same; stderr says "--old is now --new" once).
+- the parser of `--engine-arg KEY=VALUE` pairs, the output-directory check every command
+  runs, the n-of-k runs' `--ray [ADDRESS] --replicas R --cpus-per-replica C` (`ray_options`,
+  `ray_sampler`: lab.scale.sample), and `retry_failed_option`.
+
+One name per idea across verbs (tests/unit/test_cli_vocabulary.py holds the synonyms): where
+verbs named one idea differently, the name most verbs already used won, else the one the
+docs and messages already used:
+
+    --k                samples per case / prompt     (was --n in lab generate)
+    --gate             NAME=VALUE thresholds         (was --floor in lab library add)
+    --retry-failed     on resume, rerun what failed  (was --retry-errors in lab load)
+    --cpus-per-replica CPUs each Ray worker asks for (was --cpus-per-actor in lab sweep)
+    --cases            how many cases a bench takes  (was --prompts in lab bench kernels|layercast)
+    --rounds           timed repetitions of a bench  (was --repeats in lab bench kernels)
 
 A module of its own so that command packages (lab/commands/serving.py) can use them while
 lab/cli.py imports those packages.
@@ -13,8 +30,9 @@ lab/cli.py imports those packages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +41,8 @@ import click
 from lab.backends import registry
 from lab.backends.base import EngineConfig
 from lab.errors import LabError
-from lab.models import DEFAULT_MODEL
 from lab.runkinds import check_run_dir
+from lab.variance.config import SampleConfig
 
 
 def stack(options: list[Any]) -> Callable[[Any], Any]:
@@ -38,102 +56,154 @@ def stack(options: list[Any]) -> Callable[[Any], Any]:
     return decorate
 
 
+class _RenamedOption(click.Option):
+    """An option that also takes the value of its hidden old-name twin (`renamed_option`)."""
+
+    def __init__(self, *args: Any, old_name: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.old_name = old_name  # the twin's parameter name
+
+    def consume_value(self, ctx: click.Context, opts: Mapping[str, Any]) -> tuple[Any, Any]:
+        if self.old_name not in opts:  # the parser lists only the options given
+            return super().consume_value(ctx, opts)
+        old = next(p for p in ctx.command.params if p.name == self.old_name)
+        assert isinstance(old, click.Option)
+        value = opts[self.old_name]
+        # a --x/--no-x pair: the side given, so the message names what was typed
+        negative = bool(old.secondary_opts) and value is False
+        was = (old.secondary_opts if negative else old.opts)[0]
+        now = (self.secondary_opts if negative else self.opts)[0]
+        if self.name in opts:
+            raise click.UsageError(f"{was} and {now} are one option; give {now} only", ctx)
+        if not ctx.resilient_parsing:
+            click.echo(f"{was} is now {now}", err=True)
+        return value, click.core.ParameterSource.COMMANDLINE
+
+
+def renamed_option(*decls: str, old: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """click.option(*decls, **kwargs), and `old` (the name before, e.g. "--n" or
+    "--retry-errors/--no-retry-errors") kept for one release: hidden from --help, it sets the
+    same value; a deprecation line on stderr. decls must name the destination."""
+    dest = next(d for d in decls if not d.startswith("-"))
+    twin = f"old_{dest}"
+    parse = {k: kwargs[k] for k in ("type", "multiple", "is_flag", "flag_value") if k in kwargs}
+    return stack([
+        click.option(*decls, cls=_RenamedOption, old_name=twin, **kwargs),
+        click.option(old, twin, hidden=True, expose_value=False, **parse),
+    ])  # fmt: skip
+
+
+def retry_failed_option(default: bool, what: str) -> Callable[[Any], Any]:
+    """`--retry-failed/--no-retry-failed`: on resume, run again what failed (`what`)."""
+    return click.option(
+        "--retry-failed/--no-retry-failed", default=default, show_default=True,
+        help=f"On resume, run {what} again too.",
+    )  # fmt: skip
+
+
+def config_defaults(cls: Any) -> dict[str, Any]:
+    """A config dataclass's field defaults (the values a run takes when nothing sets them)."""
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+
+
+#: The engine options, each defined once: (flags, EngineConfig field, click keywords, help).
+#: Their defaults are the config's a command builds (EngineConfig's, or SampleConfig's for an
+#: n-of-k run, whose k samples of one prompt share its prefill: prefix caching on there).
+_ENGINE_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("--model", "model", {}, "Bundled model name, checkpoint directory or hub id."),
+    ("--dtype", "dtype", {}, "fp32, bf16, fp16, or layercast (hf: bf16 weights, fp32 compute)."),
+    ("--device", "device", {}, "auto, cpu, cuda[:N]."),
+    ("--tp", "tensor_parallel_size", {"type": int}, "Tensor-parallel degree (vllm backend)."),
+    (
+        "--batch-invariant/--no-batch-invariant", "batch_invariant", {},
+        "Batch-invariant mode (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1).",
+    ),
+    ("--prefix-caching/--no-prefix-caching", "prefix_caching", {}, "vLLM prefix caching."),
+    (
+        "--eager/--compiled", "enforce_eager", {},
+        "vLLM eager mode, or compiled (minutes to start on a CPU).",
+    ),
+    ("--attention-backend", "attention_backend", {}, "vLLM attention backend name."),
+    (
+        "--max-num-seqs", "max_num_seqs", {"type": int},
+        "vLLM: sequences scheduled together; hf: rows per forward pass.",
+    ),
+    ("--max-model-len", "max_model_len", {"type": int}, "Context length cap."),
+]  # fmt: skip
+
+_SHORT_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _shown(value: Any) -> Any:
+    """A default as --help shows it (fp32, not float32: the spelling the options take)."""
+    return _SHORT_DTYPES.get(value, value) if isinstance(value, str) else value
+
+
+def _default_text(decls: str, value: Any) -> str:
+    """' Default X.' for an option whose value None means "the config file's, else X" (a
+    --x/--no-x pair: the side that is the default, as click's show_default names it)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f" Default {decls.split('/')[0 if value else 1].lstrip('-')}."
+    return f" Default {_shown(value)}."
+
+
 def engine_options(
     backends: tuple[str, ...] | None = registry.ENGINES,
-    max_num_seqs: int | None = None,
+    config: Any = EngineConfig,
+    from_file: bool = False,
     engine_arg_help: str = "Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it "
-    "can be).",
+    "can be; repeat for more).",
 ) -> Callable[[Any], Any]:
-    """A decorator adding the engine options. backends None: no --backend option (the command
-    has one engine kind); max_num_seqs: add --max-num-seqs with this default."""
+    """A decorator adding the engine options, with `config`'s defaults (EngineConfig, or
+    SampleConfig for an n-of-k run). backends None: no --backend option (the command has one
+    engine kind). from_file: the run reads a config file too, so every default is None (not
+    given: the file's value, else `config`'s, which --help states) and --base-url comes with
+    --backend (openai)."""
+    defaults = config_defaults(config)
+
+    def option(decls: str, dest: str, keywords: dict[str, Any], text: str) -> Any:
+        if from_file:
+            return click.option(
+                decls, dest, default=None, help=f"{text}{_default_text(decls, defaults[dest])}",
+                **keywords,
+            )  # fmt: skip
+        return click.option(
+            decls, dest, default=_shown(defaults[dest]), show_default=True, help=text, **keywords
+        )
+
     options = []
     if backends is not None:
         options.append(
-            click.option(
-                "--backend", type=click.Choice(list(backends)), default=backends[0],
-                show_default=True,
+            option(
+                "--backend", "backend", {"type": click.Choice(list(backends))},
+                "openai: the server at --base-url, else a managed vLLM server on loopback."
+                if "openai" in backends else "Which engine runs the model.",
             )
         )  # fmt: skip
-    options += [
-        click.option("--model", default=DEFAULT_MODEL, show_default=True),
-        click.option(
-            "--dtype",
-            default="fp32",
-            show_default=True,
-            help="fp32, bf16, fp16, or layercast (hf: bf16 weights, fp32 compute).",
-        ),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]."),
-        click.option("--tp", "tensor_parallel_size", type=int, default=1, show_default=True),
-        click.option("--batch-invariant/--no-batch-invariant", default=False),
-        click.option("--prefix-caching/--no-prefix-caching", default=False),
-        click.option("--eager/--compiled", "enforce_eager", default=True, show_default=True),
-    ]
-    if max_num_seqs is not None:
-        options.append(
-            click.option("--max-num-seqs", type=int, default=max_num_seqs, show_default=True)
-        )
-    options += [
-        click.option("--max-model-len", type=int, default=None),
-        click.option("--engine-arg", "engine_args", multiple=True, help=engine_arg_help),
-    ]
-
+        if from_file:
+            options.append(
+                click.option(
+                    "--base-url", default=None,
+                    help="openai backend: the server's OpenAI-compatible base URL "
+                    "(http://HOST:PORT/v1).",
+                )
+            )  # fmt: skip
+    options += [option(*spec) for spec in _ENGINE_OPTIONS]
+    options.append(click.option("--engine-arg", "engine_args", multiple=True, help=engine_arg_help))
     return stack(options)
 
 
-def engine_setting_options(backend: bool = True) -> Callable[[Any], Any]:
+def run_engine_options(backend: bool = True) -> Callable[[Any], Any]:
     """The engine options of an n-of-k run (`lab sample`, `lab library run`, `lab
-    quickstart`'s step 3): the fields of a sweep cell's engine plus `lab generate`'s
-    --max-model-len and --engine-arg, every default None (not given: the config file's value,
-    else SampleConfig's default). `engine_settings()` turns the values into config keys."""
-    options = []
-    if backend:
-        options.append(
-            click.option(
-                "--backend", type=click.Choice(registry.choices(names=registry.NAMES)),
-                default=None,
-                help="Default vllm. openai: the server at --base-url, else a managed vLLM server "
-                "on loopback.",
-            )
-        )  # fmt: skip
-        options.append(
-            click.option(
-                "--base-url", default=None,
-                help="openai backend: the server's OpenAI-compatible base URL "
-                "(http://HOST:PORT/v1).",
-            )
-        )  # fmt: skip
-    options += [
-        click.option("--model", default=None, help=f"Default {DEFAULT_MODEL}."),
-        click.option("--dtype", default=None, help="fp32 (default), bf16, fp16, layercast (hf)."),
-        click.option("--device", default=None, help="auto (default), cpu, cuda[:N]."),
-        click.option(
-            "--tp", "tensor_parallel_size", type=int, default=None,
-            help="Tensor-parallel degree (vllm backend; default 1).",
-        ),
-        click.option(
-            "--batch-invariant/--no-batch-invariant", default=None,
-            help="Batch-invariant mode (hf: the lab's kernels; vllm: VLLM_BATCH_INVARIANT=1); "
-            "default off.",
-        ),
-        click.option(
-            "--prefix-caching/--no-prefix-caching", default=None,
-            help="vLLM prefix caching (default on for n-of-k runs).",
-        ),
-        click.option(
-            "--eager/--compiled", "enforce_eager", default=None,
-            help="vLLM eager mode (default) or compiled (minutes to start on a CPU).",
-        ),
-        click.option("--attention-backend", default=None, help="vLLM attention backend name."),
-        click.option("--max-num-seqs", type=int, default=None, help="Default 64."),
-        click.option("--max-model-len", type=int, default=None, help="Context length cap."),
-        click.option(
-            "--engine-arg", "engine_args", multiple=True,
-            help="Extra vLLM engine argument KEY=VALUE (value parsed as JSON when it can be; "
-            "repeat for more).",
-        ),
-    ]  # fmt: skip
-
-    return stack(options)
+    quickstart`'s step 3): a config file may set them too, so every flag defaults to None
+    (SampleConfig's defaults, shown in --help, apply when neither gives one). backend False:
+    the command has its own --backend (the quickstart)."""
+    names = tuple(registry.choices(names=registry.NAMES)) if backend else None
+    return engine_options(backends=names, config=SampleConfig, from_file=True)
 
 
 #: `--allow-module` (repeatable): a module whose functions the cases' python checks may call

@@ -1,9 +1,9 @@
 """Benchmark lab.kernels on the CPU: each operator and greedy generation, mode on vs off.
 
-The same as `lab bench kernels`; arguments pass through (--prompts, --max-tokens, --repeats,
+The same as `lab bench kernels`; arguments pass through (--cases, --max-tokens, --rounds,
 --no-e2e). Ratios are measured side by side in one run.
 
-    .venv/bin/python scripts/bench_kernels.py --repeats 3
+    .venv/bin/python scripts/bench_kernels.py --rounds 3
 """
 
 from __future__ import annotations

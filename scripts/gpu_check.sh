@@ -58,7 +58,7 @@ done | tee "$out/probe.txt"
 stamp "bench kernels" | tee -a "$out/gpu.txt"
 for dtype in fp32 bf16; do
   echo "## lab bench kernels --device cuda --dtype $dtype (generation: SmolLM2-shaped, random weights)"
-  timeout 180 python3 -m lab.cli bench kernels --device cuda --dtype "$dtype" --repeats 3 \
+  timeout 180 python3 -m lab.cli bench kernels --device cuda --dtype "$dtype" --rounds 3 \
     --model /tmp/gpu_models/smollm2-shaped 2>&1 | grep -v "Loading weights"
 done | tee "$out/bench_kernels.txt"
 stamp "bench embeddings" | tee -a "$out/gpu.txt"

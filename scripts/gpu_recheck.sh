@@ -17,6 +17,6 @@ for dtype in fp32 bf16; do
 done | tee "$out/probe.txt"
 for dtype in fp32 bf16; do
   echo "## lab bench kernels --device cuda --dtype $dtype (SmolLM2-shaped, random weights)"
-  timeout 120 python3 -m lab.cli bench kernels --device cuda --dtype "$dtype" --repeats 3 \
+  timeout 120 python3 -m lab.cli bench kernels --device cuda --dtype "$dtype" --rounds 3 \
     --model /tmp/gpu_models/smollm2-shaped 2>&1 | grep -v "Loading weights"
 done | tee "$out/bench_kernels.txt"

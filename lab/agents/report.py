@@ -281,11 +281,13 @@ def build_agent_report(
     config: SampleConfig,
     emit: Callable[[str], None] = print,
     policy: CodePolicy | None = None,
+    cases: list[Case] | None = None,
 ) -> dict[str, Any]:
     """Analyze the finished trajectories of a run directory and write every artifact.
-    `policy`: the modules python checks may call (default: the run's own settings)."""
+    `policy`: the modules python checks may call (default: the run's own settings). `cases`:
+    the run's cases when the caller holds them parsed (run_agents), else its cases.json."""
     root = Path(path)
-    cases = samplerun.read_cases(root)
+    cases = samplerun.read_cases(root) if cases is None else cases
     resolve_checks(cases, policy or config.code_policy())  # code in the case file: if allowed
     by_case = load_trajectories(root, cases, config.k)
     emit(f"analyzing {sum(map(len, by_case.values()))} trajectories of {len(cases)} cases")

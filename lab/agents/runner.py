@@ -49,10 +49,13 @@ _PROBE_TOOL = {
 }
 
 
-def agent_cases(config: SampleConfig) -> tuple[list[Case], dict[str, int], int]:
+def agent_cases(
+    config: SampleConfig, whole: list[Case] | None = None
+) -> tuple[list[Case], dict[str, int], int]:
     """The selected cases (all agent cases, or LabError), their indices in the whole set (the
-    seeds follow from them) and the size of the whole set."""
-    whole = load_cases(config.cases)
+    seeds follow from them) and the size of the whole set. `whole`: the case source already
+    parsed (else parsed here)."""
+    whole = load_cases(config.cases) if whole is None else whole
     selected = config.select(whole)
     plain = [c.id for _, c in selected if c.agent is None]
     if plain:
@@ -67,9 +70,10 @@ def agent_cases(config: SampleConfig) -> tuple[list[Case], dict[str, int], int]:
     return cases, {c.id: i for i, c in selected}, len(whole)
 
 
-def is_agent_source(config: SampleConfig) -> bool:
-    """Whether the configured case source holds agent cases (tools)."""
-    return any(c.agent is not None for _, c in config.select(load_cases(config.cases)))
+def is_agent_source(config: SampleConfig, whole: list[Case] | None = None) -> bool:
+    """Whether the configured case source (`whole`, when already parsed) holds agent cases."""
+    whole = load_cases(config.cases) if whole is None else whole
+    return any(c.agent is not None for _, c in config.select(whole))
 
 
 def choose_protocol(setting: str, backend: Backend) -> Protocol:
@@ -166,12 +170,14 @@ def run_agents(
     emit: Callable[[str], None] = print,
     stop_after_calls: int | None = None,
     cache_dir: str | None = None,
+    cases: list[Case] | None = None,
 ) -> RunOutcome:
     """The whole job: run (or resume) every trajectory, then analyze and write the report.
 
     `backend`: an already running engine (tests pass theirs). `stop_after_calls` stops after
-    that many engine calls without the report (what a kill leaves behind)."""
-    cases, positions, whole = agent_cases(config)
+    that many engine calls without the report (what a kill leaves behind). `cases`: the whole
+    case source already parsed (`lab sample` parses it once)."""
+    cases, positions, whole = agent_cases(config, cases)
     # refused code: exit 2, nothing written; --allow-module covers checks and environments
     envs = Environments(cases, config.allow_modules)
     backend_config = backend.config if backend is not None else engine_config(config)
@@ -204,7 +210,7 @@ def run_agents(
         return RunOutcome(store.path, 0, False)
     from lab.agents.report import build_agent_report
 
-    metrics = build_agent_report(store.path, config, emit=emit)
+    metrics = build_agent_report(store.path, config, emit=emit, cases=cases)
     return RunOutcome(store.path, len(cases), True, metrics)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
+_PUNCT_CHARS = frozenset(string.punctuation)
 # "1,234.5", "-7", "3.14", ".5": thousands separators only in groups of three.
 _NUMBER = re.compile(r"(?<![\w.])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
@@ -45,8 +45,15 @@ class CheckResult:
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lowercase, drop punctuation and articles, collapse whitespace."""
-    text = text.lower().translate(_PUNCT)
+    """THE answer normalization of the lab (checks, majority answers, a sweep's TARa and
+    accuracy): SQuAD's - lowercase, drop punctuation and the articles a/an/the, collapse
+    whitespace - except that a number stays the number it is: its sign and decimal point are
+    kept, its thousands separators dropped ("The answer: -1,234.50!" -> "answer -1234.50";
+    SQuAD alone made "-3" equal "3" and "3.14" equal "314"). So case, spacing, punctuation
+    around words (a trailing period, a colon) and articles never make two answers differ."""
+    text = text.lower()
+    keep = {i for m in _NUMBER.finditer(text) for i in range(m.start(), m.end()) if text[i] in "-."}
+    text = "".join(c for i, c in enumerate(text) if i in keep or c not in _PUNCT_CHARS)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -85,7 +92,7 @@ class Exact(Check):
 
 @dataclass
 class Normalized(Check):
-    """Equal after SQuAD normalization (case, punctuation, articles, whitespace)."""
+    """Equal after normalize_answer (case, punctuation, articles, whitespace; numbers kept)."""
 
     type: ClassVar[str] = "normalized"
     params: ClassVar[tuple[str, ...]] = ("value",)

@@ -3,7 +3,7 @@
     lab bench sweep [--backend hf|vllm] [--max-tokens 16]
     lab bench backends [--backends hf,vllm] [--max-tokens 64] [--dtype fp32]
     lab bench roof [--backends vllm,vllm-compiled,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
-    lab bench kernels [--device cuda --dtype bf16 --model M] [--no-e2e] [--avx2]
+    lab bench kernels [--cases 8 --rounds 3] [--device cuda --dtype bf16 --model M] [--avx2]
     lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
     lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32]
     lab bench ray [--max-tokens 16] [--part all|sweep|replicas]
@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from lab.backends import registry
+from lab.cli_options import renamed_option
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
 
@@ -144,9 +145,11 @@ def bench_agents_cmd(
 
 
 @bench_group.command("kernels")
-@click.option("--prompts", type=click.IntRange(min=1), default=8, show_default=True)
+@renamed_option("--cases", "cases", old="--prompts", type=click.IntRange(min=1), default=8,
+                show_default=True, help="The first N bundled cases' prompts.")  # fmt: skip
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@renamed_option("--rounds", "rounds", old="--repeats", type=click.IntRange(min=1), default=3,
+                show_default=True, help="Timed repetitions (the fastest is kept).")  # fmt: skip
 @click.option("--e2e/--no-e2e", default=True, help="Also time generation end to end.")
 @click.option(
     "--device", default="cpu", show_default=True, help="cpu, or cuda for the Triton kernels."
@@ -170,9 +173,9 @@ def bench_agents_cmd(
 @click.pass_obj
 def bench_kernels_cmd(
     obj: dict[str, Any],
-    prompts: int,
+    cases: int,
     max_tokens: int,
-    repeats: int,
+    rounds: int,
     e2e: bool,
     device: str,
     dtype: str,
@@ -198,25 +201,25 @@ def bench_kernels_cmd(
     names = strategy_names(resolved, torch_dtype(canonical)) if strategies else ()
     if not resolved.startswith("cuda"):
         click.echo(self_check_summary(torch_dtype(canonical)))
-    timings = bench_ops(max(repeats, 3), resolved, torch_dtype(canonical), names)
+    timings = bench_ops(max(rounds, 3), resolved, torch_dtype(canonical), names)
     if e2e:
         timings += bench_generation(
-            prompts, max_tokens, repeats, model, obj["cache_dir"], resolved, canonical, names
+            cases, max_tokens, rounds, model, obj["cache_dir"], resolved, canonical, names
         )
     click.echo(format_bench(timings))
     if avx2:
         from lab.bench.kernels import rerun_limited_to_avx2
 
         click.echo("\nthe same, with torch, oneDNN and MKL limited to AVX2 (a child process):")
-        args = ["--prompts", prompts, "--max-tokens", max_tokens, "--repeats", repeats]
+        args = ["--cases", cases, "--max-tokens", max_tokens, "--rounds", rounds]
         args += ["--dtype", dtype, "--model", model, "--e2e" if e2e else "--no-e2e"]
         args += ["--strategies" if strategies else "--no-strategies"]
         rerun_limited_to_avx2([str(a) for a in args], obj["cache_dir"])
 
 
 @bench_group.command("layercast")
-@click.option("--prompts", type=click.IntRange(min=1, max=50), default=24, show_default=True,
-              help="The first N bundled cases.")  # fmt: skip
+@renamed_option("--cases", "cases", old="--prompts", type=click.IntRange(min=1, max=50),
+                default=24, show_default=True, help="The first N bundled cases.")  # fmt: skip
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--batch", type=click.IntRange(min=2), default=8, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
@@ -226,7 +229,7 @@ def bench_kernels_cmd(
 @click.pass_obj
 def bench_layercast_cmd(
     obj: dict[str, Any],
-    prompts: int,
+    cases: int,
     max_tokens: int,
     batch: int,
     rounds: int,
@@ -239,7 +242,7 @@ def bench_layercast_cmd(
 
     model_info(model, obj["cache_dir"])  # an unknown model: exit 2 before any child starts
     result = bench_layercast(
-        prompts, max_tokens, batch, rounds, model, obj["cache_dir"],
+        cases, max_tokens, batch, rounds, model, obj["cache_dir"],
         emit=lambda m: click.echo(m, err=True),
     )  # fmt: skip
     click.echo(format_layercast(result))

@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir
+from lab.cli_options import check_out_dir, renamed_option, retry_failed_option
 from lab.errors import LabError
+from lab.runkinds import run_kind_of
 from lab.safetext import terminal
 
 
@@ -25,9 +26,9 @@ from lab.safetext import terminal
 @click.option("--out", "out_dir", default=None, help="Run directory (default runs/<name>).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option(
-    "--retry-failed", is_flag=True, help="On resume, run the cells that failed again too."
-)
+# off by default, unlike `lab load`'s: a failed cell mostly fails again (a configuration the
+# engine refuses) and each try starts an engine
+@retry_failed_option(default=False, what="the cells that failed")
 @click.option(
     "--ray",
     "ray_address",
@@ -39,13 +40,15 @@ from lab.safetext import terminal
     "`auto` (the default of a bare --ray: RAY_ADDRESS, else the cluster `ray start` made) or "
     "ray://host:port joins a cluster. Needs the ray extra.",
 )
-@click.option(
-    "--cpus-per-actor",
+@renamed_option(
+    "--cpus-per-replica",
+    "cpus_per_replica",
+    old="--cpus-per-actor",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="With --ray on CPUs: CPUs (and so torch threads) each actor asks for, where the "
-    "config has no num_threads axis.",
+    help="With --ray on CPUs: CPUs (and so torch threads) each engine's actor asks for, where "
+    "the config has no num_threads axis.",
 )
 @click.pass_obj
 def sweep_cmd(
@@ -56,7 +59,7 @@ def sweep_cmd(
     no_progress: bool,
     retry_failed: bool,
     ray_address: str | None,
-    cpus_per_actor: int,
+    cpus_per_replica: int,
 ) -> None:
     """Run (or resume) a temperature-zero determinism sweep, then write its report."""
     if ray_address is not None:
@@ -87,7 +90,7 @@ def sweep_cmd(
             cache_dir=obj["cache_dir"],
             progress=not no_progress,
             retry_failed=retry_failed,
-            cpus_per_actor=cpus_per_actor,
+            cpus_per_actor=cpus_per_replica,
         )
     else:
         run_sweep(
@@ -135,6 +138,16 @@ def _agent_sweep(
     click.echo(f"report: {paths['html']}")
 
 
+#: what `lab report` says of a run directory that is not a sweep's, by run kind
+OTHER_REPORTS = {
+    "sample": "an n-of-k sample run, not a sweep; `lab sample-report {run}` rebuilds its report",
+    "load": "a load test, not a sweep; `lab load ... --out {run}` prints its summary "
+    "(summary.json)",
+    "quickstart": "a quickstart, not a sweep; `lab report {run}/sweep` for its sweep, "
+    "`lab sample-report {run}/variance` for its n-of-k run",
+}
+
+
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--x", "x_axis", default=None, help="Heatmap column axis.")
@@ -145,6 +158,9 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     from lab.determinism.agentsource import is_agent_sweep
     from lab.determinism.report import write_sweep_report
 
+    other = OTHER_REPORTS.get(run_kind_of(run_dir) or "sweep")
+    if other is not None:  # another kind of run: name the command that reports it
+        raise LabError(f"{run_dir}: {other.format(run=run_dir)}")
     if is_agent_sweep(run_dir):
         paths = write_agent_sweep_report(run_dir)
     else:

@@ -2,7 +2,7 @@
 add|run|show`), the distribution-shift checklist (`lab shift`) and retry policies (`lab retry`).
 
     lab perturb bundled:basic --out perturbed.jsonl --seed 0 --kinds typos,mojibake
-    lab library add runs/basic --library evals/library.yaml --threshold 0.5
+    lab library add runs/basic --library evals/library.yaml --threshold 0.5 [--gate min_mean=0.5]
     lab library run --library evals/library.yaml --k 8 --backend hf [--ray auto --replicas 4]
     lab library show --library evals/library.yaml
     lab shift DEMO PROD [--out DIR] [--embedder NAME] [--tokenizer MODEL|whitespace]
@@ -24,10 +24,11 @@ import click
 from lab import console
 from lab.cli_options import (
     allow_module_option,
-    engine_setting_options,
     engine_settings,
     ray_options,
     ray_sampler,
+    renamed_option,
+    run_engine_options,
 )
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
@@ -139,22 +140,24 @@ def library_group() -> None:
     show_default=True,
     help="Add cases whose success rate is under this.",
 )
-@click.option(
-    "--floor",
+@renamed_option(
+    "--gate",
+    "gate",
+    old="--floor",
     multiple=True,
-    help="Set the library's floor, NAME=VALUE (min_mean, min_p5, ...); "
-    "default for a new library min_mean=0.5,min_p5=0.1.",
+    help="Set the library's gate (its floor), NAME=VALUE (min_mean, min_p5, ...; see lab "
+    "sample); default for a new library min_mean=0.5,min_p5=0.1.",
 )
 def library_add_cmd(
-    run_dir: str, library_path: str, threshold: float, floor: tuple[str, ...]
+    run_dir: str, library_path: str, threshold: float, gate: tuple[str, ...]
 ) -> None:
     """Add the cases of a `lab sample` run whose success fell under the threshold."""
     from lab.longtail.library import add_from_run
     from lab.variance.config import parse_gate
 
     floor_values = None
-    if floor:
-        floor_values = {k: v for k, v in vars(parse_gate(list(floor))).items() if v is not None}
+    if gate:
+        floor_values = {k: v for k, v in vars(parse_gate(list(gate))).items() if v is not None}
     result = add_from_run(run_dir, library_path, threshold, floor_values)
     click.echo(
         f"{result.library}: {result.below} cases under {threshold:g} in {run_dir}; "
@@ -166,7 +169,7 @@ def library_add_cmd(
 @library_group.command("run")
 @click.option("--library", "library_path", default=DEFAULT_LIBRARY, show_default=True)
 @click.option("--k", type=int, default=8, show_default=True, help="Samples per case.")
-@engine_setting_options()
+@run_engine_options()
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None)
 @click.option("--top-k", type=int, default=None)
@@ -187,6 +190,7 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
     from lab.backends import close_all
     from lab.cli_options import check_out_dir
     from lab.longtail.library import run_library
+    from lab.variance.report import summary_markdown
 
     sampler = ray_sampler(flags, obj["cache_dir"])
     check_out_dir(flags.get("out"), fresh=fresh, kind="sample")
@@ -203,7 +207,7 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
         close_all()
     if run.metrics is None:
         return
-    click.echo((run.path / "summary.md").read_text())
+    click.echo(summary_markdown(run.metrics))  # summary.md's text, from memory
     if run.reasons:
         click.echo("library under its floor: " + "; ".join(run.reasons), err=True)
         sys.exit(1)

@@ -2,7 +2,7 @@
 
 lab serve --model smollm2-135m-instruct [--dtype fp32] [--engine-arg KEY=VALUE] [--port 0]
 lab load --base-url http://127.0.0.1:8000/v1 --requests 500 --concurrency 32
-lab load --serve --requests 500 --concurrency 32 --max-tokens 16 --out runs/load
+lab load --serve --requests 500 --concurrency 32 --max-tokens 16 --out runs/load [--no-retry-failed]
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir, engine_config, engine_options
+from lab.cli_options import check_out_dir, engine_config, engine_options, renamed_option
 from lab.errors import LabError
 
 # The engine options of `lab generate`, without --backend (always vLLM) and with
 # --max-num-seqs: what defines the managed server.
 server_options = engine_options(
     backends=None,
-    max_num_seqs=64,
     engine_arg_help="Extra `vllm serve` argument KEY=VALUE (value parsed as JSON when it can be).",
 )
 
@@ -78,8 +77,12 @@ def serve_cmd(
 @click.option("--max-tokens", type=int, default=16, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
 @click.option("--retries", type=int, default=3, show_default=True, help="Transport errors only.")
-@click.option(
-    "--retry-errors/--no-retry-errors",
+# on by default, unlike a sweep's: a load test's errors are mostly transient (timeouts,
+# refused connections) and resuming is how the missing requests get an outcome
+@renamed_option(
+    "--retry-failed/--no-retry-failed",
+    "retry_failed",
+    old="--retry-errors/--no-retry-errors",
     default=True,
     show_default=True,
     help="On resume, resend requests whose last outcome was an error (never-sent ones always).",
@@ -96,7 +99,7 @@ def load_cmd(
     max_tokens: int,
     timeout_s: float,
     retries: int,
-    retry_errors: bool,
+    retry_failed: bool,
     out: str | None,
     fresh: bool,
     **kw: Any,
@@ -125,7 +128,7 @@ def load_cmd(
         "requests": requests,
         "concurrency": concurrency,
         "max_tokens": max_tokens,
-        "retry_errors": retry_errors,
+        "retry_errors": retry_failed,
         "timeout_s": timeout_s,
         "retries": retries,
         "fresh": fresh,

@@ -1,6 +1,7 @@
 """The n-of-k variance commands: `lab sample` (sample every case k times, resumably, and write
 the report) and `lab sample-report` (rebuild a run's report with other analysis settings).
-Both print summary.md and exit 1 when the run misses its gate.
+Both print the run's summary (summary.md's text, from the metrics in memory) and exit 1 when
+the run misses its gate.
 
     lab sample [CONFIG.yaml] --cases bundled:basic --k 32 --backend vllm --gate min_p5=0.1
     lab sample --cases bundled:basic --k 32 --ray auto --replicas 4    (lab.scale.sample)
@@ -12,7 +13,7 @@ Parsing and printing only: the work is in lab.variance. Listed in lab/cli.py (CO
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -21,10 +22,10 @@ from lab import console
 from lab.cli_options import (
     allow_module_option,
     check_out_dir,
-    engine_setting_options,
     engine_settings,
     ray_options,
     ray_sampler,
+    run_engine_options,
 )
 
 
@@ -42,7 +43,7 @@ from lab.cli_options import (
     "--limit", type=int, default=None, help="At most N cases (the first, after --only-tags)."
 )
 @click.option("--k", type=int, default=None, help="Samples per case (default 32).")
-@engine_setting_options()
+@run_engine_options()
 @click.option("--temperature", type=float, default=None, help="Default 0.7.")
 @click.option("--top-p", type=float, default=None, help="Default 1.0 (off).")
 @click.option("--top-k", type=int, default=None, help="Default 0 (off).")
@@ -87,28 +88,35 @@ from lab.cli_options import (
 def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
     """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss).
     Agent cases (with tools) run k trajectories each (lab.agents)."""
+    from lab.agents.render import agent_markdown
     from lab.agents.runner import is_agent_source, run_agents
     from lab.backends import close_all
+    from lab.cases.loaders import load_cases
     from lab.errors import LabError
     from lab.variance.config import load_config
+    from lab.variance.report import summary_markdown
     from lab.variance.runner import run_sample
 
     sampler = ray_sampler(flags, obj["cache_dir"])
     config = load_config(config_path, engine_settings(flags))
     check_out_dir(config.out_dir(), fresh=fresh, kind="sample")
-    agents = is_agent_source(config)
+    whole = load_cases(config.cases)  # parsed once: which runner, the run, its report
+    agents = is_agent_source(config, whole)
     if agents and sampler is not None:
         raise LabError(f"{config.cases}: agent cases (with tools) run locally; drop --ray")
     try:
         if agents:
-            outcome = run_agents(config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"])
+            outcome = run_agents(
+                config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"], cases=whole
+            )
         else:
             outcome = run_sample(
-                config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"], sampler=sampler
-            )
+                config, fresh=fresh, emit=console.echo, cache_dir=obj["cache_dir"],
+                sampler=sampler, cases=whole,
+            )  # fmt: skip
     finally:
         close_all()
-    _print_sample_result(outcome.path, outcome.metrics)
+    _print_sample_result(outcome.metrics, agent_markdown if agents else summary_markdown)
 
 
 @click.command("sample-report")
@@ -121,24 +129,27 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @allow_module_option
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
+    from lab.agents.render import agent_markdown
     from lab.samplerun import is_agent_run
-    from lab.variance.report import rebuild_report
+    from lab.variance.report import rebuild_report, summary_markdown
 
-    build = None
+    build, render = None, summary_markdown
     if is_agent_run(run_dir):
         from lab.agents.report import build_agent_report
 
-        build = build_agent_report
-    _print_sample_result(
-        run_dir,
-        rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True), build=build),
-    )
+        build, render = build_agent_report, agent_markdown
+    metrics = rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True), build=build)
+    _print_sample_result(metrics, render)
 
 
-def _print_sample_result(path: Any, metrics: dict[str, Any] | None) -> None:
+def _print_sample_result(
+    metrics: dict[str, Any] | None, render: Callable[[dict[str, Any]], str]
+) -> None:
+    """The run's summary (what it wrote to summary.md, rendered from the metrics in memory,
+    not read back from disk); exit 1 on a gate miss."""
     if metrics is None:
         return
-    click.echo((Path(path) / "summary.md").read_text())
+    click.echo(render(metrics))
     if not metrics["gate"]["passed"]:
         click.echo("gate failed: " + "; ".join(metrics["gate"]["reasons"]), err=True)
         sys.exit(1)

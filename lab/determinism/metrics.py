@@ -6,8 +6,8 @@ Definitions (all per target prompt, then aggregated):
 - TARr@N (Atil et al., arXiv 2408.04667): share of targets whose N raw outputs are identical
   (N = outputs per target: ok cells x copies per cell; the smallest count if targets differ).
   TARa@N: the same on parsed answers; a parse failure counts as disagreement. Answers are
-  the first group (or whole match) of the prompt's / config's answer_regex, else the
-  normalized text (lower-case, whitespace collapsed, trailing punctuation stripped).
+  the first group (or whole match) of the prompt's / config's answer_regex, else the whole
+  text, normalized as every check's answer is (lab.cases.checks.normalize_answer).
 - per cell against the reference cell: first divergent token, both tokens and logprobs, the
   reference's top-1/top-2 gap there, max / mean |delta logprob| over the common prefix.
 - Avg_Std@Output_Length: mean over targets of the std of output length across cells.
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.backends.base import Generation
+from lab.cases.checks import normalize_answer
 from lab.determinism.cells import base_id, cell_of, outputs_of
 from lab.determinism.config import SweepConfig
 from lab.determinism.divergence import compare
@@ -39,10 +40,6 @@ from lab.determinism.grid import Cell, differs_only_in, reference_cell, varying_
 from lab.determinism.hardware import hardware_summary
 from lab.determinism.modes import target_prompts
 from lab.determinism.pairs import axis_pairs
-
-
-def normalize_answer(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower().rstrip(".!?;:, ")
 
 
 def parse_answer(text: str, regex: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """What one engine configuration asks Ray for, decided from the engine and the cluster's node
 table (`ray.nodes()`), without Ray itself, so the decision is tested on made-up clusters.
 
-- CPU engines: `num_threads` CPUs when the cell sets the axis, else `--cpus-per-actor`; the
+- CPU engines: `num_threads` CPUs when the cell sets the axis, else `--cpus-per-replica`; the
   actor's torch then runs with exactly that many threads.
 - GPU engines: GPUs = tensor_parallel_size x pipeline_parallel_size (engine_args) on one node.
   A vLLM engine that needs more GPUs than the largest node has is handed to vLLM's own Ray
@@ -87,14 +87,14 @@ def plan_actor(
     node_kind: str | None = None,
 ) -> ActorPlan:
     """What the actor of `engine` asks for (see the module docstring). `on_gpu`: the engine
-    runs on CUDA; `cpus`: --cpus-per-actor; `nodes`: ray.nodes()."""
+    runs on CUDA; `cpus`: --cpus-per-replica; `nodes`: ray.nodes()."""
     kind = kind_options(node_kind)
     threads = engine.num_threads
     if not on_gpu:
         wanted = threads or cpus
         most = max(_live(nodes, "CPU"), default=0.0)
         if nodes and wanted > most:  # Ray would hold the actor forever
-            where = "axes.num_threads" if threads else "--cpus-per-actor"
+            where = "axes.num_threads" if threads else "--cpus-per-replica"
             raise ConfigError(
                 f"{where}: {wanted} threads need {wanted} CPUs on one node, and the largest "
                 f"node has {most:g}"

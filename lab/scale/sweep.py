@@ -12,7 +12,7 @@ they come back.
 - Each cell records its placement (node id, host, device name, CPU threads); `nodes.jsonl`
   holds one environment record per node the run used.
 - What each actor asks for (lab.scale.resources): CPUs = the cell's `num_threads` axis (else
-  --cpus-per-actor), GPUs = TP x PP (vLLM's own Ray executor when no node has that many), and
+  --cpus-per-replica), GPUs = TP x PP (vLLM's own Ray executor when no node has that many), and
   the node kind of its `node_kind` axis (a custom resource or a node label).
 - An actor whose cells are all done is ended at once, so the configurations still waiting for
   resources get them (more configurations than the cluster holds run in turn).

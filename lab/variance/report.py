@@ -23,6 +23,7 @@ from typing import Any
 
 from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.cases.cohorts import load_cohorts_file
+from lab.cases.model import Case
 from lab.errors import LabError
 from lab.samplerun import LOG, read_cases, write_parquet
 from lab.store import RunStore
@@ -40,13 +41,15 @@ def build_report(
     emit: Callable[[str], None] = print,
     embedder: Embedder | None = None,
     policy: CodePolicy | None = None,
+    cases: list[Case] | None = None,
 ) -> dict[str, Any]:
     """Analyze the finished samples of a run directory and write every artifact. `policy`:
     the modules python checks may call (None: the lab's own examples only); the run's
-    settings.json is not trusted to allow one."""
+    settings.json is not trusted to allow one. `cases`: the run's cases when the caller holds
+    them parsed (run_sample), else read back from its cases.json."""
     root = Path(path)
     store = RunStore(root)
-    cases = read_cases(root)
+    cases = read_cases(root) if cases is None else cases
     resolve_checks(cases, policy or CodePolicy())
     entries = list(store.entries(LOG))
     missing = [c.id for c in cases if c.id not in {e["case_id"] for e in entries}]
@@ -63,10 +66,16 @@ def build_report(
     metrics["gate"] = gate
     store.write_json("metrics.json", metrics)
     write_parquet(root / "samples.parquet", rows)
-    store.write_text("summary.md", markdown_summary(metrics, gate))
+    store.write_text("summary.md", summary_markdown(metrics))
     store.write_text("report.html", html_report(metrics, gate))
     emit(f"wrote {root}/report.html, summary.md, metrics.json, samples.parquet")
     return metrics
+
+
+def summary_markdown(metrics: dict[str, Any]) -> str:
+    """A run's summary.md from its metrics (the gate's verdict included): what build_report
+    writes, and what `lab sample` prints from the metrics in memory."""
+    return markdown_summary(metrics, metrics["gate"])
 
 
 def rebuild_report(

@@ -290,6 +290,7 @@ def run_sample(
     stop_after_cases: int | None = None,
     cache_dir: str | None = None,
     sampler: Sampler | None = None,
+    cases: list[Case] | None = None,
 ) -> RunOutcome:
     """The whole job: sample (resuming), then analyze and write every artifact.
 
@@ -297,9 +298,10 @@ def run_sample(
     config is what the run records. `stop_after_cases` stops after that many newly sampled
     cases without writing the report (what a kill leaves behind). `sampler`: sample the
     unfinished cases another way (lab.scale.sample: replicas on Ray) instead of loading an
-    engine here; the same run directory, calls, seeds and report.
+    engine here; the same run directory, calls, seeds and report. `cases`: the whole case
+    source already parsed (load_cases(config.cases)), so that `lab sample` parses it once.
     """
-    whole = load_cases(config.cases)
+    whole = load_cases(config.cases) if cases is None else cases
     selected = config.select(whole)
     cases = [c for _, c in selected]
     agents = [c.id for c in cases if c.agent is not None]
@@ -337,5 +339,5 @@ def run_sample(
         if not complete:
             return RunOutcome(store.path, sampled, False)
         policy = config.code_policy()
-        metrics = report.build_report(store.path, config, emit=emit, policy=policy)
+        metrics = report.build_report(store.path, config, emit=emit, policy=policy, cases=cases)
     return RunOutcome(store.path, sampled, True, metrics)

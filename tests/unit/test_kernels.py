@@ -555,7 +555,7 @@ def test_bench_kernels_avx2_reruns_the_bench_limited_to_avx2() -> None:
     import subprocess
     import sys
 
-    args = ["bench", "kernels", "--no-e2e", "--no-strategies", "--repeats", "1", "--avx2"]
+    args = ["bench", "kernels", "--no-e2e", "--no-strategies", "--rounds", "1", "--avx2"]
     out = subprocess.run(
         [sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True, timeout=300
     )

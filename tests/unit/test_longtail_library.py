@@ -264,7 +264,7 @@ def test_show_and_add_commands(tmp_path: Path) -> None:
     lib = tmp_path / "library.yaml"
     runner = CliRunner()
     added = runner.invoke(
-        cli, ["library", "add", str(run), "--library", str(lib), "--floor", "min_mean=0.6"]
+        cli, ["library", "add", str(run), "--library", str(lib), "--gate", "min_mean=0.6"]
     )
     assert added.exit_code == 0, added.output
     assert "added" in added.output and "cases in the library" in added.output
