@@ -142,8 +142,8 @@ def _agent_sweep(
 def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     """Write metrics.json, report.md and report.html for a sweep run directory."""
     from lab.agents.sweepreport import write_agent_sweep_report
-    from lab.determinism.agentsource import is_agent_sweep
     from lab.determinism.report import write_sweep_report
+    from lab.rundir import is_agent_sweep
 
     if is_agent_sweep(run_dir):
         paths = write_agent_sweep_report(run_dir)

@@ -26,6 +26,7 @@ from lab.cli_options import (
     ray_options,
     ray_sampler,
 )
+from lab.rundir import SUMMARY
 
 
 @click.command("sample")
@@ -121,7 +122,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @allow_module_option
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
-    from lab.samplerun import is_agent_run
+    from lab.rundir import is_agent_run
     from lab.variance.report import rebuild_report
 
     build = None
@@ -138,7 +139,7 @@ def sample_report_cmd(run_dir: str, **flags: Any) -> None:
 def _print_sample_result(path: Any, metrics: dict[str, Any] | None) -> None:
     if metrics is None:
         return
-    click.echo((Path(path) / "summary.md").read_text())
+    click.echo((Path(path) / SUMMARY).read_text())
     if not metrics["gate"]["passed"]:
         click.echo("gate failed: " + "; ".join(metrics["gate"]["reasons"]), err=True)
         sys.exit(1)

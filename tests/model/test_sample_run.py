@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab.backends import Backend
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.config import SampleConfig, parse_gate
 from lab.variance.diversity import Embedder
@@ -110,7 +110,7 @@ def test_sample_run_writes_every_artifact(
     assert metrics["cost"]["inferences"] == len(CASES) * K
     assert metrics["cost"]["tokens_out"] > 0 and metrics["cost"]["wall_s"] > 0
     assert 1.0 <= by_id["france"]["vendi"] <= K
-    entries = list(RunStore(outcome.path).entries(LOG))
+    entries = list(RunStore(outcome.path).entries(SAMPLES))
     case_index = {c["id"]: j for j, c in enumerate(CASES)}
     for entry in entries:
         seeds = [g["seed"] for g in entry["generations"]]
@@ -131,7 +131,7 @@ def test_stopped_run_resumes_without_duplicates(
     first = run_sample(config, backend=hf_backend, emit=lambda m: None, stop_after_cases=2)
     assert not first.complete and first.sampled_cases == 2
     assert not (out / "metrics.json").exists()
-    log = RunStore(out).log_path(LOG)
+    log = RunStore(out).log_path(SAMPLES)
     before = log.read_text()
     assert before.count("\n") == 2
     # A kill in the middle of the next write leaves a partial line; resume must drop it.
