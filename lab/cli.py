@@ -46,6 +46,7 @@ from lab.cli_options import (
 )
 from lab.errors import LabError
 from lab.models import DEFAULT_MODEL
+from lab.rundir import ENGINE_LOG
 
 
 @click.group()
@@ -59,7 +60,7 @@ from lab.models import DEFAULT_MODEL
     "--verbose",
     is_flag=True,
     help="Show the engines' own output (vLLM / torch warnings, weight-loading bars) instead of "
-    "writing it to RUN_DIR/engine.log.",
+    f"writing it to RUN_DIR/{ENGINE_LOG}.",
 )
 @click.pass_context
 def cli(ctx: click.Context, cache_dir: str | None, verbose: bool) -> None:

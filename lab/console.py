@@ -7,7 +7,7 @@ engine.log), so everything written to stderr by anyone goes there, and `echo` wr
 lines to the terminal through a copy of the original descriptor. `lab --verbose` (or
 LAB_VERBOSE=1) leaves stderr alone: the chatter shows as before.
 
-    with engine_output(run_dir / "engine.log"):
+    with engine_output(run_dir / ENGINE_LOG):   # lab.rundir.ENGINE_LOG, engine.log
         backend = load_backend(...)        # its bars and warnings: engine.log
         echo("call 1/3 ...")               # the terminal
 """
@@ -23,9 +23,6 @@ from typing import IO, Any
 
 from lab.errors import LabError
 from lab.settings import env_value
-
-#: name of the engine output log in a run directory
-ENGINE_LOG = "engine.log"
 
 _verbose = False
 #: the terminal's stderr while fd 2 points at an engine log; None otherwise

@@ -33,6 +33,8 @@ from lab.errors import LabError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 COMPLETE_MARKER = ".lab-complete"
+#: a checkpoint's model config (Hugging Face layout; a run directory's config.json is lab.rundir's)
+MODEL_CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def bundled_package_dir(model: BundledModel) -> Path:
 
 
 def is_prepared(path: Path) -> bool:
-    return (path / COMPLETE_MARKER).is_file() and (path / "config.json").is_file()
+    return (path / COMPLETE_MARKER).is_file() and (path / MODEL_CONFIG).is_file()
 
 
 @contextmanager
@@ -163,7 +165,7 @@ def resolve(
         return prepare_bundled(spec, cache_dir)
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / MODEL_CONFIG).is_file():
             raise LabError(f"model directory {path} has no config.json (not an HF checkpoint)")
         return path
     hub_reason = ""
@@ -210,7 +212,7 @@ def model_info(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> Mo
     """Resolve a spec and read the fields engine validation needs from its config.json."""
     path = resolve(spec, cache_dir)
     try:
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = json.loads((path / MODEL_CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise LabError(f"{path / 'config.json'}: cannot read model config ({exc})") from exc
     text_cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model's

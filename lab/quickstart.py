@@ -35,7 +35,7 @@ from lab.determinism.config import parse_sweep_config
 from lab.determinism.summary import summary_lines
 from lab.errors import LabError
 from lab.report.page import page
-from lab.runkinds import run_kind_of
+from lab.rundir import CONFIG, INDEX, REPORT, STEP_DIRS, run_kind_of
 from lab.safetext import inline, scrub
 from lab.store import prepare_run_dir, write_atomic
 from lab.variance.render_decompose import decomposition_lines
@@ -88,8 +88,8 @@ def kernels_spec(batch_invariant: bool, max_tokens: int) -> dict[str, Any]:
     return spec
 
 
-# What a quickstart writes into --out; --fresh deletes (and rewrites) the step directories.
-STEP_DIRS = ("sweep", "kernels-off", "kernels-on", "variance")
+# What a quickstart writes into --out (STEP_DIRS): --fresh deletes (and rewrites) the step
+# directories.
 
 
 def _is_lab_run(path: Path) -> bool:
@@ -99,7 +99,7 @@ def _is_lab_run(path: Path) -> bool:
     if not any(path.iterdir()):
         return True
     try:
-        return isinstance(json.loads((path / "config.json").read_text()), dict)
+        return isinstance(json.loads((path / CONFIG).read_text()), dict)
     except (OSError, ValueError):
         return False
 
@@ -120,9 +120,9 @@ def check_fresh_target(root: Path) -> None:
         )
     entries = sorted(p.name for p in root.iterdir())
     foreign_steps = [n for n in STEP_DIRS if (root / n).exists() and not _is_lab_run(root / n)]
-    own = set(STEP_DIRS) | {"index.html"}
+    own = set(STEP_DIRS) | {INDEX}
     others = [n for n in entries if n not in own and not n.startswith(".index.")]
-    if foreign_steps or (others and not (root / "index.html").is_file()):
+    if foreign_steps or (others and not (root / INDEX).is_file()):
         shown = ", ".join(foreign_steps or others)
         raise LabError(
             f"--out {root}: not a quickstart output (holds {shown}); --fresh would delete its "
@@ -199,7 +199,7 @@ def run_quickstart(
     return QuickstartResult(
         index=index,
         sweep_report=paths["html"],
-        sample_report=sample_dir / "report.html",
+        sample_report=sample_dir / REPORT,
         sweep_summary=sweep_metrics["summary"],
         headline=headline,
         kernels=kernels,
@@ -261,15 +261,15 @@ def write_index(
         "<h1>determinism and variance lab: quickstart</h1>",
         "<h2>1. Temperature-zero determinism sweep</h2>",
         f"<ul>{''.join(f'<li>{line}</li>' for line in sweep_lines(sweep, inline))}</ul>",
-        '<p><a href="sweep/report.html">full sweep report</a></p>',
+        f'<p><a href="sweep/{REPORT}">full sweep report</a></p>',
         "<h2>2. Batch-invariant kernels</h2>",
         f"<ul>{items(kernel_lines(kernels))}</ul>",
-        '<p><a href="kernels-off/report.html">kernels off</a> &middot;',
-        '<a href="kernels-on/report.html">kernels on</a></p>',
+        f'<p><a href="kernels-off/{REPORT}">kernels off</a> &middot;',
+        f'<a href="kernels-on/{REPORT}">kernels on</a></p>',
         "<h2>3. n-of-k variance</h2>",
         f"<ul>{items(variance_lines(variance))}</ul>",
-        '<p><a href="variance/report.html">full variance report</a></p>',
+        f'<p><a href="variance/{REPORT}">full variance report</a></p>',
     ]
     root.mkdir(parents=True, exist_ok=True)
     # scrub: a lone surrogate (JSON "\\ud800" in a prompt id) cannot be encoded
-    return write_atomic(root / "index.html", scrub(page("determinism lab quickstart", parts)))
+    return write_atomic(root / INDEX, scrub(page("determinism lab quickstart", parts)))

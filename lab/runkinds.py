@@ -1,15 +1,14 @@
-"""Run directories by kind: which kind of run a directory holds, the names each kind writes,
-and what `--out DIR` / `--fresh` may do with a directory (lab.store writes the marker).
+"""What `--out DIR` / `--fresh` may do with a run directory (lab.store writes the marker; the
+kinds, their files and the detector `run_kind_of` are lab.rundir's).
 
 Every run directory carries one marker, `.lab-run.json`, naming the kind of run that wrote it
-(sample, sweep, load, quickstart) and the names that kind writes (RUN_FILES). A command opens
-only a directory that holds nothing, its own kind of run, or (without --fresh) files that are
-no run's and that it would not overwrite; `--fresh` deletes the names its kind writes and
-nothing else: a user's notes.txt beside a run stays, another kind of run is refused, and a
-directory of other files with no run is refused. A directory written before the marker existed
-is recognized by its files (`run_kind_of`: a sweep's cells.jsonl, a sample run's samples.jsonl
-or cases.json (an agent run's trajectories.jsonl), a load test's requests.jsonl, a
-quickstart's step directories; else its config.json) and gets its marker when it is resumed.
+(sample, sweep, load, quickstart) and the names that kind writes (lab.rundir.RUN_FILES). A
+command opens only a directory that holds nothing, its own kind of run, or (without --fresh)
+files that are no run's and that it would not overwrite; `--fresh` deletes the names its kind
+writes and nothing else: a user's notes.txt beside a run stays, another kind of run is refused,
+and a directory of other files with no run is refused. A directory written before the marker
+existed is recognized by its files (lab.rundir.run_kind_of) and gets its marker when it is
+resumed.
 
     check_run_dir("runs/x", "sample", fresh=True)   # before anything: LabError, one line
     kept = start_over("runs/x", "sample")           # --fresh: the sample run's files only
@@ -18,82 +17,16 @@ quickstart's step directories; else its config.json) and gets its marker when it
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from lab.errors import LabError
-
-#: the marker file of a run directory (see the module docstring)
-MARKER = ".lab-run.json"
-#: what every kind of run writes beside its own files (temp files of atomic writes included)
-_COMMON = (MARKER, "config.json", "environment.json", "environments.jsonl", "engine.log")
-_TEMPS = (".*.tmp", ".*.tmp-*")
-#: the names (glob patterns) each kind of run writes into its directory: --fresh deletes these
-#: and nothing else. A quickstart's step directories are runs of their own kinds.
-RUN_FILES: dict[str, tuple[str, ...]] = {
-    "sample": _COMMON
-    + _TEMPS
-    + (
-        "settings.json", "batching.json", "cases.json", "samples.jsonl", "samples.parquet",
-        "metrics.json", "summary.md", "report.html", "embeddings.npz", "retry.md", "retry.json",
-        "trajectories.jsonl", "steps.jsonl",  # an agent run's (lab.agents)
-        "server-*.log",  # the managed server's (openai backend without a base_url)
-        "nodes.jsonl", "failures.jsonl",  # a run on Ray's (lab.scale.sample)
-    ),
-    "sweep": _COMMON
-    + _TEMPS
-    + ("sweep_config.json", "cells.jsonl", "nodes.jsonl", "metrics.json", "report.md",
-       "report.html", "server-*.log"),
-    "load": _COMMON + _TEMPS + ("requests.jsonl", "passes.jsonl", "summary.json", "server.log"),
-    "quickstart": (MARKER, "index.html") + _TEMPS + ("sweep", "kernels-off", "kernels-on",
-                                                     "variance"),
-}  # fmt: skip
-#: what the run commands are called, for messages
-COMMAND = {
-    "sample": "lab sample",
-    "sweep": "lab sweep",
-    "load": "lab load",
-    "quickstart": "lab quickstart",
-}
+from lab.rundir import COMMAND, RUN_FILES, run_kind_of
 
 
 def written_by(kind: str, name: str) -> bool:
     """Whether a run of `kind` writes an entry called `name` into its directory."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FILES[kind])
-
-
-def json_object(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def run_kind_of(path: str | os.PathLike[str]) -> str | None:
-    """The kind of run a directory holds: its marker's, else (a directory written before the
-    marker existed) the kind its files show; None when it holds no lab run."""
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    marker = json_object(root / MARKER)
-    if marker is not None and marker.get("kind") in RUN_FILES:
-        return str(marker["kind"])
-    names = {p.name for p in root.iterdir()}
-    config = json_object(root / "config.json")
-    if "cells.jsonl" in names or (config is not None and "axes" in config):
-        return "sweep"
-    if names & {"requests.jsonl", "passes.jsonl"} or (config or {}).get("kind") == "load":
-        return "load"
-    sample_files = {"samples.jsonl", "cases.json", "trajectories.jsonl"}
-    if names & sample_files or (config or {}).get("cases_fingerprint"):
-        return "sample"
-    steps = [n for n in ("sweep", "kernels-off", "kernels-on", "variance") if n in names]
-    if "index.html" in names and steps or any(run_kind_of(root / n) for n in steps):
-        return "quickstart"
-    return None
 
 
 def check_run_dir(

@@ -7,7 +7,7 @@ A foundation module (it imports nothing of the lab): reports, run directories an
     from lab.safetext import md_cell, md_code, scrub
     f"| {md_cell(case_id)} | {md_cell(output, 60)} |"   # a table cell, list item or heading
     f"`{md_code(output)}`"                              # the inside of a code span
-    store.write_text("report.html", scrub(page))        # lone surrogates -> U+FFFD
+    store.write_text(REPORT, scrub(page))               # lone surrogates -> U+FFFD
     click.echo(f"error: {terminal(server_text)}")       # controls shown as \\x1b, inert
     click.echo(plain_cell(case_id))                     # md_cell's one line, for a terminal
     f"<li>{inline(model_output)}</li>"                  # escaped HTML, bidi isolated

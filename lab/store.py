@@ -11,11 +11,12 @@ loops call `raise_if_interrupted` between units (a KeyboardInterrupt raised insi
 is swallowed by Python), and `interrupted_message` tells the user what a rerun resumes.
 
     store = RunStore.open("runs/x", config, fresh=False, kind="sweep")
-    done = store.done_keys("cells")          # keys already finished
-    store.append("cells", key, payload)      # one unit, atomically
+    done = store.done_keys(CELLS)            # keys already finished
+    store.append(CELLS, key, payload)        # one unit, atomically
 
 `RunStore.open(..., kind=...)` checks the directory, starts over (--fresh) and writes the
-marker `.lab-run.json` that says which kind of run it is: lab.runkinds has the rules.
+marker `.lab-run.json` that says which kind of run it is: lab.runkinds has the rules, the
+names of a run's files (CELLS, SAMPLES, ...) and their readers are lab.rundir's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.runkinds import COMMAND, MARKER, RUN_FILES, check_run_dir, json_object, shown, start_over
+from lab.rundir import (
+    COMMAND,
+    CONFIG,
+    ENVIRONMENT,
+    ENVIRONMENTS,
+    MARKER,
+    RUN_FILES,
+    json_object,
+    log_file,
+    read_log,
+    repair_tail,
+)
+from lab.runkinds import check_run_dir, shown, start_over
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
@@ -45,31 +58,6 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
-
-
-def _repair_tail(path: Path) -> None:
-    """Drop a partial last line left by a process killed mid-write.
-
-    Reads only the tail (a samples log can be large): back from the end to the last newline."""
-    if not path.exists():
-        return
-    with open(path, "rb+") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        if end == 0:
-            return
-        fh.seek(end - 1)
-        if fh.read(1) == b"\n":
-            return
-        position = end
-        while position > 0:
-            start = max(0, position - 65536)
-            fh.seek(start)
-            newline = fh.read(position - start).rfind(b"\n")
-            if newline >= 0:
-                fh.truncate(start + newline + 1)
-                return
-            position = start
-        fh.truncate(0)
 
 
 def _config_differences(previous: Any, current: Any) -> str:
@@ -136,8 +124,6 @@ def interrupted_message() -> str:
     )
 
 
-#: the environments of resumed sessions that differ from environment.json (the first one)
-ENVIRONMENTS = "environments"
 _TEMP_NAME = re.compile(r"^\..+\.tmp(?:-(\d+))?(?:\.[A-Za-z0-9]+)?$")
 
 
@@ -243,7 +229,7 @@ class RunStore:
         elif fresh and root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-        config_path = root / "config.json"
+        config_path = root / CONFIG
         canonical = json.loads(json.dumps(config, sort_keys=True, default=str))
         if config_path.exists():
             try:
@@ -284,15 +270,15 @@ class RunStore:
         environment (packages upgraded, another machine, other lab code) is appended to
         environments.jsonl and announced: the run's outputs then come from more than one
         environment, which a determinism study must know."""
-        first = self.path / "environment.json"
+        first = self.path / ENVIRONMENT
         current = json.loads(json.dumps(environment, default=str))
         if not first.is_file():
-            self.write_json("environment.json", current)
+            self.write_json(ENVIRONMENT, current)
             return
         try:
             original = json.loads(first.read_text())
         except (OSError, json.JSONDecodeError):
-            self.write_json("environment.json", current)  # damaged: the best record we have
+            self.write_json(ENVIRONMENT, current)  # damaged: the best record we have
             return
         changes = _differences(original, current)
         if not changes:
@@ -306,14 +292,14 @@ class RunStore:
         )
 
     def log_path(self, name: str) -> Path:
-        return self.path / f"{name}.jsonl"
+        return self.path / log_file(name)
 
     def append(self, name: str, key: str, payload: dict[str, Any]) -> None:
         """Append one finished unit of work as one line (one write, fsynced)."""
         line = json.dumps({"key": key} | payload, default=str) + "\n"
         # A log this process has not read yet (load's passes.jsonl) may end in a partial line
         # from a kill: appending after it would glue two records into one corrupt line.
-        _repair_tail(self.log_path(name))
+        repair_tail(self.log_path(name))
         with open(self.log_path(name), "a") as fh:
             fh.write(line)
             fh.flush()
@@ -323,24 +309,7 @@ class RunStore:
         """Every complete entry of a log, one per key, in the order keys first appear: its
         first entry (streamed), or with `latest` its last one (a failed sweep cell retried
         with --retry-failed is appended again; held in memory, so for small logs)."""
-        path = self.log_path(name)
-        _repair_tail(path)
-        if not path.exists():
-            return
-        seen: set[str] = set()
-        last: dict[str, dict[str, Any]] = {}  # insertion order = first appearance
-        with open(path) as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise LabError(f"{path}:{number}: corrupt record ({exc})") from exc
-                if latest:
-                    last[entry["key"]] = entry
-                elif entry["key"] not in seen:
-                    seen.add(entry["key"])
-                    yield entry
-        yield from last.values()
+        yield from read_log(self.log_path(name), latest)
 
     def done_keys(self, name: str) -> set[str]:
         return {entry["key"] for entry in self.entries(name)}

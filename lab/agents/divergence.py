@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lab import samplerun
+from lab import rundir
 
 
 def margin(top: list[list[Any]]) -> float | None:
@@ -95,8 +95,8 @@ def smallest_margin(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def compare_agent_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     """Every trajectory both runs finished, compared (module docstring)."""
-    a = {e["key"]: e for e in samplerun.read_trajectories(run_a)}
-    b = {e["key"]: e for e in samplerun.read_trajectories(run_b)}
+    a = {e["key"]: e for e in rundir.read_trajectories(run_a)}
+    b = {e["key"]: e for e in rundir.read_trajectories(run_b)}
     keys = sorted(set(a) & set(b))
     rows = {key: split(a[key], b[key]) for key in keys}
     parted = {k: r for k, r in rows.items() if not r["same"]}

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lab import samplerun
+from lab import rundir, samplerun
 from lab.agents import metrics as am
 from lab.agents.records import Trajectory
 from lab.agents.render import agent_html, agent_markdown
@@ -78,7 +78,7 @@ def evaluate_trajectory(case: Case, trajectory: Trajectory) -> dict[str, Any]:
 def load_trajectories(root: Path, cases: list[Case], k: int) -> dict[str, list[Trajectory]]:
     """Each case's k finished trajectories in sample order; LabError when some are missing."""
     by_case: dict[str, list[Trajectory]] = {c.id: [] for c in cases}
-    for entry in samplerun.read_trajectories(root):
+    for entry in rundir.read_trajectories(root):
         if entry["case_id"] in by_case:
             by_case[entry["case_id"]].append(Trajectory.from_dict(entry))
     for case_id, trajs in by_case.items():
@@ -287,7 +287,7 @@ def build_agent_report(
     `policy`: the modules python checks may call (default: the run's own settings). `cases`:
     the run's cases when the caller holds them parsed (run_agents), else its cases.json."""
     root = Path(path)
-    cases = samplerun.read_cases(root) if cases is None else cases
+    cases = rundir.read_cases(root) if cases is None else cases
     resolve_checks(cases, policy or config.code_policy())  # code in the case file: if allowed
     by_case = load_trajectories(root, cases, config.k)
     emit(f"analyzing {sum(map(len, by_case.values()))} trajectories of {len(cases)} cases")
@@ -296,9 +296,9 @@ def build_agent_report(
     reasons = evaluate_gate(metrics["headline"], config.gate)
     metrics["gate"] = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
     store = RunStore(root)
-    store.write_json(samplerun.METRICS, metrics)
-    samplerun.write_parquet(root / samplerun.PARQUET, rows)
-    store.write_text(samplerun.SUMMARY, agent_markdown(metrics))
-    store.write_text(samplerun.REPORT, agent_html(metrics))
-    emit(f"wrote {root}/report.html, summary.md, metrics.json, samples.parquet")
+    store.write_json(rundir.METRICS, metrics)
+    samplerun.write_parquet(root / rundir.PARQUET, rows)
+    store.write_text(rundir.SUMMARY, agent_markdown(metrics))
+    store.write_text(rundir.REPORT, agent_html(metrics))
+    emit(f"wrote {root}/{rundir.REPORT}, {rundir.SUMMARY}, {rundir.METRICS}, {rundir.PARQUET}")
     return metrics

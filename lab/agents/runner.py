@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lab import samplerun
+from lab import rundir, samplerun
 from lab.agents.environment import Environments
 from lab.agents.protocol import Protocol
 from lab.agents.records import Step
@@ -116,14 +116,14 @@ class Journal:
 
     def __init__(self, store: RunStore, stepper: Stepper, emit: Callable[[str], None]) -> None:
         self.store, self.stepper, self.emit = store, stepper, emit
-        self.done = store.done_keys(samplerun.TRAJECTORIES)
-        self.lines = sum(1 for _ in store.entries(samplerun.JOURNAL))
+        self.done = store.done_keys(rundir.TRAJECTORIES)
+        self.lines = sum(1 for _ in store.entries(rundir.JOURNAL))
         self.started = time.perf_counter()
         self.tokens = 0
 
     def steps_by_trajectory(self) -> dict[str, list[Step]]:
         out: dict[str, list[Step]] = {}
-        for entry in self.store.entries(samplerun.JOURNAL):
+        for entry in self.store.entries(rundir.JOURNAL):
             for record in entry["steps"]:
                 out.setdefault(record["trajectory"], []).append(Step.from_dict(record))
         return out
@@ -139,7 +139,7 @@ class Journal:
                 "recorded: run the same command to resume"
             )
         self.store.append(
-            samplerun.JOURNAL, f"call-{self.lines}", {"steps": [s.to_dict() for s in steps]}
+            rundir.JOURNAL, f"call-{self.lines}", {"steps": [s.to_dict() for s in steps]}
         )
         self.lines += 1
         self.tokens += sum(len(s.output_token_ids) for s in steps)
@@ -149,7 +149,7 @@ class Journal:
             if live.key in self.done:
                 continue
             record = self.stepper.trajectory(live).to_dict()
-            self.store.append(samplerun.TRAJECTORIES, live.key, record)
+            self.store.append(rundir.TRAJECTORIES, live.key, record)
             self.done.add(live.key)
 
     def on_round(self, running: list[Live]) -> None:
@@ -197,7 +197,7 @@ def run_agents(
     keys = [f"{c.id}/{i}" for c in cases for i in range(config.k)]
     chosen = f" (selected from {whole})" if len(cases) < whole else ""
     emit(f"run directory {store.path}: {len(cases)} agent cases{chosen} x k={config.k}")
-    done = store.done_keys(samplerun.TRAJECTORIES)
+    done = store.done_keys(rundir.TRAJECTORIES)
     complete = True
     if not done >= set(keys):
         raise_if_interrupted()

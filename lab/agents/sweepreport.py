@@ -26,9 +26,9 @@ from lab.agents.records import Trajectory
 from lab.determinism.cells import cell_of
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import Cell, differs_only_in, expand, reference_cell, varying_axes
-from lab.determinism.sweep import CELLS, SWEEP_CONFIG
 from lab.errors import LabError
 from lab.report.page import page
+from lab.rundir import CELLS, METRICS, REPORT, SWEEP_CONFIG, SWEEP_MARKDOWN
 from lab.store import RunStore
 
 #: what a cell stores beside each trajectory's own fields (lab.agents.sweep)
@@ -319,7 +319,7 @@ def write_agent_sweep_report(run_dir: str | Path) -> dict[str, Path]:
     store = RunStore(root)
     metrics = compute_agent_sweep(config, list(store.entries(CELLS, latest=True)))
     return {
-        "metrics": store.write_json("metrics.json", metrics),
-        "markdown": store.write_text("report.md", render_markdown(metrics)),
-        "html": store.write_text("report.html", render_html(metrics)),
+        "metrics": store.write_json(METRICS, metrics),
+        "markdown": store.write_text(SWEEP_MARKDOWN, render_markdown(metrics)),
+        "html": store.write_text(REPORT, render_html(metrics)),
     }

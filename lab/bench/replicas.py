@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from lab.cases.loaders import load_cases
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.scale.sample import RayOptions, sample_on_ray
 from lab.store import RunStore
 from lab.variance.config import load_config
@@ -43,7 +43,7 @@ def _run(replicas: int, max_tokens: int, cache_dir: str | None) -> dict[str, Any
         wall = time.perf_counter() - started
         samples = {
             e["case_id"]: [(g["output_token_ids"], g["token_logprobs"]) for g in e["generations"]]
-            for e in RunStore(store.path).entries(LOG)
+            for e in RunStore(store.path).entries(SAMPLES)
         }
     return {"wall": wall, "span": arrivals[-1] - arrivals[0], "samples": samples}
 

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab import models
 from lab.bench.workers import EngineWorker
 from lab.errors import LabError
 
@@ -98,7 +99,7 @@ def model_flops(config: dict[str, Any], model: str = "model") -> ModelFlops:
             if text.get(name):
                 return int(text[name])
         if default is None:
-            raise LabError(f"{model}: config.json has none of {', '.join(names)}")
+            raise LabError(f"{model}: {models.MODEL_CONFIG} has none of {', '.join(names)}")
         return default
 
     h = number("hidden_size", "n_embd")
@@ -280,14 +281,13 @@ def bench_roof(
 ) -> RoofResult:
     """Measure the peak, run each backend's k-sampling path `rounds` times (each path alone), and
     relate its tokens/s to the roof."""
-    from lab import models
     from lab.backends import EngineConfig
     from lab.cases.loaders import load_cases
     from lab.variance.config import SampleConfig
     from lab.variance.runner import case_seed, sampling_config
 
     info = models.model_info(model, cache_dir)
-    flops = model_flops(json.loads((info.path / "config.json").read_text()), model)
+    flops = model_flops(json.loads((info.path / models.MODEL_CONFIG).read_text()), model)
     config = SampleConfig(k=k, max_tokens=max_tokens, seed=1, logprobs=0, model=model)
     chosen = load_cases(config.cases)[:cases]
     requests = [

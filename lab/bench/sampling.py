@@ -41,6 +41,7 @@ from typing import Any
 from lab.backends import EngineConfig, load_backend
 from lab.backends.prompts import render_token_ids
 from lab.cases.loaders import load_cases
+from lab.rundir import EMBEDDINGS, METRICS, PARQUET, REPORT, SAMPLES, log_file
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
 from lab.variance.runner import case_seed, sample_cases, sampling_config
@@ -136,7 +137,7 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, float]:
             started = time.perf_counter()
             sample_cases(config, backend, store, cases, emit=lambda m: None)
             wall = time.perf_counter() - started
-            entries = list(store.entries("samples"))
+            entries = list(store.entries(SAMPLES))
         samples["lab"] = [g["output_token_ids"] for e in entries for g in e["generations"]]
         return wall, sum(len(x) for x in samples["lab"])
 
@@ -335,7 +336,7 @@ def bench_job(args: argparse.Namespace) -> dict[str, float]:
         sample_cases(config, backend, store, cases, lambda m: None, positions=positions)
         sampling_s = time.perf_counter() - started
         tokens = sum(
-            len(g["output_token_ids"]) for e in store.entries("samples") for g in e["generations"]
+            len(g["output_token_ids"]) for e in store.entries(SAMPLES) for g in e["generations"]
         )
         stages = {}
         for name in ("first report", "rebuilt report"):
@@ -345,11 +346,11 @@ def bench_job(args: argparse.Namespace) -> dict[str, float]:
         sizes = {
             name: os.path.getsize(store.path / name) / 1e6
             for name in (
-                "samples.jsonl",
-                "samples.parquet",
-                "embeddings.npz",
-                "metrics.json",
-                "report.html",
+                log_file(SAMPLES),
+                PARQUET,
+                EMBEDDINGS,
+                METRICS,
+                REPORT,
             )
         }
     load = os.getloadavg()[0]

@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from lab.determinism.config import SweepConfig, parse_sweep_config
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
+from lab.rundir import CELLS
 from lab.scale.sweep import run_sweep_on_ray
 
 

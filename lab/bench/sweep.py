@@ -24,7 +24,8 @@ from typing import Any
 
 from lab.determinism.config import parse_sweep_config
 from lab.determinism.grid import Cell
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
+from lab.rundir import CELLS
 
 
 def bench_sweep(

@@ -298,7 +298,7 @@ def bench_embeddings_cmd(
         raise LabError(f"--batch-sizes: expected positive integers, got {batch_sizes!r}")
     texts = None
     if run_dir is not None:
-        from lab.samplerun import read_entries
+        from lab.rundir import read_entries
 
         texts = [[g["text"] for g in e["generations"]] for e in read_entries(Path(run_dir))]
         if not texts:

@@ -32,8 +32,8 @@ def run_compare(
     from lab.comparison.render import markdown_sample, markdown_sweep, write_comparison
     from lab.comparison.runs import load_sample_run
     from lab.comparison.sweeps import compare_sweeps
+    from lab.rundir import require_kind
     from lab.safetext import plain_cell
-    from lab.samplerun import run_kind
     from lab.variance.analyze import sanitize
 
     if len(paths) < 2:
@@ -48,7 +48,7 @@ def run_compare(
         raise LabError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     if bootstrap < 1:
         raise LabError(f"--bootstrap must be >= 1, got {bootstrap}")
-    kinds = [run_kind(p) for p in paths]
+    kinds = [require_kind(p, ("sample", "sweep"), "lab compare") for p in paths]
     if "sweep" in kinds:
         if kinds != ["sweep", "sweep"]:
             raise LabError(
@@ -73,7 +73,7 @@ def _agent_token_splits(paths: list[str], result: dict[str, Any]) -> None:
     """Agent runs: where each run's trajectories part from the baseline's, token by token
     (lab.agents.divergence; the T=0 question: which step, which token, what margin)."""
     from lab.agents.divergence import compare_agent_runs
-    from lab.samplerun import is_agent_run
+    from lab.rundir import is_agent_run
 
     if not all(is_agent_run(p) for p in paths):
         return

@@ -17,7 +17,7 @@ import click
 
 from lab.cli_options import check_out_dir, renamed_option, retry_failed_option
 from lab.errors import LabError
-from lab.runkinds import run_kind_of
+from lab.rundir import LOAD_SUMMARY, run_kind_of
 from lab.safetext import terminal
 
 
@@ -142,7 +142,7 @@ def _agent_sweep(
 OTHER_REPORTS = {
     "sample": "an n-of-k sample run, not a sweep; `lab sample-report {run}` rebuilds its report",
     "load": "a load test, not a sweep; `lab load ... --out {run}` prints its summary "
-    "(summary.json)",
+    f"({LOAD_SUMMARY})",
     "quickstart": "a quickstart, not a sweep; `lab report {run}/sweep` for its sweep, "
     "`lab sample-report {run}/variance` for its n-of-k run",
 }
@@ -155,8 +155,8 @@ OTHER_REPORTS = {
 def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     """Write metrics.json, report.md and report.html for a sweep run directory."""
     from lab.agents.sweepreport import write_agent_sweep_report
-    from lab.determinism.agentsource import is_agent_sweep
     from lab.determinism.report import write_sweep_report
+    from lab.rundir import is_agent_sweep
 
     other = OTHER_REPORTS.get(run_kind_of(run_dir) or "sweep")
     if other is not None:  # another kind of run: name the command that reports it

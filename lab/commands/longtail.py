@@ -33,6 +33,7 @@ from lab.cli_options import (
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
 from lab.models import DEFAULT_MODEL
+from lab.rundir import RETRY
 from lab.variance.diversity import DEFAULT_EMBEDDER
 
 
@@ -283,7 +284,7 @@ def shift_cmd(
     help="A second run of the same cases (another temperature, model or prompt).",
 )
 @click.option(
-    "--out", default=None, help="Markdown file (JSON beside it); default RUN_DIR/retry.md."
+    "--out", default=None, help=f"Markdown file (JSON beside it); default RUN_DIR/{RETRY}."
 )
 @allow_module_option
 def retry_cmd(
@@ -300,7 +301,7 @@ def retry_cmd(
     from lab.longtail.retry import run_retry
 
     if out is not None and Path(out).is_dir():
-        raise LabError(f"--out {out}: is a directory; give a file name such as {out}/retry.md")
+        raise LabError(f"--out {out}: is a directory; give a file name such as {out}/{RETRY}")
     _, text, path = run_retry(run_dir, max_attempts, fallback, out, allow_modules)
     click.echo(text)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}", err=True)

@@ -108,6 +108,7 @@ def load_cmd(
     Exit 1 when not every request ended ok."""
     from lab.backends.server import ManagedServer
     from lab.models import check_model
+    from lab.rundir import SERVER_LOG
     from lab.serving.loadtest import format_summary, interrupted_line, run_load
     from lab.store import prepare_run_dir
 
@@ -139,7 +140,7 @@ def load_cmd(
         # the server logs into the run directory: it is made a load run's now (--fresh deletes
         # what a load run wrote, nothing else)
         prepare_run_dir(out_dir, "load", fresh)
-        server = ManagedServer(config, log_path=out_dir / "server.log", cache_dir=obj["cache_dir"])
+        server = ManagedServer(config, log_path=out_dir / SERVER_LOG, cache_dir=obj["cache_dir"])
         click.echo(f"starting vLLM on 127.0.0.1 (log {server.log_path}) ...", err=True)
         with server:
             summary = run_load(

@@ -130,7 +130,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
     from lab.agents.render import agent_markdown
-    from lab.samplerun import is_agent_run
+    from lab.rundir import is_agent_run
     from lab.variance.report import rebuild_report, summary_markdown
 
     build, render = None, summary_markdown

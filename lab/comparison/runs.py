@@ -1,9 +1,10 @@
 """The runs a comparison reads, and whether they can be compared.
 
-A sample run (`lab sample`) is read from its directory through lab.samplerun: config.json
+A sample run (`lab sample`) is read from its directory through lab.rundir: config.json
 (identity: engine, sampling, case fingerprint), cases.json (the case specs as run),
-metrics.json (per-case diversity) and samples.parquet (one row per sample: passed, text,
-seed). A sweep run (`lab sweep`) is recognised by its cells.jsonl (samplerun.run_kind).
+metrics.json (per-case diversity), the report's verdicts (per_case_success) and samples.parquet
+(one row per sample: text, seed, reasons). Which kind a directory holds is
+lab.rundir.run_kind_of's.
 
 Runs are comparable when they hold the same cases with the same specs (prompt, checks, tags):
 `align_cases` refuses anything else with one line naming the cases, or, with
@@ -23,15 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from lab import samplerun
+from lab import rundir
 from lab.errors import LabError
-from lab.samplerun import read_json, read_samples, run_kind
+from lab.rundir import per_case_success, read_json, read_samples, require_kind
 
 # Identity fields a re-run of the same configuration may change (where the case file lives
 # does not matter: cases_fingerprint and cases.json carry what the cases are).
 RERUN_FIELDS = ("seed", "cases_source")
 #: the columns of samples.parquet a comparison reads
-SAMPLE_COLUMNS = ["case_id", "sample_index", "seed", "text", "passed", "reasons"]
+SAMPLE_COLUMNS = ["case_id", "sample_index", "seed", "text", "reasons"]
 
 
 @dataclass
@@ -81,14 +82,14 @@ class SampleRun:
 def load_sample_run(path: str | Path) -> SampleRun:
     """Everything a comparison needs from a finished sample run directory."""
     root = Path(path)
-    if run_kind(root) != "sample":
-        raise LabError(f"{root}: a sweep run cannot be compared with sample runs")
-    identity = read_json(root / samplerun.CONFIG, "the run's config")
-    specs = read_json(root / samplerun.CASES, "the run's cases")
-    metrics = read_json(root / samplerun.METRICS, "per-case results; rerun lab sample")
-    env_path = root / samplerun.ENVIRONMENT
+    require_kind(root, ("sample",), "lab compare")
+    identity = read_json(root / rundir.CONFIG, "the run's config")
+    specs = read_json(root / rundir.CASES, "the run's cases")
+    metrics = read_json(root / rundir.METRICS, "per-case results; rerun lab sample")
+    env_path = root / rundir.ENVIRONMENT
     environment = read_json(env_path, "the run's environment") if env_path.is_file() else {}
-    agents = samplerun.is_agent_run(root)
+    agents = rundir.is_agent_run(root)
+    passed = {c.id: c.passed for c in per_case_success(root)}
     by_case: dict[str, list[dict[str, Any]]] = {}
     for row in read_samples(root, SAMPLE_COLUMNS + (["actions"] if agents else [])):
         by_case.setdefault(row["case_id"], []).append(row)
@@ -104,15 +105,15 @@ def load_sample_run(path: str | Path) -> SampleRun:
     for index, spec in enumerate(specs):
         case_id = spec.get("id") if isinstance(spec, dict) else None
         if not isinstance(case_id, str):
-            raise LabError(f"{root}/cases.json[{index}]: a case without an id")
+            raise LabError(f"{root}/{rundir.CASES}[{index}]: a case without an id")
         rows = sorted(by_case.get(case_id, []), key=lambda r: r["sample_index"])
         if not rows:
-            raise LabError(f"{root}/samples.parquet: no samples for case {case_id!r}")
+            raise LabError(f"{root}/{rundir.PARQUET}: no samples for case {case_id!r}")
         cases[case_id] = CaseData(
             id=case_id,
             spec=spec,
             tags=list(spec.get("tags", [])),
-            passed=np.array([bool(r["passed"]) for r in rows]),
+            passed=np.array(passed[case_id], dtype=bool),
             seeds=[r["seed"] for r in rows],
             texts=[r["text"] or "" for r in rows],
             reasons=[r["reasons"] or "" for r in rows],

@@ -30,7 +30,7 @@ from lab.determinism.config import AXES, DEFAULT_AXES
 from lab.determinism.divergence import compare
 from lab.determinism.metrics import parse_answer, tar
 from lab.errors import LabError
-from lab.store import RunStore
+from lab.rundir import CELLS, log_file, read_cells, read_sweep_config
 
 
 def axis_values(cell: dict[str, Any]) -> dict[str, Any]:
@@ -53,18 +53,12 @@ class Sweep:
         self.root = root
         self.name = root.name
         refuse_agent_sweep(root, "lab compare", "single-turn sweeps and n-of-k runs")
-        config_path = root / "sweep_config.json"
-        try:
-            self.config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LabError(f"{config_path}: cannot read the sweep config ({exc})") from None
-        if not isinstance(self.config, dict):
-            raise LabError(f"{config_path}: the sweep config must be a JSON object (a mapping)")
-        entries = list(RunStore(root).entries("cells", latest=True))
+        self.config = read_sweep_config(root)
+        entries = read_cells(root)
         self.failed = [e for e in entries if e.get("status") != "ok"]
         self.cells = {cell_key(e): e for e in entries if e.get("status") == "ok"}
         if not self.cells:
-            raise LabError(f"{root}/cells.jsonl: no finished cells to compare")
+            raise LabError(f"{root}/{log_file(CELLS)}: no finished cells to compare")
         self.targets = sorted({base_id(o) for e in self.cells.values() for o in e["outputs"]})
         default_regex = self.config.get("answer_regex")
         self.regex = {

@@ -19,7 +19,6 @@ only; the environments' code is imported when the sweep starts (lab.agents.sweep
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case
 from lab.errors import ConfigError, LabError
+from lab.rundir import is_agent_sweep
 
 #: the `mode` of a sweep config with `cases:`
 AGENT_MODE = "agents"
@@ -141,15 +141,6 @@ def parse_agent_cases(source: str, data: dict[str, Any], base_dir: Path | None) 
 def agent_cases_from_dict(raw: dict[str, Any] | None) -> AgentCases | None:
     """The AgentCases a run directory's sweep_config.json holds (None: a prompt sweep)."""
     return None if raw is None else AgentCases(**raw)
-
-
-def is_agent_sweep(run_dir: str | Path) -> bool:
-    """Whether a sweep run directory holds an agent sweep (its sweep_config.json has agents)."""
-    path = Path(run_dir) / "sweep_config.json"
-    try:
-        return json.loads(path.read_text()).get("agents") is not None
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
 
 
 def refuse_agent_sweep(run_dir: str | Path, command: str, what: str) -> None:

@@ -20,6 +20,7 @@ from lab.determinism.cells import base_id, cell_of, outputs_of
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import reference_cell, varying_axes
 from lab.errors import LabError
+from lab.rundir import CASES, CELLS, SAMPLES, SWEEP_CONFIG, log_file, read_log_lines, run_kind_of
 
 
 @dataclass
@@ -39,15 +40,16 @@ def load_source(path: str | Path) -> FragilitySource:
     LabError (one line, naming the file and line or field) for anything else."""
     root = Path(path)
     if root.is_dir():
-        if (root / "sweep_config.json").is_file():
+        kind = run_kind_of(root)
+        if kind == "sweep":
             refuse_agent_sweep(root, "lab fragility", "single-turn sweeps, runs and records")
             source = _sweep_source(root)
-        elif (root / "cases.json").is_file():
+        elif kind == "sample":
             source = _sample_source(root)
         else:
             raise LabError(
-                f"{root}: not a sweep run directory (no sweep_config.json) nor a sample run "
-                "directory (no cases.json)"
+                f"{root}: not a sweep run directory (no {SWEEP_CONFIG}) nor a sample run "
+                f"directory (no {CASES})"
             )
     elif root.is_file():
         source = _records_source(root)
@@ -66,32 +68,6 @@ def _require_top2(source: FragilitySource) -> None:
             "top-1/top-2 gap to score; run with logprobs >= 2 (sweep: sampling.logprobs; "
             "lab generate / lab sample: --logprobs 2)"
         )
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) of every complete line; a partial last line (a run still being
-    written, or killed mid-write) is left out. Read only: nothing is repaired."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise LabError(f"{path}: not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    elif lines:
-        lines.pop()  # no newline at the end: a partial line
-    out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LabError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if not isinstance(value, dict):
-            raise LabError(f"{path}:{number}: expected a JSON object")
-        out.append((number, value))
-    return out
 
 
 def _generation(record: dict[str, Any], where: str) -> Generation:
@@ -130,7 +106,7 @@ def _generation(record: dict[str, Any], where: str) -> Generation:
 def _records_source(path: Path) -> FragilitySource:
     records: dict[str, Generation] = {}
     notes = []
-    for number, record in _read_jsonl(path):
+    for number, record in read_log_lines(path):
         g = _generation(record, f"{path}:{number}")
         if g.error:
             continue
@@ -144,11 +120,11 @@ def _records_source(path: Path) -> FragilitySource:
 
 
 def _sample_source(root: Path) -> FragilitySource:
-    log = root / "samples.jsonl"
+    log = root / log_file(SAMPLES)
     if not log.is_file():
-        raise LabError(f"{root}: a sample run directory without samples.jsonl (nothing sampled)")
+        raise LabError(f"{root}: a sample run directory without {log.name} (nothing sampled)")
     records: dict[str, Generation] = {}
-    for number, entry in _read_jsonl(log):
+    for number, entry in read_log_lines(log):
         generations = entry.get("generations")
         if not isinstance(generations, list) or not generations:
             raise LabError(f"{log}:{number}: field 'generations': expected a list of records")
@@ -197,16 +173,18 @@ def sweep_reference(
 
 
 def _sweep_source(root: Path) -> FragilitySource:
-    config_path = root / "sweep_config.json"
+    config_path = root / SWEEP_CONFIG
+    if not config_path.is_file():
+        raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
     try:
         config = config_from_dict(json.loads(config_path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
-    log = root / "cells.jsonl"
+    log = root / log_file(CELLS)
     if not log.is_file():
-        raise LabError(f"{root}: no cells.jsonl (the sweep has not finished a cell)")
+        raise LabError(f"{root}: no {log.name} (the sweep has not finished a cell)")
     latest: dict[str, dict[str, Any]] = {}
-    for number, entry in _read_jsonl(log):
+    for number, entry in read_log_lines(log):
         if "key" not in entry or "status" not in entry:
             raise LabError(f"{log}:{number}: not a sweep cell (missing field 'key' or 'status')")
         latest[entry["key"]] = entry

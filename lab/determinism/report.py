@@ -426,8 +426,9 @@ def write_sweep_report(
 ) -> dict[str, Path]:
     """Compute metrics for a run directory and write metrics.json, report.md, report.html."""
     from lab.determinism.metrics import compute_metrics
-    from lab.determinism.sweep import CELLS, SWEEP_CONFIG, context_length
+    from lab.determinism.sweep import context_length
     from lab.errors import LabError
+    from lab.rundir import CELLS, METRICS, REPORT, SWEEP_CONFIG, SWEEP_MARKDOWN
     from lab.store import RunStore
 
     root = Path(run_dir)
@@ -449,9 +450,9 @@ def write_sweep_report(
     grid = unique_grid(config, metrics, entries, x, y)
     views = token_views(config, entries, (lambda i: decode([i])) if decode else None)
     return {
-        "metrics": store.write_json("metrics.json", metrics.to_dict()),
-        "markdown": store.write_text("report.md", render_markdown(config, metrics, x, y, grid)),
-        "html": store.write_text("report.html", render_html(config, metrics, x, y, grid, views)),
+        "metrics": store.write_json(METRICS, metrics.to_dict()),
+        "markdown": store.write_text(SWEEP_MARKDOWN, render_markdown(config, metrics, x, y, grid)),
+        "html": store.write_text(REPORT, render_html(config, metrics, x, y, grid, views)),
     }
 
 

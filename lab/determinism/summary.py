@@ -1,7 +1,7 @@
 """A sweep's answer in a few lines (what `lab sweep` and the quickstart print), the note that
 explains a TARa@N below TARr@N, and the definitions section of the sweep report.
 
-    lines = summary_lines(json.loads((run / "metrics.json").read_text()))
+    lines = summary_lines(json.loads((run / METRICS).read_text()))    # lab.rundir.METRICS
     note = tara_note(metrics["summary"])     # None when nothing needs explaining
 """
 

@@ -21,17 +21,16 @@ from lab import models
 from lab.backends import close_all, load_backend
 from lab.backends.base import Backend, Generation, SamplingConfig
 from lab.backends.openai_compat import OpenAIBackend
-from lab.console import ENGINE_LOG, engine_output
+from lab.console import engine_output
 from lab.console import stream as console_stream
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, expand, group_by_engine
 from lab.determinism.modes import build_cell_batches
 from lab.envinfo import environment_record, placement
 from lab.errors import LabError
+from lab.rundir import CELLS, ENGINE_LOG, SWEEP_CONFIG
 from lab.store import RunStore, raise_if_interrupted
 
-CELLS = "cells"
-SWEEP_CONFIG = "sweep_config.json"
 # Per-record fields that are the same for the whole cell; stored once per cell.
 _CELL_LEVEL = ("engine", "sampling")
 #: runs one cell on a running engine: (backend, config, cell, context) -> the payload to store

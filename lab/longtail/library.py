@@ -8,14 +8,14 @@ holds its floor, the launch thresholds it must stay above:
     floor: {min_mean: 0.5, min_p5: 0.1}            {"id": "...", "prompt": "...", ...}
     cases: [...]
 
-`add_from_run` takes an n-of-k run directory (`lab sample`: cases.json, config.json,
-metrics.json with each case's success rate) and appends the cases whose success fell under a
-threshold, each with where it came from (run directory, the run's config identity, success
-rate, date) in metadata["library"]. Duplicates are found by content (normalized prompt or
-messages + the checks), not by id; a new case whose id is taken gets a suffix. Adding the same
-run twice changes nothing. Every write goes to a temporary file in the same directory, is
-loaded back as cases (so a library that `lab sample` would refuse is never written), then
-replaces the library with os.replace.
+`add_from_run` takes an n-of-k run directory (`lab sample`: cases.json, config.json and the
+report's verdicts, each case's success rate: lab.rundir.per_case_success) and appends the cases
+whose success fell under a threshold, each with where it came from (run directory, the run's
+config identity, success rate, date) in metadata["library"]. Duplicates are found by content
+(normalized prompt or messages + the checks), not by id; a new case whose id is taken gets a
+suffix. Adding the same run twice changes nothing. Every write goes to a temporary file in the
+same directory, is loaded back as cases (so a library that `lab sample` would refuse is never
+written), then replaces the library with os.replace.
 
 `run_library` evaluates the library through lab.variance.runner.run_sample with the floor as
 the gate (lab.variance.gate); `summarize` describes it for `lab library show`.
@@ -45,7 +45,7 @@ from lab.backends import Backend
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
 from lab.errors import LabError
-from lab.samplerun import read_cases, read_json, run_identity
+from lab.rundir import per_case_success, read_cases, run_identity
 from lab.variance.config import GateConfig, load_config, parse_gate
 from lab.yamlio import yaml_error
 
@@ -228,12 +228,9 @@ def add_from_run(
     run = Path(run_dir)
     if not run.is_dir():
         raise LabError(f"{run}: no such run directory")
-    metrics = read_json(run / "metrics.json", "per-case success; run lab sample-report")
     identity = run_identity(run)
     cases = {c.id: c for c in read_cases(run)}
-    rates = metrics.get("cases") if isinstance(metrics, dict) else None
-    if not isinstance(rates, list):
-        raise LabError(f"{run / 'metrics.json'}: field 'cases': missing per-case results")
+    rates = per_case_success(run)
     library = read_library(library_path, floor)
     known = {case_fingerprint(c): c for c in library.cases}
     taken = {c.id for c in library.cases}
@@ -246,14 +243,12 @@ def add_from_run(
         "threshold": threshold,
     }
     for row in rates:
-        case = cases.get(row.get("id"))
-        if case is None:
-            raise LabError(f"{run / 'metrics.json'}: case {row.get('id')!r} not in cases.json")
-        rate = float(row["rate"])
+        case = cases[row.id]
+        rate = row.rate
         if not rate < threshold:
             continue
         below += 1
-        seen = {"success_rate": rate, "successes": row.get("successes"), "n": row.get("n")}
+        seen = {"success_rate": rate, "successes": row.successes, "n": row.n}
         fingerprint = case_fingerprint(case)
         if fingerprint in known:
             duplicates.append(case.id)

@@ -31,7 +31,6 @@ module allowed again (`--allow-module`): a run directory cannot allow code by it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +38,20 @@ import numpy as np
 
 from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.errors import LabError
+from lab.rundir import RETRY, CaseSuccess, per_case_success
 from lab.safetext import md_cell, scrub
-from lab.samplerun import read_cases, read_entries
 from lab.store import RunStore
 from lab.variance.analyze import evaluate_sample
 from lab.variance.stats import pass_at_k
 
 
-@dataclass
-class CaseOutcomes:
-    """One case of a run: pass/fail of each of its k samples and their token counts."""
-
-    id: str
-    passed: list[bool]
-    tokens: list[int]  # prompt + output tokens of each sample
+class CaseOutcomes(CaseSuccess):
+    """One case of a run: pass/fail of each of its k samples and their token counts (prompt +
+    output tokens of each sample)."""
 
     @property
     def k(self) -> int:
         return len(self.passed)
-
-    @property
-    def successes(self) -> int:
-        return sum(self.passed)
 
     def mean_tokens(self, passing: bool) -> float:
         values = [t for p, t in zip(self.passed, self.tokens, strict=True) if p == passing]
@@ -68,33 +59,16 @@ class CaseOutcomes:
 
 
 def load_outcomes(run_dir: str | Path, policy: CodePolicy | None = None) -> list[CaseOutcomes]:
-    """Per-case verdicts and tokens of a finished lab sample run directory. `policy`: the
-    modules its python checks may call (None: the lab's own examples only; a run directory
-    cannot allow code, lab.cases.codechecks)."""
-    root = Path(run_dir)
-    if not (root / "samples.jsonl").is_file():
-        raise LabError(f"{root}: no samples.jsonl; not a lab sample run directory")
-    loaded = read_cases(root)
-    resolve_checks(loaded, policy or CodePolicy())
-    cases = {c.id: c for c in loaded}
-    order = {c.id: i for i, c in enumerate(loaded)}
-    out = []
-    # in case order, not log order (a run on Ray appends cases as its calls finish)
-    for entry in sorted(read_entries(root), key=lambda e: order.get(e["case_id"], len(order))):
-        case = cases.get(entry["case_id"])
-        if case is None:
-            raise LabError(f"{root}/samples.jsonl: case {entry['case_id']!r} not in cases.json")
-        gens = sorted(entry["generations"], key=lambda g: g["sample_index"])
-        out.append(
-            CaseOutcomes(
-                id=case.id,
-                passed=[bool(evaluate_sample(case, g)["passed"]) for g in gens],
-                tokens=[len(g["prompt_token_ids"]) + len(g["output_token_ids"]) for g in gens],
-            )
-        )
-    if not out:
-        raise LabError(f"{root}/samples.jsonl: no sampled cases")
-    return out
+    """Per-case verdicts and tokens of a finished lab sample run directory, judged here from
+    its log (lab.rundir.per_case_success). `policy`: the modules its python checks may call
+    (None: the lab's own examples only; a run directory cannot allow code,
+    lab.cases.codechecks)."""
+    judged = per_case_success(
+        Path(run_dir),
+        judge=lambda case, g: bool(evaluate_sample(case, g)["passed"]),
+        prepare=lambda cases: resolve_checks(cases, policy or CodePolicy()),
+    )
+    return [CaseOutcomes(c.id, c.passed, c.tokens) for c in judged]
 
 
 def fail_streak(k: int, c: int, j: int) -> float:
@@ -253,7 +227,7 @@ def run_retry(
     )
     report["runs"] = {"run": run_dir, "fallback": fallback_dir}
     text = markdown(report, Path(run_dir).name)
-    path = Path(out) if out else Path(run_dir) / "retry.md"
+    path = Path(out) if out else Path(run_dir) / RETRY
     if path.suffix == ".json":  # --out x.json: the JSON there, the Markdown beside it
         path = path.with_suffix(".md")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,17 +37,17 @@ from typing import Any
 from lab.cases.model import Case
 from lab.devices import resolve_device
 from lab.errors import LabError
+from lab.rundir import FAILURES, NODES
 from lab.scale.cluster import connect, disconnect
 from lab.scale.replica import SampleReplica
 from lab.scale.resources import plan_actor
-from lab.scale.sweep import NODES, RETRIES
+from lab.scale.sweep import RETRIES
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance.config import SampleConfig
 from lab.variance.runner import Progress, Sampler, call_requests, pending_calls, record_call
 
-#: cases whose call was lost with its replica more than `retries` times (one line per case
-#: per time; the case has no samples line until a later run samples it)
-FAILURES = "failures"
+# FAILURES: cases whose call was lost with its replica more than `retries` times (one line
+# per case per time; the case has no samples line until a later run samples it)
 #: engine calls a replica holds at most: one running, one waiting behind it
 DEPTH = 2
 #: seconds the first replica to start waits for the others before calls go out

@@ -28,15 +28,14 @@ from typing import Any
 from lab.backends.base import EngineConfig
 from lab.determinism.config import SweepConfig
 from lab.determinism.grid import Cell, group_by_engine
-from lab.determinism.sweep import CELLS, failed, open_sweep, progress_bar
+from lab.determinism.sweep import failed, open_sweep, progress_bar
 from lab.devices import resolve_device
+from lab.rundir import CELLS, NODES
 from lab.scale.cluster import connect, disconnect
 from lab.scale.resources import ActorPlan, check_node_kind, plan_actor
 from lab.scale.worker import ENVIRONMENT, SweepWorker
 from lab.store import RunStore, raise_if_interrupted
 
-#: one environment record per node (key: the Ray node id)
-NODES = "nodes"
 #: how often a cell lost with its actor is sent to a fresh one before it is recorded failed
 RETRIES = 2
 

@@ -36,11 +36,10 @@ from lab.backends.openai_client import Call, CallResult, OpenAIClient, RunStats,
 from lab.determinism.modes import filler_requests
 from lab.envinfo import environment_record
 from lab.errors import LabError
+from lab.rundir import LOAD_SUMMARY, PASSES, REQUESTS
 from lab.safetext import terminal
 from lab.store import RunStore
 
-REQUESTS = "requests"
-PASSES = "passes"
 NOT_SENT = "not_sent"
 
 
@@ -172,7 +171,7 @@ def run_load(
     summary.interrupted = interrupted
     if todo:  # a pass that had nothing to send is not a pass
         store.append(PASSES, f"pass{pass_index}", summary.to_dict() | {"server": server})
-    store.write_json("summary.json", summary.to_dict())
+    store.write_json(LOAD_SUMMARY, summary.to_dict())
     return summary
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import samplerun
+from lab import rundir
 from lab.backends import registry
 from lab.backends.base import (
     EngineConfig,
@@ -438,8 +438,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> SampleCon
 
 def read_settings(path: str | Path) -> SampleConfig:
     """The SampleConfig a run directory was produced with (its settings.json)."""
-    values = merge_aliases(samplerun.read_settings(Path(path)))
+    values = merge_aliases(rundir.read_settings(Path(path)))
     try:
         return SampleConfig(**values)
     except TypeError as exc:  # a key this version does not know (hand-edited or newer lab)
-        raise LabError(f"{path}/settings.json: {exc}") from None
+        raise LabError(f"{path}/{rundir.SETTINGS}: {exc}") from None

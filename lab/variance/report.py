@@ -25,12 +25,21 @@ from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.cases.cohorts import load_cohorts_file
 from lab.cases.model import Case
 from lab.errors import LabError
-from lab.samplerun import LOG, read_cases, write_parquet
+from lab.rundir import (
+    EMBEDDINGS,
+    METRICS,
+    PARQUET,
+    REPORT,
+    SAMPLES,
+    SETTINGS,
+    SUMMARY,
+    read_cases,
+)
+from lab.samplerun import write_parquet
 from lab.store import RunStore
 from lab.variance.analyze import analyze
 from lab.variance.config import SampleConfig, load_config, read_settings
 from lab.variance.diversity import Embedder
-from lab.variance.embedcache import CACHE_NAME
 from lab.variance.gate import evaluate_gate
 from lab.variance.render import html_report, markdown_summary
 
@@ -51,7 +60,7 @@ def build_report(
     store = RunStore(root)
     cases = read_cases(root) if cases is None else cases
     resolve_checks(cases, policy or CodePolicy())
-    entries = list(store.entries(LOG))
+    entries = list(store.entries(SAMPLES))
     missing = [c.id for c in cases if c.id not in {e["case_id"] for e in entries}]
     if missing:
         raise LabError(
@@ -59,16 +68,16 @@ def build_report(
             "rerun lab sample to resume"
         )
     emit(f"analyzing {len(entries)} cases: checks, embeddings, statistics")
-    metrics, rows = analyze(cases, entries, config, embedder, root / CACHE_NAME, emit)
+    metrics, rows = analyze(cases, entries, config, embedder, root / EMBEDDINGS, emit)
     thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
     reasons = evaluate_gate(metrics["headline"], config.gate)
     gate = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
     metrics["gate"] = gate
-    store.write_json("metrics.json", metrics)
-    write_parquet(root / "samples.parquet", rows)
-    store.write_text("summary.md", summary_markdown(metrics))
-    store.write_text("report.html", html_report(metrics, gate))
-    emit(f"wrote {root}/report.html, summary.md, metrics.json, samples.parquet")
+    store.write_json(METRICS, metrics)
+    write_parquet(root / PARQUET, rows)
+    store.write_text(SUMMARY, summary_markdown(metrics))
+    store.write_text(REPORT, html_report(metrics, gate))
+    emit(f"wrote {root}/{REPORT}, {SUMMARY}, {METRICS}, {PARQUET}")
     return metrics
 
 
@@ -102,7 +111,7 @@ def rebuild_report(
         flags["cohorts"] = load_cohorts_file(flags["cohorts"])
     base["allow_modules"] = []  # a run directory cannot allow code: only the user's flags
     config = load_config(None, base | flags)
-    RunStore(root).write_json("settings.json", config.to_dict())
+    RunStore(root).write_json(SETTINGS, config.to_dict())
     policy = CodePolicy.from_settings(config.allow_modules, how=_how_to_allow(base))
     return (build or build_report)(root, config, emit=emit, policy=policy)
 

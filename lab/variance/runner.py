@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import samplerun
+from lab import rundir, samplerun
 from lab.backends import (
     Backend,
     EngineConfig,
@@ -42,12 +42,12 @@ from lab.backends import (
 from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
-from lab.console import ENGINE_LOG, engine_output
+from lab.console import engine_output
 from lab.envinfo import environment_record, placement
 from lab.errors import LabError
 from lab.models import check_model
 from lab.progress import Heartbeat
-from lab.samplerun import LOG
+from lab.rundir import ENGINE_LOG, SAMPLES
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance import report
 from lab.variance.config import SampleConfig
@@ -173,10 +173,10 @@ def pending_calls(
     list is planned, then finished cases dropped, so a resume keeps the first grouping (and
     so does a Ray run, whatever its replicas: lab.scale.sample). `positions`: each case's
     index in the whole case set (its seeds follow from it); by default its index in `cases`."""
-    done = store.done_keys(LOG)
+    done = store.done_keys(SAMPLES)
     where = positions or {c.id: i for i, c in enumerate(cases)}
     everything = [(where[c.id], c) for c in cases]
-    planned = plan_calls(everything, config, samplerun.read_grouping(store.path))
+    planned = plan_calls(everything, config, rundir.read_grouping(store.path))
     calls = [rest for call in planned if (rest := [ic for ic in call if ic[1].id not in done])]
     return calls, done
 
@@ -227,7 +227,7 @@ def record_call(
             line["placement"] = where
         lines.append(line)
     for line in lines:
-        store.append(LOG, line["case_id"], line)
+        store.append(SAMPLES, line["case_id"], line)
     if failures:
         raise LabError(
             f"{failures[0]}; {len(failures)} case(s) of this call not stored, the others "
@@ -323,7 +323,7 @@ def run_sample(
     # the engine's and the embedder's chatter (warnings, weight-loading bars): engine.log
     with engine_output(store.path / ENGINE_LOG):
         sampled, complete = (0, True)
-        if backend is None and store.done_keys(LOG) >= {c.id for c in cases}:
+        if backend is None and store.done_keys(SAMPLES) >= {c.id for c in cases}:
             emit("all cases already sampled; rebuilding the report")
         elif sampler is not None:
             raise_if_interrupted()

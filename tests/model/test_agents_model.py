@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lab import samplerun
+from lab import rundir
 from lab.agents.runner import run_agents
 from lab.agents.trajectory import turn_seed
 from lab.backends import Backend
@@ -36,7 +36,7 @@ def config_for(out: Path, backend: str) -> SampleConfig:
 def trajectories(out: Path) -> dict[str, dict[str, Any]]:
     """Finished trajectories by key, timings dropped (wall clock differs between runs)."""
     got = {}
-    for entry in samplerun.read_trajectories(out):
+    for entry in rundir.read_trajectories(out):
         for step in entry["steps"]:
             step.pop("timings")
         got[entry["key"]] = entry

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lab.backends import Backend
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.config import SampleConfig, parse_gate
 from lab.variance.diversity import Embedder
@@ -163,7 +163,7 @@ def test_sample_run_writes_every_artifact(
         stored = np.array(data["embeddings"])
     again = embedder.embed(texts["france"]).cpu().numpy()
     assert np.abs(stored[list(texts).index("france")] - again).max() < 1e-4
-    entries = list(RunStore(outcome.path).entries(LOG))
+    entries = list(RunStore(outcome.path).entries(SAMPLES))
     case_index = {c["id"]: j for j, c in enumerate(CASES)}
     for entry in entries:
         seeds = [g["seed"] for g in entry["generations"]]
@@ -184,7 +184,7 @@ def test_stopped_run_resumes_without_duplicates(
     first = run_sample(config, backend=hf_backend, emit=lambda m: None, stop_after_cases=2)
     assert not first.complete and first.sampled_cases == 2
     assert not (out / "metrics.json").exists()
-    log = RunStore(out).log_path(LOG)
+    log = RunStore(out).log_path(SAMPLES)
     before = log.read_text()
     assert before.count("\n") == 2
     # A kill in the middle of the next write leaves a partial line; resume must drop it.

@@ -26,7 +26,7 @@ import pytest
 
 from lab.determinism.config import load_sweep_config
 from lab.determinism.grid import expand
-from lab.determinism.sweep import CELLS
+from lab.rundir import CELLS
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 

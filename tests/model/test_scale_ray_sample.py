@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.variance.config import SampleConfig, load_config
 from tests.model.test_scale_ray import LOOPBACK, cluster  # noqa: F401 - the cluster fixture
 
@@ -65,7 +65,7 @@ def config(cases_path: Path, out: Path) -> SampleConfig:
 
 def samples(run_dir: Path) -> dict[str, list[tuple[list[int], list[float]]]]:
     """case -> [(output token ids, token logprobs)] by sample index; every case there once."""
-    lines = [json.loads(line) for line in (run_dir / f"{LOG}.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / f"{SAMPLES}.jsonl").read_text().splitlines()]
     keys = [e["key"] for e in lines]
     assert len(keys) == len(set(keys)) == CASES, keys
     return {
@@ -89,7 +89,7 @@ def local(cases_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         cli(cases_path, out), env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = [json.loads(line) for line in (out / f"{LOG}.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / f"{SAMPLES}.jsonl").read_text().splitlines()]
     assert {e["placement"]["threads"] for e in lines} == {1}
     return {"samples": samples(out), "successes": successes(out)}
 
@@ -115,7 +115,7 @@ def test_two_replicas_equal_the_local_run_sample_for_sample(
     on_ray(cases_path, out, cluster.address)
     assert samples(out) == local["samples"]  # tokens and logprobs, bitwise
     assert successes(out) == local["successes"]  # the report: in case order
-    lines = [json.loads(line) for line in (out / f"{LOG}.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / f"{SAMPLES}.jsonl").read_text().splitlines()]
     assert {e["placement"]["threads"] for e in lines} == {1}
     assert {e["placement"]["replica"] for e in lines} == {1, 2}
     nodes = {e["placement"]["node"] for e in lines}
@@ -151,7 +151,7 @@ def test_node_removed_mid_run_completes_with_every_case_once(
             cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")  # for later tests
     assert removed, "the worker node's replica ran no call"
     assert samples(out) == local["samples"]
-    lines = [json.loads(line) for line in (out / f"{LOG}.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / f"{SAMPLES}.jsonl").read_text().splitlines()]
     attempts = [e["placement"].get("attempt", 1) for e in lines]
     assert 2 in attempts, "the calls the lost replica held ran again"
     assert max(attempts) == 2, "each lost call ran again once"
@@ -170,7 +170,7 @@ def test_driver_killed_then_same_command_resumes(
     child = subprocess.Popen(
         command, env={**os.environ, **LOOPBACK}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    log = out / f"{LOG}.jsonl"
+    log = out / f"{SAMPLES}.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and child.poll() is None:
         if log.exists() and log.read_text().count("\n") >= 1:

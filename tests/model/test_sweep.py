@@ -15,7 +15,8 @@ import pytest
 from lab.determinism.config import load_sweep_config
 from lab.determinism.grid import expand
 from lab.determinism.report import write_sweep_report
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
+from lab.rundir import CELLS
 
 pytestmark = pytest.mark.model
 

@@ -17,10 +17,11 @@ import pytest
 
 from lab.backends import Backend, EngineConfig, SamplingConfig, load_backend
 from lab.determinism.config import parse_sweep_config
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
+from lab.rundir import CELLS, SAMPLES
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
-from lab.variance.runner import LOG, run_sample
+from lab.variance.runner import run_sample
 from tests.conftest import FEYNMAN, FRANCE
 
 pytestmark = [pytest.mark.model, pytest.mark.vllm]
@@ -75,7 +76,7 @@ def test_lab_sample_runs_at_tp3(tp3_backend: Backend, tmp_path: Path) -> None:
     )  # fmt: skip
     outcome = run_sample(config, emit=lambda m: None, stop_after_cases=2)
     assert outcome.sampled_cases == 2 and not outcome.complete
-    entries = list(RunStore(outcome.path).entries(LOG))
+    entries = list(RunStore(outcome.path).entries(SAMPLES))
     engines = {g["engine"]["tensor_parallel_size"] for e in entries for g in e["generations"]}
     assert engines == {3}
     assert json.loads((outcome.path / "config.json").read_text())["engine"][

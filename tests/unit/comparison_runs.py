@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lab.cases.loaders import load_cases
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.variance.config import SampleConfig
 from lab.variance.report import build_report
 from lab.variance.runner import engine_config, open_run
@@ -84,7 +84,7 @@ def make_run(
             }
             for j in range(k)
         ]
-        store.append(LOG, case.id, {"case_id": case.id, "wall_s": 0.1, "generations": gens})
+        store.append(SAMPLES, case.id, {"case_id": case.id, "wall_s": 0.1, "generations": gens})
     build_report(store.path, config, emit=lambda m: None, embedder=StubEmbedder())  # type: ignore[arg-type]
     return Path(store.path)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lab import samplerun
+from lab import rundir
 from lab.agents.runner import run_agents
 from lab.agents.trajectory import TURN_STRIDE
 from lab.backends import EngineConfig, Generation, Request, SamplingConfig
@@ -39,7 +39,7 @@ def config(cases: Path, out: Path, **kw: Any) -> SampleConfig:
 def trajectories(out: Path) -> dict[str, dict[str, Any]]:
     """Finished trajectories by key, timings dropped (wall clock differs between runs)."""
     out_map = {}
-    for entry in samplerun.read_trajectories(out):
+    for entry in rundir.read_trajectories(out):
         for step in entry["steps"]:
             step.pop("timings")
         out_map[entry["key"]] = entry
@@ -172,7 +172,7 @@ def test_stopped_then_resumed_equals_an_uninterrupted_run(cases_file: Path, tmp_
     cut = config(cases_file, tmp_path / "cut")
     first = run_agents(cut, backend=ScriptedBackend(), emit=lambda m: None, stop_after_calls=1)
     assert not first.complete
-    assert samplerun.read_trajectories(tmp_path / "cut") == []
+    assert rundir.read_trajectories(tmp_path / "cut") == []
     again = ScriptedBackend()
     assert run_agents(cut, backend=again, emit=lambda m: None).complete
     assert again.calls == 1  # only turn 2: turn 1 came back from the journal
@@ -256,7 +256,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(
     child.wait()
     assert journal.read_text().strip(), "the child wrote no step before the kill"
     assert not (out / "metrics.json").exists()
-    assert len(samplerun.read_trajectories(out)) < 8  # killed mid-run, not after it
+    assert len(rundir.read_trajectories(out)) < 8  # killed mid-run, not after it
     again = ScriptedBackend()
     run_agents(config(cases_file, out), backend=again, emit=lambda m: None)
     assert again.calls <= 1
@@ -313,7 +313,8 @@ def test_the_report_files_and_escaping(tmp_path: Path) -> None:
 def test_an_agent_run_carries_the_sample_marker_and_fresh_keeps_other_files(
     cases_file: Path, tmp_path: Path
 ) -> None:
-    from lab.runkinds import MARKER, check_run_dir, run_kind_of
+    from lab.rundir import MARKER, run_kind_of
+    from lab.runkinds import check_run_dir
 
     out = tmp_path / "run"
     run_agents(config(cases_file, out), backend=ScriptedBackend(), emit=lambda m: None)

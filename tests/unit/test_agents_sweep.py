@@ -19,8 +19,8 @@ from lab.agents.trajectory import TURN_STRIDE
 from lab.backends import Backend, Generation, Request, SamplingConfig
 from lab.backends.base import TopLogprob
 from lab.determinism.config import load_sweep_config
-from lab.determinism.sweep import CELLS
 from lab.errors import LabError
+from lab.rundir import CELLS
 from tests.unit.agent_fakes import TOOLS_PY, write_cases
 
 #: fp32 replies per (trajectory, turn); bf16 changes one argument in step 2 of c-add (so

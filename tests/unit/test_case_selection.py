@@ -11,7 +11,7 @@ import pytest
 
 import lab.variance.report
 from lab.errors import LabError
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.config import SampleConfig, load_config
 from lab.variance.runner import run_sample
@@ -35,7 +35,7 @@ def run(config: SampleConfig, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]
     # The report (embeddings, statistics) is not what is tested here.
     monkeypatch.setattr(lab.variance.report, "build_report", lambda *a, **kw: {})
     outcome = run_sample(config, backend=SeededBackend(), emit=lambda m: None)
-    return {e["key"]: e["generations"] for e in RunStore(outcome.path).entries(LOG)}
+    return {e["key"]: e["generations"] for e in RunStore(outcome.path).entries(SAMPLES)}
 
 
 def test_a_subset_samples_the_chosen_cases_with_their_whole_set_seeds(

@@ -17,7 +17,7 @@ from lab.cases.loaders import load_cases
 from lab.cases.model import case_from_record
 from lab.errors import LabError
 from lab.longtail.retry import load_outcomes, run_retry
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from tests.unit.test_cli import run_lab
 
@@ -41,7 +41,7 @@ def attack_run(root: Path, check: str, output: str) -> Path:
         }
         for i in range(2)
     ]
-    RunStore(root).append(LOG, "c", {"case_id": "c", "wall_s": 1.0, "generations": gens})
+    RunStore(root).append(SAMPLES, "c", {"case_id": "c", "wall_s": 1.0, "generations": gens})
     return root
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import console
+from lab import console, rundir
 from lab.backends import Generation, Request, SamplingConfig
 
 
@@ -33,7 +33,7 @@ def chatter() -> None:
 def test_chatter_goes_to_the_log_and_the_lab_lines_to_the_terminal(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    log = tmp_path / "run" / console.ENGINE_LOG
+    log = tmp_path / "run" / rundir.ENGINE_LOG
     with console.engine_output(log) as where:
         chatter()
         console.echo("call 1/2 (4 cases x k=8): starting")

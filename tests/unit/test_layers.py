@@ -40,8 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the HTTP client, the registry of names
     ("backends", ("lab.backends",)),
     # what several capabilities share: cases, run directories, the page shell, the environment
-    ("shared", ("lab.cases", "lab.store", "lab.runkinds", "lab.samplerun", "lab.report",
-                "lab.envinfo", "lab.progress")),
+    ("shared", ("lab.cases", "lab.rundir", "lab.store", "lab.runkinds", "lab.samplerun",
+                "lab.report", "lab.envinfo", "lab.progress")),
     # what the lab does; lab.agents (multi-step tool-use trajectories) and lab.scale (Ray
     # scale-out) come here too
     ("capabilities", ("lab.determinism", "lab.variance", "lab.longtail", "lab.comparison",

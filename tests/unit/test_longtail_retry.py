@@ -21,7 +21,7 @@ from lab.longtail.retry import (
     retry_report,
     run_retry,
 )
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from tests.unit.test_cli import run_lab
 
@@ -50,7 +50,7 @@ def make_run(root: Path, successes: dict[str, int], k: int = K) -> Path:
             }
             for i in range(k)
         ]
-        store.append(LOG, cid, {"case_id": cid, "wall_s": 1.0, "generations": gens})
+        store.append(SAMPLES, cid, {"case_id": cid, "wall_s": 1.0, "generations": gens})
     return root
 
 

@@ -18,9 +18,9 @@ import lab.store
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
 from lab.cases.loaders import load_cases
 from lab.determinism.config import parse_sweep_config
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
 from lab.errors import LabError
-from lab.samplerun import LOG
+from lab.rundir import CELLS, SAMPLES
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
 from lab.variance.runner import open_run, sample_cases
@@ -95,7 +95,7 @@ def sample(config: SampleConfig, backend: Backend) -> RunStore:
 
 
 def generations(store: RunStore) -> dict[str, list[dict[str, Any]]]:
-    return {e["key"]: e["generations"] for e in store.entries(LOG)}
+    return {e["key"]: e["generations"] for e in store.entries(SAMPLES)}
 
 
 def test_ctrl_c_mid_run_then_resume_equals_an_uninterrupted_run(
@@ -106,11 +106,11 @@ def test_ctrl_c_mid_run_then_resume_equals_an_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         sample(config, SeededBackend(interrupt_after=2))  # one case per call: 2 cases done
     cut = RunStore(tmp_path / "cut")
-    assert [e["key"] for e in cut.entries(LOG)] == ["c0", "c1"]
+    assert [e["key"] for e in cut.entries(SAMPLES)] == ["c0", "c1"]
     resumed_backend = SeededBackend()
     sample(config, resumed_backend)
     assert resumed_backend.calls == 3  # only the three unfinished cases
-    lines = cut.log_path(LOG).read_text().splitlines()
+    lines = cut.log_path(SAMPLES).read_text().splitlines()
     assert sorted(json.loads(line)["key"] for line in lines) == ["c0", "c1", "c2", "c3", "c4"]
     assert generations(cut) == generations(whole)  # seeds, tokens and logprobs alike
 
@@ -131,7 +131,7 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_at_the_next_case(
         sample(settings(cases_file, tmp_path / "run"), backend)
     assert lab.store._interrupts == 1  # it was pressed once, inside the finalizer
     assert backend.calls == 1  # without the check the run went on to all 5 cases
-    assert [e["key"] for e in RunStore(tmp_path / "run").entries(LOG)] == ["c0"]
+    assert [e["key"] for e in RunStore(tmp_path / "run").entries(SAMPLES)] == ["c0"]
 
 
 def test_the_swallowed_ctrl_c_is_not_printed_as_a_traceback(ctrl_c_handler: None) -> None:
@@ -163,7 +163,7 @@ def test_a_changed_config_is_refused_naming_what_changed(cases_file: Path, tmp_p
         message = str(refused.value)
         assert "different config" in message and shown in message and "--fresh" in message
         assert "\n" not in message
-    assert [e["key"] for e in RunStore(tmp_path / "run").entries(LOG)] == ["c0"]
+    assert [e["key"] for e in RunStore(tmp_path / "run").entries(SAMPLES)] == ["c0"]
 
 
 def test_append_repairs_a_partial_line_of_a_log_it_has_not_read(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert f"interrupted: finished work is saved in {out}; run the same command again" in err
-    assert [e["key"] for e in RunStore(out).entries(LOG)] == ["c0"]
+    assert [e["key"] for e in RunStore(out).entries(SAMPLES)] == ["c0"]
 
 
 def sweep_config(tmp_path: Path) -> Any:
@@ -289,7 +289,7 @@ def test_a_resume_with_other_rows_per_call_is_refused(cases_file: Path, tmp_path
     with pytest.raises(LabError, match=r"rows_per_call 64, not 6"):
         sample(settings(cases_file, tmp_path / "default", rows_per_call=6), SeededBackend())
     sample(settings(cases_file, tmp_path / "default", rows_per_call=64), SeededBackend())
-    assert len(list(RunStore(tmp_path / "default").entries(LOG))) == 5
+    assert len(list(RunStore(tmp_path / "default").entries(SAMPLES))) == 5
     # Not part of the identity that lab compare reads.
     assert "rows_per_call" not in json.loads((tmp_path / "default" / "config.json").read_text())
 
@@ -302,7 +302,7 @@ def test_a_run_made_before_batching_was_recorded_still_resumes(
         sample(config, SeededBackend(interrupt_after=1))
     (tmp_path / "old" / "batching.json").unlink()  # as an earlier version left it
     sample(config, SeededBackend())
-    assert len(list(RunStore(tmp_path / "old").entries(LOG))) == 5
+    assert len(list(RunStore(tmp_path / "old").entries(SAMPLES))) == 5
 
 
 def test_no_engine_starts_after_a_swallowed_ctrl_c(

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from lab.backends import Backend
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
+from lab.rundir import CELLS
 from lab.store import ENVIRONMENTS, RunStore
 from tests.unit.test_resume_interrupts import SeededBackend, sweep_config
 

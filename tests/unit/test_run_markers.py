@@ -11,8 +11,8 @@ import pytest
 
 from lab.cases.loaders import load_cases
 from lab.errors import LabError
-from lab.runkinds import MARKER, RUN_FILES, check_run_dir, run_kind_of
-from lab.samplerun import LOG
+from lab.rundir import MARKER, RUN_FILES, SAMPLES, run_kind_of
+from lab.runkinds import check_run_dir
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
 from lab.variance.runner import open_run
@@ -50,7 +50,7 @@ def test_a_run_directory_carries_its_kind(tmp_path: Path, cases: Path) -> None:
 def test_fresh_deletes_only_what_the_lab_wrote(tmp_path: Path, cases: Path) -> None:
     run = tmp_path / "run"
     store = sample_run(run, cases)
-    store.append(LOG, "a", {"case_id": "a", "generations": []})
+    store.append(SAMPLES, "a", {"case_id": "a", "generations": []})
     (run / "report.html").write_text("old report")
     (run / "notes.txt").write_text("my notes on the earlier run")
     (run / "analysis").mkdir()
@@ -107,11 +107,11 @@ def test_a_sweep_is_refused_a_sample_run_too(
 
 def test_runs_from_before_the_marker_resume_and_get_one(tmp_path: Path, cases: Path) -> None:
     run = tmp_path / "old"
-    sample_run(run, cases).append(LOG, "a", {"case_id": "a", "generations": []})
+    sample_run(run, cases).append(SAMPLES, "a", {"case_id": "a", "generations": []})
     (run / MARKER).unlink()  # as a run directory written before this version
     assert run_kind_of(run) == "sample"
     store = sample_run(run, cases)  # resumes
-    assert store.done_keys(LOG) == {"a"}
+    assert store.done_keys(SAMPLES) == {"a"}
     assert json.loads((run / MARKER).read_text())["kind"] == "sample"
     load = tmp_path / "load"
     load.mkdir()

@@ -16,7 +16,7 @@ import pytest
 
 from lab.cases.loaders import load_cases
 from lab.errors import LabError
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.variance.runner import sampling_config
 from tests.unit.test_cli import run_lab
 from tests.unit.test_variance_runner import FakeBackend, start
@@ -131,7 +131,7 @@ def test_calls_spread_over_replicas_depth_at_most_two(cases_file: Path, tmp_path
     config, store = start(cases_file, tmp_path, rows_per_call=4)  # one case per call
     fake = FakeRay()
     assert run(config, store, fake) == (5, True)
-    entries = lines(store.path, LOG)
+    entries = lines(store.path, SAMPLES)
     assert sorted(e["key"] for e in entries) == ["c0", "c1", "c2", "c3", "c4"]
     assert {e["placement"]["replica"] for e in entries} == {1, 2}
     assert fake.most_held == 2
@@ -145,7 +145,7 @@ def test_a_lost_replicas_calls_run_again_once_elsewhere(cases_file: Path, tmp_pa
     config, store = start(cases_file, tmp_path, rows_per_call=4)
     fake = FakeRay(die={2: 1})  # replica 2 dies after its first call, holding another
     assert run(config, store, fake) == (5, True)
-    entries = lines(store.path, LOG)
+    entries = lines(store.path, SAMPLES)
     assert sorted(e["key"] for e in entries) == ["c0", "c1", "c2", "c3", "c4"]
     again = [e for e in entries if e["placement"].get("attempt")]
     assert again and {e["placement"]["attempt"] for e in again} == {2}
@@ -159,7 +159,7 @@ def test_a_call_lost_too_often_is_recorded_failed_then_resampled(
     config, store = start(cases_file, tmp_path, rows_per_call=4)
     with pytest.raises(LabError, match=r"2 of 5 cases failed .*failures.jsonl.*same command"):
         run(config, store, FakeRay(die={2: 0}), retries=0)  # holding 2 calls
-    done = {e["key"] for e in lines(store.path, LOG)}
+    done = {e["key"] for e in lines(store.path, SAMPLES)}
     failed = lines(store.path, "failures")
     assert len(done) == 3 and len(failed) == 2, "no case both sampled and failed"
     assert not done & {f["key"] for f in failed}
@@ -167,7 +167,7 @@ def test_a_call_lost_too_often_is_recorded_failed_then_resampled(
 
     config, store = start(cases_file, tmp_path, rows_per_call=4)  # the same command again
     assert run(config, store, FakeRay()) == (2, True)
-    keys = [e["key"] for e in lines(store.path, LOG)]
+    keys = [e["key"] for e in lines(store.path, SAMPLES)]
     assert sorted(keys) == ["c0", "c1", "c2", "c3", "c4"]
 
 

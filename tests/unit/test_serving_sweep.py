@@ -14,8 +14,9 @@ import pytest
 from lab.determinism.config import parse_sweep_config
 from lab.determinism.grid import expand
 from lab.determinism.metrics import compute_metrics
-from lab.determinism.sweep import CELLS, run_sweep
+from lab.determinism.sweep import run_sweep
 from lab.errors import ConfigError
+from lab.rundir import CELLS
 from lab.store import RunStore
 from tests.unit.test_openai_client import Stub
 

@@ -14,7 +14,7 @@ import torch
 
 import lab.variance.embedcache as embedcache
 from lab.cases.loaders import load_cases
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.analyze import analyze
 from lab.variance.config import SampleConfig, read_settings
@@ -64,7 +64,7 @@ def test_rebuild_reuses_embeddings_and_every_number_is_the_same(
 def test_cached_and_uncached_analysis_agree(tmp_path: Path) -> None:
     path, config = _run(tmp_path)
     cases = load_cases(str(tmp_path / "run-cases.jsonl"))
-    entries = list(RunStore(path).entries(LOG))
+    entries = list(RunStore(path).entries(SAMPLES))
     plain, plain_rows = analyze(cases, entries, config, CountingStub(), None)  # type: ignore[arg-type]
     stub = CountingStub()
     cached, cached_rows = analyze(cases, entries, config, stub, path / "embeddings.npz")  # type: ignore[arg-type]
@@ -78,7 +78,7 @@ def test_default_embedder_hit_never_loads_the_model(
 ) -> None:
     """With no embedder given, name and device come from the settings; a hit skips the load."""
     path, config = _run(tmp_path)
-    texts = [[g["text"] for g in e["generations"]] for e in RunStore(path).entries(LOG)]
+    texts = [[g["text"] for g in e["generations"]] for e in RunStore(path).entries(SAMPLES)]
     cache = tmp_path / "e.npz"
     stub = CountingStub(config.embedder)  # stands in for all-MiniLM-L6-v2 on the CPU
     emb, name, device = embedcache.embed_with_cache(cache, texts, config, stub)  # type: ignore[arg-type]

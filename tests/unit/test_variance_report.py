@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lab.cases.loaders import load_cases
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.config import GateConfig, SampleConfig, load_config, parse_gate
 from lab.variance.gate import evaluate_gate
@@ -93,7 +93,7 @@ def make_run(tmp_path: Path, gate: GateConfig | None = None) -> tuple[Path, Samp
             }
             for i, text in enumerate(outputs)
         ]
-        store.append(LOG, case_id, {"case_id": case_id, "wall_s": 1.0, "generations": gens})
+        store.append(SAMPLES, case_id, {"case_id": case_id, "wall_s": 1.0, "generations": gens})
     return Path(config.out or ""), config
 
 
@@ -207,7 +207,7 @@ def test_rebuild_report_keeps_samples(tmp_path: Path, monkeypatch: Any) -> None:
     )
     metrics = rebuild_report(path, {"gate": ("min_mean=0.4",)}, emit=lambda m: None)
     assert metrics["gate"]["passed"] is True
-    assert len(list(RunStore(path).entries(LOG))) == 3
+    assert len(list(RunStore(path).entries(SAMPLES))) == 3
     with pytest.raises(Exception, match="changes the samples"):
         rebuild_report(path, {"k": 8}, emit=lambda m: None)
 

@@ -10,7 +10,7 @@ import pytest
 from lab.backends import Backend, EngineConfig, Generation, Request, SamplingConfig
 from lab.cases.loaders import load_cases
 from lab.errors import LabError
-from lab.samplerun import LOG
+from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.config import SampleConfig
 from lab.variance.runner import open_run, sample_cases
@@ -63,7 +63,7 @@ def test_cases_are_packed_into_calls_of_rows_per_call(cases_file: Path, tmp_path
     assert (sampled, complete) == (5, True)
     assert [ids for ids, _ in fake.calls] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
     assert all(s.n == 4 and s.seed == 50 for _, s in fake.calls)
-    entries = list(store.entries(LOG))
+    entries = list(store.entries(SAMPLES))
     assert [e["key"] for e in entries] == ["c0", "c1", "c2", "c3", "c4"]
     assert [g["seed"] for g in entries[0]["generations"]] == [50, 51, 52, 53]
     assert [g["seed"] for g in entries[1]["generations"]] == [54, 55, 56, 57]
@@ -78,14 +78,14 @@ def test_independent_seeds_never_repeat_and_still_share_calls(
     fake = FakeBackend()
     sample_cases(config, fake, store, load_cases(config.cases), lambda m: None)
     assert len(fake.calls) == 1  # all 5 cases x k=4 fit one call
-    seeds = [g["seed"] for e in store.entries(LOG) for g in e["generations"]]
+    seeds = [g["seed"] for e in store.entries(SAMPLES) for g in e["generations"]]
     assert seeds == list(range(50, 50 + 5 * 4))
 
 
 def test_shared_seeds_repeat_across_cases(cases_file: Path, tmp_path: Path) -> None:
     config, store = start(cases_file, tmp_path, independent_seeds=False)
     sample_cases(config, FakeBackend(), store, load_cases(config.cases), lambda m: None)
-    seeds = [[g["seed"] for g in e["generations"]] for e in store.entries(LOG)]
+    seeds = [[g["seed"] for g in e["generations"]] for e in store.entries(SAMPLES)]
     assert seeds == [[50, 51, 52, 53]] * 5
 
 
@@ -104,7 +104,7 @@ def test_stop_and_resume_never_duplicates(cases_file: Path, tmp_path: Path) -> N
     # the calls an uninterrupted run makes ([c2, c3], [c4]), less what is done
     assert [ids for ids, _ in fake.calls[2:]] == [["c3"], ["c4"]]
     assert messages[0].startswith("resuming: 3 of 5 cases")
-    keys = [json.loads(line)["key"] for line in store.log_path(LOG).read_text().splitlines()]
+    keys = [json.loads(line)["key"] for line in store.log_path(SAMPLES).read_text().splitlines()]
     assert keys == ["c0", "c1", "c2", "c3", "c4"]
 
 
@@ -138,9 +138,9 @@ def test_a_case_with_failed_samples_is_not_stored(cases_file: Path, tmp_path: Pa
     cases = load_cases(config.cases)
     with pytest.raises(LabError, match=r"case 'c1': 1 of 4 samples failed \(503: overloaded\)"):
         sample_cases(config, Flaky("c1"), store, cases, lambda m: None)
-    assert store.done_keys(LOG) == {"c0", "c2"}
+    assert store.done_keys(SAMPLES) == {"c0", "c2"}
     sampled, complete = sample_cases(config, Flaky(None), store, cases, lambda m: None)
-    assert complete and sampled == 3 and store.done_keys(LOG) == {f"c{i}" for i in range(5)}
+    assert complete and sampled == 3 and store.done_keys(SAMPLES) == {f"c{i}" for i in range(5)}
 
 
 def _lengths_file(tmp_path: Path) -> Path:
@@ -172,7 +172,7 @@ def test_hf_calls_group_prompts_by_length(tmp_path: Path) -> None:
     assert starts[0] == "call 1/4 (4 cases x k=4): prompts up to 2 chars, starting"
     assert starts[3] == "call 4/4 (1 cases x k=4): prompts up to 3000 chars, starting"
     # seeds follow the case's place in the file, not its call
-    seeds = {e["key"]: e["generations"][0]["seed"] for e in store.entries(LOG)}
+    seeds = {e["key"]: e["generations"][0]["seed"] for e in store.entries(SAMPLES)}
     assert seeds["long"] == 50 + 2 * 4 and seeds["s2"] == 50 + 3 * 4
 
 
