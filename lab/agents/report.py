@@ -26,6 +26,7 @@ import numpy as np
 from lab import samplerun
 from lab.agents import metrics as am
 from lab.agents.records import Trajectory
+from lab.agents.reliability import case_reliability, run_reliability
 from lab.agents.render import agent_html, agent_markdown
 from lab.cases.checks import normalize_answer, run_checks
 from lab.cases.codechecks import CodePolicy, resolve_checks
@@ -45,8 +46,16 @@ AGENT_DEFINITIONS = {
     "tool_choice_agreement": "share of pairs with equal tool-name sequences",
     "argument_agreement": "among pairs with equal tool-name sequences, share with equal "
     "arguments too (cf. arXiv 2605.28840)",
-    "outcome_consistency": "HAL C_out = 1 - s^2/(p(1-p)), ddof 1, clipped (arXiv 2602.16666 "
-    "Def. 3.1; 1 iff all k agree); graded: (2p-1)^2",
+    "outcome_consistency": "unanimity form: C_out = 1 - s^2/(p(1-p)), ddof 1, clipped "
+    "(arXiv 2602.16666 Def. 3.1 as printed; 1 iff all k agree); graded: (2p-1)^2, the form "
+    "hal-harness's code computes",
+    "reliability": "hal-harness (princeton-pli/hal-harness reliability_eval/metrics/"
+    "consistency.py) consistency: outcome (2p-1)^2; trajectory distribution = 1 - mean "
+    "pairwise JS divergence (base 2) of action frequencies, sequence = mean pairwise 1 - "
+    "Levenshtein / longer length, both over the successful trajectories (_all: over all k); "
+    "resource = exp(-mean CV) of output tokens, tool calls, turns (CV over positive values, "
+    "ddof 1); R_con = weighted mean (1/3 each of outcome, trajectory, resource) over the "
+    "defined parts; run values: mean over the cases where defined",
     "cv_steps / cv_tokens": "std (ddof 1) / mean of steps / output tokens over the k",
     "cv_across_runs": "CV of success across the k runs, run j = trajectory j of every case "
     "(arXiv 2603.25764 reports 15-47%)",
@@ -105,6 +114,7 @@ def analyze_agents(
         c = int(passed[i].sum())
         answers = [e["answer"] for e in evals[i]]
         agent = am.case_metrics(trajs, passed[i].tolist())
+        agent["reliability"] = case_reliability(trajs, passed[i].tolist())
         worst = int(np.flatnonzero(~passed[i])[0]) if c < k else 0
         per_case.append(
             {
@@ -157,6 +167,7 @@ def analyze_agents(
             for o in ("answer", "max_turns", "error")
         },
         "protocol": next((t.protocol for ts in by_case.values() for t in ts), None),
+        "reliability": run_reliability([a["reliability"] for a in agents]),
     }
     cohorts, cohort_info = cohort_tails(cases, success.rates, config.cohorts, config.model)
     metrics = {
