@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from lab import rundir
+from lab.determinism.divergence import top_gap_of
 
 
 def margin(top: list[list[Any]]) -> float | None:
     """Top-1 minus top-2 logprob at one token ([[id, logprob, text], ...]); None when fewer
-    than two alternatives were recorded."""
-    if len(top) < 2:
-        return None
-    return float(top[0][1]) - float(top[1][1])
+    than two alternatives were recorded (lab.determinism.divergence.top_gap_of)."""
+    return top_gap_of([alt[1] for alt in top])
 
 
 def _tops(step: dict[str, Any], i: int) -> list[list[Any]]:

@@ -14,7 +14,8 @@
   C_out = 1 - s^2 / (p(1 - p)), s^2 the sample variance (ddof 1) of the k outcomes, p their
   mean, clipped to [0, 1], 1 when p is 0 or 1. With 0/1 outcomes s^2 = k/(k-1) p(1-p), so it
   is 1 when all k agree and 0 otherwise (hal-harness calls that a unanimity indicator); the
-  graded form hal-harness adopted later, (2p - 1)^2 = 1 - p(1-p)/0.25, is reported beside it.
+  graded form hal-harness adopted later, (2p - 1)^2 = 1 - p(1-p)/0.25, is reported beside it
+  (hal-harness's trajectory, resource and R_con consistency: lab.agents.reliability).
 - CV of trajectory length (steps) and of output tokens: sample std (ddof 1) / mean over the
   k trajectories (None for a zero mean). The run's CV of success across the k runs (arXiv
   2603.25764: 15% to 47%) is lab.variance.stats.coefficient_of_variation of the run rates.

@@ -25,14 +25,30 @@ AGENT_ROWS = [
     ("mean_distinct_sequences", "distinct action sequences per case (mean)"),
     ("tool_choice_agreement", "tool-choice agreement (pairs, mean)"),
     ("argument_agreement", "argument agreement given the same tools (mean)"),
-    ("outcome_consistency", "outcome consistency C_out (mean)"),
-    ("outcome_consistency_graded", "outcome consistency, graded (2p-1)^2 (mean)"),
+    ("outcome_consistency", "outcome consistency, unanimity form (paper Def. 3.1; mean)"),
+    ("outcome_consistency_graded", "outcome consistency, hal-harness code form (2p-1)^2 (mean)"),
     ("cv_steps", "CV of trajectory length (mean)"),
     ("cv_tokens", "CV of output tokens (mean)"),
     ("mean_steps", "steps per trajectory (mean)"),
     ("malformed_steps", "malformed calls (steps)"),
     ("tool_errors", "tool calls answered with an error"),
 ]
+#: (key in metrics.agent.reliability, what, which form)
+RELIABILITY_ROWS = [
+    ("outcome", "outcome consistency C_out", "(2p-1)^2, hal-harness code form"),
+    ("trajectory_distribution", "trajectory consistency, distribution (which actions)",
+     "1 - mean pairwise JS divergence of action frequencies; successful trajectories"),
+    ("trajectory_sequence", "trajectory consistency, sequence (their order)",
+     "mean pairwise 1 - edit distance / longer length; successful trajectories"),
+    ("trajectory_distribution_all", "trajectory consistency, distribution, all k",
+     "as above over all k trajectories"),
+    ("trajectory_sequence_all", "trajectory consistency, sequence, all k",
+     "as above over all k trajectories"),
+    ("resource", "resource consistency C_res", "exp(-mean CV of tokens, calls, turns)"),
+    ("cv_tokens", "CV of output tokens", "std (ddof 1) / mean over positive values"),
+    ("cv_calls", "CV of tool calls", "std (ddof 1) / mean over positive values"),
+    ("cv_turns", "CV of turns", "std (ddof 1) / mean over positive values"),
+]  # fmt: skip
 CSS = (
     ".traj{overflow-x:auto}.traj td{min-width:160px;max-width:320px}"
     ".part td{background:#fdebd0}.bar{background:#5b8def;height:10px;display:inline-block}"
@@ -42,6 +58,39 @@ CSS = (
 def _interval(metrics: dict[str, Any], name: str) -> str:
     iv = metrics["intervals_95"].get(name)
     return "" if not iv or iv[0] is None else f"[{fmt(iv[0])}, {fmt(iv[1])}]"
+
+
+def reliability_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """[metric, form, value, cases defined, undefined and why] per HAL consistency value, and
+    R_con last; plain text (the caller escapes)."""
+    rel = metrics["agent"].get("reliability")
+    if not rel:
+        return []
+    rows = []
+    for key, label, form in RELIABILITY_ROWS:
+        r = rel[key]
+        why = "; ".join(f"{reason}: {n}" for reason, n in r["reasons"].items())
+        undefined = f"{r['undefined']} ({why})" if r["undefined"] else "0"
+        rows.append([label, form, fmt(r["value"]), str(r["cases"]), undefined])
+    rows.append(["R_con", "1/3 outcome + 1/3 trajectory + 1/3 resource, over the defined "
+                 "parts (hal-harness compute_weighted_r_con)", fmt(rel["r_con"]["value"]),
+                 "from " + (", ".join(rel["r_con"]["parts"]) or "none"), ""])  # fmt: skip
+    return rows
+
+
+def case_reliability_text(rel: dict[str, Any]) -> str:
+    """One case's HAL consistency values in a line, each undefined one with its reason."""
+    names = [("outcome", "C_out (2p-1)^2"), ("trajectory_distribution", "C_traj distribution"),
+             ("trajectory_sequence", "C_traj sequence"), ("resource", "C_res")]  # fmt: skip
+    parts = []
+    for key, name in names:
+        value = rel[key]
+        parts.append(f"{name} {fmt(value, 3)}" if value is not None
+                     else f"{name} undefined ({rel['undefined'].get(key, '?')})")  # fmt: skip
+    return "hal-harness consistency: " + ", ".join(parts)
+
+
+RELIABILITY_HEADERS = ["metric", "form", "value", "cases defined", "undefined (why)"]
 
 
 def _cases_worst_first(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,6 +115,11 @@ def agent_markdown(metrics: dict[str, Any]) -> str:
         out.append(f"| {label} | {fmt(head.get(key))} | {_interval(metrics, key)} |")
     out += ["", "## Trajectories", "", "| metric | value |", "|---|---|"]
     out += [f"| {label} | {fmt(agent.get(key))} |" for key, label in AGENT_ROWS]
+    rel_rows = reliability_rows(metrics)
+    if rel_rows:
+        out += ["", "## Reliability (hal-harness consistency)", ""]
+        out += ["| " + " | ".join(RELIABILITY_HEADERS) + " |", "|---|---|---|---|---|"]
+        out += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rel_rows]
     hist = agent["first_divergence_histogram"]
     parts = ", ".join(f"step {k}: {v}" for k, v in hist.items())
     outcomes = ", ".join(f"{k} {v}" for k, v in agent["outcomes"].items())
@@ -144,7 +198,9 @@ def _case_section(case: dict[str, Any]) -> str:
         + "; tool-choice agreement "
         f"{fmt(a['tool_choice_agreement'], 2)}, argument agreement "
         f"{fmt(a['argument_agreement'], 2)}</small></p>"
-    )
+        + (f"<p><small>{e(case_reliability_text(a['reliability']))}</small></p>"
+           if a.get("reliability") else "")
+    )  # fmt: skip
     dist = _table(
         ["action sequence", "trajectories", "succeeded"],
         [
@@ -222,6 +278,10 @@ def agent_html(metrics: dict[str, Any]) -> str:
     )
     outcomes = ", ".join(f"{k} {v}" for k, v in agent["outcomes"].items())
     parts.append(f"<p>Outcomes: {e(outcomes)}</p>")
+    rel_rows = reliability_rows(metrics)
+    if rel_rows:
+        parts.append("<h2>Reliability (hal-harness consistency)</h2>")
+        parts.append(_table(RELIABILITY_HEADERS, [[e(c) for c in row] for row in rel_rows]))
     parts.append("<h2>Where the trajectories of a case part</h2>")
     parts.append(_histogram(agent["first_divergence_histogram"]))
     if metrics["cohorts"]:

@@ -26,16 +26,17 @@ import numpy as np
 from lab import rundir, samplerun
 from lab.agents import metrics as am
 from lab.agents.records import Trajectory
+from lab.agents.reliability import case_reliability, run_reliability
 from lab.agents.render import agent_html, agent_markdown
 from lab.cases.checks import normalize_answer, run_checks
 from lab.cases.codechecks import CodePolicy, resolve_checks
 from lab.cases.model import Case
 from lab.errors import LabError
 from lab.store import RunStore
-from lab.variance import stats
 from lab.variance.analyze import cohort_tails, sanitize, success_record
 from lab.variance.config import SampleConfig
 from lab.variance.gate import evaluate_gate
+from lab.variance.success import success_statistics
 
 AGENT_DEFINITIONS = {
     "passed": "ended with a final answer that passes every answer check, and every trajectory "
@@ -45,8 +46,16 @@ AGENT_DEFINITIONS = {
     "tool_choice_agreement": "share of pairs with equal tool-name sequences",
     "argument_agreement": "among pairs with equal tool-name sequences, share with equal "
     "arguments too (cf. arXiv 2605.28840)",
-    "outcome_consistency": "HAL C_out = 1 - s^2/(p(1-p)), ddof 1, clipped (arXiv 2602.16666 "
-    "Def. 3.1; 1 iff all k agree); graded: (2p-1)^2",
+    "outcome_consistency": "unanimity form: C_out = 1 - s^2/(p(1-p)), ddof 1, clipped "
+    "(arXiv 2602.16666 Def. 3.1 as printed; 1 iff all k agree); graded: (2p-1)^2, the form "
+    "hal-harness's code computes",
+    "reliability": "hal-harness (princeton-pli/hal-harness reliability_eval/metrics/"
+    "consistency.py) consistency: outcome (2p-1)^2; trajectory distribution = 1 - mean "
+    "pairwise JS divergence (base 2) of action frequencies, sequence = mean pairwise 1 - "
+    "Levenshtein / longer length, both over the successful trajectories (_all: over all k); "
+    "resource = exp(-mean CV) of output tokens, tool calls, turns (CV over positive values, "
+    "ddof 1); R_con = weighted mean (1/3 each of outcome, trajectory, resource) over the "
+    "defined parts; run values: mean over the cases where defined",
     "cv_steps / cv_tokens": "std (ddof 1) / mean of steps / output tokens over the k",
     "cv_across_runs": "CV of success across the k runs, run j = trajectory j of every case "
     "(arXiv 2603.25764 reports 15-47%)",
@@ -98,7 +107,6 @@ def analyze_agents(
     k = config.k
     evals = [[evaluate_trajectory(c, t) for t in by_case[c.id]] for c in cases]
     passed = np.array([[e["passed"] for e in row] for row in evals], dtype=bool)  # [C, k]
-    ks = stats.k_grid(k)
     per_case: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
@@ -106,6 +114,7 @@ def analyze_agents(
         c = int(passed[i].sum())
         answers = [e["answer"] for e in evals[i]]
         agent = am.case_metrics(trajs, passed[i].tolist())
+        agent["reliability"] = case_reliability(trajs, passed[i].tolist())
         worst = int(np.flatnonzero(~passed[i])[0]) if c < k else 0
         per_case.append(
             {
@@ -133,24 +142,14 @@ def analyze_agents(
         )
         for j, t in enumerate(trajs):
             rows.append(_row(case, t, evals[i][j], bool(passed[i, j])))
-    rates = passed.mean(axis=1)
-    tails = stats.tail_summary(rates)
-    p_at_k = np.array([stats.pass_at_k(k, int(x), k) for x in passed.sum(axis=1)])
-    p_hat_k = np.array([stats.pass_hat_k(k, int(x), k) for x in passed.sum(axis=1)])
-    maj = np.array([row["majority_correct"] for row in per_case], dtype=float)
-    runs = stats.run_rates(passed)
+    success = success_statistics(
+        passed,
+        np.array([row["majority_correct"] for row in per_case], dtype=float),
+        np.random.default_rng(config.bootstrap_seed),
+        samples=config.bootstrap_samples,
+    )
     agents = [row["agent"] for row in per_case]
     firsts = [a["first_divergence"] for a in agents]
-    headline = tails | {
-        "high_variance": stats.high_variance(tails["mean"], tails["p5"]),
-        "pass@1": float(rates.mean()),
-        "pass@k": float(np.nanmean(p_at_k)),
-        "pass^k": float(np.nanmean(p_hat_k)),
-        "maj@k": float(maj.mean()),
-        "cv_across_runs": stats.coefficient_of_variation(runs),
-        "run_rate_min": float(runs.min()),
-        "run_rate_max": float(runs.max()),
-    }
     agent_headline = {
         "mean_distinct_sequences": am.mean_of([a["distinct_sequences"] for a in agents]),
         "first_divergence_histogram": am.divergence_histogram(firsts),
@@ -168,19 +167,9 @@ def analyze_agents(
             for o in ("answer", "max_turns", "error")
         },
         "protocol": next((t.protocol for ts in by_case.values() for t in ts), None),
+        "reliability": run_reliability([a["reliability"] for a in agents]),
     }
-    intervals = stats.bootstrap_intervals(
-        {"rate": rates, "pass_at_k": p_at_k, "pass_hat_k": p_hat_k},
-        {
-            "mean": lambda d: d["rate"].mean(axis=1),
-            "p5": lambda d: stats.p5_rows(d["rate"]),
-            "pass@k": lambda d: stats.nanmean_rows(d["pass_at_k"]),
-            "pass^k": lambda d: stats.nanmean_rows(d["pass_hat_k"]),
-        },
-        np.random.default_rng(config.bootstrap_seed),
-        samples=config.bootstrap_samples,
-    )
-    cohorts, cohort_info = cohort_tails(cases, rates, config.cohorts, config.model)
+    cohorts, cohort_info = cohort_tails(cases, success.rates, config.cohorts, config.model)
     metrics = {
         "run": {
             "kind": "agents",
@@ -198,21 +187,11 @@ def analyze_agents(
             "max_turns": config.max_turns,
             "bootstrap_samples": config.bootstrap_samples,
         },
-        "headline": headline,
+        "headline": success.headline,
         "agent": agent_headline,
-        "intervals_95": {name: list(iv) for name, iv in intervals.items()},
-        "curves": {
-            "k": ks,
-            "pass@k": [
-                float(np.nanmean([stats.pass_at_k(k, int(x), j) for x in passed.sum(1)]))
-                for j in ks
-            ],
-            "pass^k": [
-                float(np.nanmean([stats.pass_hat_k(k, int(x), j) for x in passed.sum(1)]))
-                for j in ks
-            ],
-        },  # fmt: skip
-        "run_rates": runs.tolist(),
+        "intervals_95": success.intervals,
+        "curves": success.curves,
+        "run_rates": success.run_rates,
         "cost": _cost(by_case, config.prices),
         "cohorts": cohorts,
         "cohort_buckets": cohort_info,

@@ -26,6 +26,7 @@ from lab.agents.records import Trajectory
 from lab.determinism.cells import cell_of
 from lab.determinism.config import SweepConfig, config_from_dict
 from lab.determinism.grid import Cell, differs_only_in, expand, reference_cell, varying_axes
+from lab.determinism.pairs import axis_partners
 from lab.errors import LabError
 from lab.report.page import page
 from lab.rundir import CELLS, METRICS, REPORT, SWEEP_CONFIG, SWEEP_MARKDOWN
@@ -137,29 +138,25 @@ def axis_pairs(
 ) -> dict[str, dict[str, Any]]:
     """Each axis with everything else fixed: every ok cell holding the axis's first value
     against each ok cell that differs from it in that axis only (bf16 at batch 1 vs bf16 at
-    batch 4, not only against the reference), case by case."""
-    out: dict[str, dict[str, Any]] = {}
-    for axis in varying_axes(config):
-        rows: list[dict[str, Any]] = []
-        pairs: list[dict[str, Any]] = []
-        for cell, entry in by_key.values():
-            if entry.get("status") != "ok" or cell.axes[axis] != config.axes[axis][0]:
-                continue
-            for value in config.axes[axis][1:]:
-                other = Cell(tuple((k, value if k == axis else v) for k, v in cell.values),
-                             cell.repeat)  # fmt: skip
-                found = by_key.get(other.key())
-                if found is None or found[1].get("status") != "ok":
-                    continue
-                a, b = entry["trajectories"], found[1]["trajectories"]
-                pair = {c: compare_case(a[c], b[c]) for c in a if c in b}
-                rows += pair.values()
-                parted = {c: r for c, r in pair.items() if not r["same"]}
-                pairs.append({"cells": [cell.label(varying_axes(config)),
-                                        other.label(varying_axes(config))],
-                              **_tally(list(pair.values())), "parted_cases": parted})  # fmt: skip
-        out[axis] = {**_tally(rows), "pairs": pairs}
-    return out
+    batch 4, not only against the reference), case by case; the pairs are
+    lab.determinism.pairs.axis_partners's (one pairing for prompt and agent sweeps)."""
+    varying = varying_axes(config)
+    ok = [(cell, entry) for cell, entry in by_key.values() if entry.get("status") == "ok"]
+    rows: dict[str, list[dict[str, Any]]] = {axis: [] for axis in varying}
+    pairs: dict[str, list[dict[str, Any]]] = {axis: [] for axis in varying}
+    for axis, (cell, entry), (other, found) in axis_partners(config, ok):
+        a, b = entry["trajectories"], found["trajectories"]
+        pair = {c: compare_case(a[c], b[c]) for c in a if c in b}
+        rows[axis] += pair.values()
+        parted = {c: r for c, r in pair.items() if not r["same"]}
+        pairs[axis].append(
+            {
+                "cells": [cell.label(varying), other.label(varying)],
+                **_tally(list(pair.values())),
+                "parted_cases": parted,
+            }
+        )
+    return {axis: {**_tally(rows[axis]), "pairs": pairs[axis]} for axis in varying}
 
 
 def hist_text(histogram: dict[str, int]) -> str:

@@ -8,6 +8,7 @@ that a tiny numerical perturbation could flip).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,14 +43,20 @@ class Divergence:
         return asdict(self)
 
 
+def top_gap_of(logprobs: Sequence[float]) -> float | None:
+    """top-1 minus top-2 logprob of one step's recorded alternatives (best first); None with
+    fewer than two. The lab's one definition of the gap (the margin of agent trajectories,
+    lab.agents.divergence, and fragility's step gaps are this)."""
+    if len(logprobs) < 2:
+        return None
+    return float(logprobs[0]) - float(logprobs[1])
+
+
 def top_gap(generation: Generation, index: int) -> float | None:
-    """top-1 minus top-2 logprob at one step, from the stored alternatives."""
+    """top-1 minus top-2 logprob at one step, from the stored alternatives (top_gap_of)."""
     if index >= len(generation.top_logprobs):
         return None
-    alts = generation.top_logprobs[index]
-    if len(alts) < 2:
-        return None
-    return alts[0].logprob - alts[1].logprob
+    return top_gap_of([alt.logprob for alt in generation.top_logprobs[index]])
 
 
 def compare(reference: Generation, other: Generation) -> Divergence:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lab.backends.base import Generation
-from lab.determinism.divergence import compare
+from lab.determinism.divergence import compare, top_gap
 from lab.determinism.fragility_sources import FragilitySource, load_source, sweep_reference
 from lab.errors import LabError
 
@@ -65,12 +65,9 @@ def step_gaps(generation: Generation) -> list[float | None]:
     temperature = float(generation.sampling.get("temperature") or 0.0)
     scale = temperature if temperature > 0 else 1.0
     out: list[float | None] = []
-    for alternatives in generation.top_logprobs:
-        if len(alternatives) < 2:
-            out.append(None)
-            continue
-        gap = alternatives[0].logprob - alternatives[1].logprob
-        out.append(gap * scale if math.isfinite(gap) else None)
+    for step in range(len(generation.top_logprobs)):
+        gap = top_gap(generation, step)
+        out.append(gap * scale if gap is not None and math.isfinite(gap) else None)
     return out
 
 

@@ -3,6 +3,8 @@
 examples.py   example python checks, used by the bundled case set (cases and their checks
               are lab.cases)
 stats.py      Wilson intervals, pass@k, pass^k, quantiles, CV across runs, bootstrap
+success.py    the headline, intervals and curves of a [C, k] pass matrix (n-of-k and agent
+              reports alike)
 diversity.py  one batched embedding pass; per-case similarity, Vendi, clusters, entropy
 config.py     SampleConfig (YAML + flags) and the gate thresholds
 runner.py     resumable sampling through a backend (RunStore), progress on stderr

@@ -31,6 +31,7 @@ from lab.variance import decompose, stats
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder, diversity, weighted_semantic_entropy
 from lab.variance.embedcache import embed_with_cache
+from lab.variance.success import success_statistics
 
 
 def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +167,6 @@ def analyze(
     typicality = div.typicality.cpu().numpy()
     labels = div.labels.cpu().numpy()
 
-    ks = stats.k_grid(k)
     classes = decompose.consistency_classes(passed, labels, config.consistent_share)
     per_case: list[dict[str, Any]] = []
     for i, case in enumerate(cases):
@@ -197,51 +197,23 @@ def analyze(
             }
         )
 
-    rates = passed.mean(axis=1)  # [C]
-    tails = stats.tail_summary(rates)
-    p_at_k = np.array([stats.pass_at_k(k, int(x), k) for x in passed.sum(axis=1)])
-    p_hat_k = np.array([stats.pass_hat_k(k, int(x), k) for x in passed.sum(axis=1)])
-    maj = np.array([row["majority_correct"] for row in per_case], dtype=float)
-    runs = stats.run_rates(passed)
-    headline = tails | {
-        "high_variance": stats.high_variance(tails["mean"], tails["p5"]),
-        "pass@1": float(rates.mean()),
-        "pass@k": float(np.nanmean(p_at_k)),
-        "pass^k": float(np.nanmean(p_hat_k)),
-        "maj@k": float(maj.mean()),
-        "cv_across_runs": stats.coefficient_of_variation(runs),
-        "run_rate_min": float(runs.min()),
-        "run_rate_max": float(runs.max()),
+    success = success_statistics(
+        passed,
+        np.array([row["majority_correct"] for row in per_case], dtype=float),
+        np.random.default_rng(config.bootstrap_seed),
+        samples=config.bootstrap_samples,
+    )
+    rates = success.rates
+    headline = success.headline | {
         "mean_vendi": float(div.vendi.mean()),
         "mean_semantic_entropy": float(div.semantic_entropy.float().mean()),
         **decompose.class_counts(classes),
     }
-    intervals = stats.bootstrap_intervals(
-        {"rate": rates, "pass_at_k": p_at_k, "pass_hat_k": p_hat_k, "maj": maj},
-        {
-            "mean": lambda d: d["rate"].mean(axis=1),
-            "p5": lambda d: stats.p5_rows(d["rate"]),
-            "pass@k": lambda d: stats.nanmean_rows(d["pass_at_k"]),
-            "pass^k": lambda d: stats.nanmean_rows(d["pass_hat_k"]),
-            "maj@k": lambda d: d["maj"].mean(axis=1),
-        },
-        np.random.default_rng(config.bootstrap_seed),
-        samples=config.bootstrap_samples,
-    )
     decomposition = decompose.decomposition(
         passed,
         np.random.default_rng(config.bootstrap_seed),
         samples=config.bootstrap_samples,
     )
-    curves = {
-        "k": ks,
-        "pass@k": [
-            float(np.nanmean([stats.pass_at_k(k, int(x), j) for x in passed.sum(1)])) for j in ks
-        ],
-        "pass^k": [
-            float(np.nanmean([stats.pass_hat_k(k, int(x), j) for x in passed.sum(1)])) for j in ks
-        ],
-    }
     # per tag and per configured bucket (locale, length band, schema, intent), worst tail first
     cohorts, cohort_info = cohort_tails(cases, rates, config.cohorts, config.model)
 
@@ -293,10 +265,10 @@ def analyze(
             "bootstrap_samples": config.bootstrap_samples,
         },
         "headline": headline,
-        "intervals_95": {name: list(iv) for name, iv in intervals.items()},
+        "intervals_95": success.intervals,
         "variance_decomposition": decomposition,
-        "curves": curves,
-        "run_rates": runs.tolist(),
+        "curves": success.curves,
+        "run_rates": success.run_rates,
         "cost": cost_frame([by_id[c.id] for c in cases], config.prices),
         "cohorts": cohorts,
         "cohort_buckets": cohort_info,
