@@ -2,14 +2,14 @@
 and what `--out DIR` / `--fresh` may do with a directory (lab.store writes the marker).
 
 Every run directory carries one marker, `.lab-run.json`, naming the kind of run that wrote it
-(sample, sweep, load, quickstart) and the names that kind writes (RUN_FILES). A command opens
-only a directory that holds nothing, its own kind of run, or (without --fresh) files that are
-no run's and that it would not overwrite; `--fresh` deletes the names its kind writes and
-nothing else: a user's notes.txt beside a run stays, another kind of run is refused, and a
-directory of other files with no run is refused. A directory written before the marker existed
-is recognized by its files (`run_kind_of`: a sweep's cells.jsonl, a sample run's samples.jsonl
-or cases.json (an agent run's trajectories.jsonl), a load test's requests.jsonl, a
-quickstart's step directories; else its config.json) and gets its marker when it is resumed.
+(sample, sweep, load, quickstart, explain) and the names that kind writes (RUN_FILES). A
+command opens only a directory that holds nothing, its own kind of run, or (without --fresh)
+files that are no run's and that it would not overwrite; `--fresh` deletes the names its kind
+writes and nothing else: a user's notes.txt beside a run stays, another kind of run is refused,
+and a directory of other files with no run is refused. A directory written before the marker
+existed is recognized by its files (`run_kind_of`: a sweep's cells.jsonl, a sample run's
+samples.jsonl or cases.json (an agent run's trajectories.jsonl), a load test's requests.jsonl,
+a quickstart's step directories; else its config.json) and gets its marker when it is resumed.
 
     check_run_dir("runs/x", "sample", fresh=True)   # before anything: LabError, one line
     kept = start_over("runs/x", "sample")           # --fresh: the sample run's files only
@@ -47,6 +47,8 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
     + ("sweep_config.json", "cells.jsonl", "nodes.jsonl", "metrics.json", "report.md",
        "report.html", "server-*.log"),
     "load": _COMMON + _TEMPS + ("requests.jsonl", "passes.jsonl", "summary.json", "server.log"),
+    # lab explain (lab.determinism.explain): one line per replayed toggle, then the result
+    "explain": _COMMON + _TEMPS + ("toggles.jsonl", "explain.json"),
     "quickstart": (MARKER, "index.html") + _TEMPS + ("sweep", "kernels-off", "kernels-on",
                                                      "variance"),
 }  # fmt: skip
@@ -55,6 +57,7 @@ COMMAND = {
     "sample": "lab sample",
     "sweep": "lab sweep",
     "load": "lab load",
+    "explain": "lab explain",
     "quickstart": "lab quickstart",
 }
 
@@ -83,6 +86,8 @@ def run_kind_of(path: str | os.PathLike[str]) -> str | None:
         return str(marker["kind"])
     names = {p.name for p in root.iterdir()}
     config = json_object(root / "config.json")
+    if "toggles.jsonl" in names or "explain.json" in names:
+        return "explain"
     if "cells.jsonl" in names or (config is not None and "axes" in config):
         return "sweep"
     if names & {"requests.jsonl", "passes.jsonl"} or (config or {}).get("kind") == "load":

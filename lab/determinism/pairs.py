@@ -12,6 +12,7 @@ differ at all, the largest |delta logprob| over the common prefix, first diverge
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lab.determinism.cells import base_id, cell_of, outputs_of
@@ -22,14 +23,15 @@ if TYPE_CHECKING:
     from lab.determinism.config import SweepConfig
 
 
-def axis_pairs(config: SweepConfig, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (axis, cell whose value on that axis is not the first): that cell against
-    the cell with the axis at its first value and every other axis (and the repeat) equal."""
+def partner_pairs(
+    config: SweepConfig, entries: list[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(axis, partner, entry) for each finished cell whose value on a varying axis is not the
+    first, with the finished cell that has that axis at its first value and every other axis
+    (and the repeat) equal; in axis order, then log order. `lab explain` picks its pair here."""
     ok = [e for e in entries if e.get("status") == "ok"]
     by_key = {cell_of(e).key(): e for e in ok}
-    varying = varying_axes(config)
-    rows = []
-    for axis in varying:
+    for axis in varying_axes(config):
         base_value = config.axes[axis][0]
         for entry in ok:
             cell = cell_of(entry)
@@ -37,36 +39,46 @@ def axis_pairs(config: SweepConfig, entries: list[dict[str, Any]]) -> list[dict[
                 continue
             partner_values = tuple((k, base_value if k == axis else v) for k, v in cell.values)
             partner = by_key.get(Cell(partner_values, cell.repeat).key())
-            if partner is None:
+            if partner is not None:
+                yield axis, partner, entry
+
+
+def axis_pairs(config: SweepConfig, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (axis, cell whose value on that axis is not the first): that cell against
+    the cell with the axis at its first value and every other axis (and the repeat) equal."""
+    varying = varying_axes(config)
+    rows = []
+    for axis, partner, entry in partner_pairs(config, entries):
+        cell = cell_of(entry)
+        base_value = config.axes[axis][0]
+        fixed = [a for a in varying if a != axis]
+        compared = tokens_differ = logprobs_differ = 0
+        max_delta = 0.0
+        firsts: list[int] = []
+        for target in dict.fromkeys(base_id(o) for o in partner["outputs"]):
+            reference = outputs_of(partner, target)
+            if not reference:
                 continue
-            fixed = [a for a in varying if a != axis]
-            compared = tokens_differ = logprobs_differ = 0
-            max_delta = 0.0
-            firsts: list[int] = []
-            for target in dict.fromkeys(base_id(o) for o in partner["outputs"]):
-                reference = outputs_of(partner, target)
-                if not reference:
-                    continue
-                for other in outputs_of(entry, target):
-                    d = compare(reference[0], other)
-                    compared += 1
-                    tokens_differ += not d.tokens_equal
-                    logprobs_differ += d.positions_logprob_differs > 0
-                    max_delta = max(max_delta, d.max_abs_logprob_delta)
-                    if d.first_divergence is not None:
-                        firsts.append(d.first_divergence)
-            rows.append(
-                {
-                    "axis": axis,
-                    "value": str(cell.axes[axis]),
-                    "against": str(base_value),
-                    "fixed": ", ".join(f"{a}={cell.axes[a]}" for a in fixed) or "-",
-                    "repeat": cell.repeat,
-                    "outputs_compared": compared,
-                    "tokens_differ": tokens_differ,
-                    "logprobs_differ": logprobs_differ,
-                    "max_abs_logprob_delta": max_delta,
-                    "first_divergences": sorted(firsts),
-                }
-            )
+            for other in outputs_of(entry, target):
+                d = compare(reference[0], other)
+                compared += 1
+                tokens_differ += not d.tokens_equal
+                logprobs_differ += d.positions_logprob_differs > 0
+                max_delta = max(max_delta, d.max_abs_logprob_delta)
+                if d.first_divergence is not None:
+                    firsts.append(d.first_divergence)
+        rows.append(
+            {
+                "axis": axis,
+                "value": str(cell.axes[axis]),
+                "against": str(base_value),
+                "fixed": ", ".join(f"{a}={cell.axes[a]}" for a in fixed) or "-",
+                "repeat": cell.repeat,
+                "outputs_compared": compared,
+                "tokens_differ": tokens_differ,
+                "logprobs_differ": logprobs_differ,
+                "max_abs_logprob_delta": max_delta,
+                "first_divergences": sorted(firsts),
+            }
+        )
     return rows
