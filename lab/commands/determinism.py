@@ -229,6 +229,11 @@ def explain_cmd(
     for line in format_result(result).splitlines():
         click.echo(terminal(line))  # model text: control characters shown, not obeyed
     click.echo(f"recorded: {Path(out) / 'explain.json'}")
+    if pair.kind == "sweep" and Path(out).resolve().parent == Path(run_a).resolve():
+        from lab.determinism.report import write_sweep_report
+
+        # the sweep's report shows the explained table beside its attribution table
+        click.echo(f"report: {write_sweep_report(run_a)['html']}")
 
 
 COMMANDS: list[click.Command] = [sweep_cmd, report_cmd, fragility_cmd, explain_cmd]

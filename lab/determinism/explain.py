@@ -192,11 +192,22 @@ def _replay_all(pair: Pair, store: RunStore, run: Replayer, result: dict[str, An
         done[base_key] = {"output": baseline.to_dict()}
     baseline = Generation.from_dict(done[base_key]["output"])
     result["noise"] = summary(compare(pair.record_a, baseline), pair.record_a, baseline)
-    for t in toggles(pair, cuda_available()):
+    chosen = toggles(pair, cuda_available())
+    engine_a = engine_config(pair, pair.setting_a).key()
+    # toggles on A's own engine first: a backend holds one running engine, and each other
+    # engine configuration is a model load
+    for t in sorted(chosen, key=lambda t: t.skipped is None and _engine_key(pair, t) != engine_a):
         if t.key not in done:
             done[t.key] = _run_toggle(t, run, baseline, pair)
             store.append(TOGGLES, t.key, done[t.key])
-        result["toggles"].append({k: v for k, v in done[t.key].items() if k != "key"})
+    result["toggles"] = [{k: v for k, v in done[t.key].items() if k != "key"} for t in chosen]
+
+
+def _engine_key(pair: Pair, toggle: Toggle) -> tuple[Any, ...] | None:
+    try:
+        return engine_config(pair, toggle.setting).key()
+    except Exception:  # noqa: BLE001 - a setting the engine refuses: replayed (and skipped) last
+        return None
 
 
 def _run_toggle(t: Toggle, run: Replayer, baseline: Generation, pair: Pair) -> dict[str, Any]:

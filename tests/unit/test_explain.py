@@ -250,3 +250,20 @@ def test_a_bad_cell_is_named() -> None:
         parse_cell("dtyp=bf16", "--cell-a")
     assert parse_cell("dtype=bf16, batch_size=3", "--cell-b") == {
         "dtype": "bfloat16", "batch_size": "3"}  # fmt: skip
+
+
+def test_the_explained_table_escapes_model_text(tmp_path: Path) -> None:
+    from lab.determinism.explainreport import explained_html, explained_markdown
+
+    p = pair({"dtype": "bfloat16"}, [5, 6, 42, 1])
+    p.case = "<script>x</script>"
+    p.record_b.top_logprobs[2][0].token = "<b>|"
+    p.record_b.top_logprobs[2][0].token_id = 42
+    result = explain(p, tmp_path / "explain-x", replay=moving("dtype", "bfloat16", 2))
+    html = "".join(explained_html([result]))
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html
+    assert "<td>dtype</td>" in html and "dtype (float32 -&gt; bfloat16)" in html
+    markdown = "\n".join(explained_markdown([result]))
+    row = markdown.splitlines()[-1]
+    assert row.count(" | ") == 5  # the token's '|' does not split the row
+    assert explained_html([]) == [] and explained_markdown([]) == []
