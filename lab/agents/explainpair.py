@@ -20,6 +20,7 @@ from lab import samplerun
 from lab.agents.divergence import split
 from lab.agents.records import Step
 from lab.backends.base import Generation, TopLogprob
+from lab.cases.model import Case
 from lab.determinism.explainpair import Pair
 from lab.determinism.explainsource import (
     engine_fixed,
@@ -62,11 +63,12 @@ def agent_pair(run_a: str, run_b: str, case: str | None, sample: int | None) -> 
         raise LabError(f"{name}/{ta['sample_index']}: one trajectory ends before step "
                        f"{turn + 1}; no step of both to replay")  # fmt: skip
     settings = samplerun.read_settings(Path(run_a))
-    envs = Environments([cases[name]], settings.get("allow_modules") or [])
+    case_ = source_case(str(settings.get("cases")), cases[name], run_a)
+    envs = Environments([case_], settings.get("allow_modules") or [])
     protocol = Protocol(ta["protocol"])
     sampling = dataclasses.replace(sampling_of(config_a, run_a), n=1)
     stepper = Stepper(None, sampling, 1, protocol, envs)  # type: ignore[arg-type]  # no calls
-    live = stepper.start(Task(cases[name], 0, ta["sample_index"]))
+    live = stepper.start(Task(case_, 0, ta["sample_index"]))
     stepper.replay(live, [Step.from_dict(s) for s in ta["steps"][:turn]])
     step_a, step_b = ta["steps"][turn], tb["steps"][turn]
     request = dataclasses.replace(stepper.request(live), seed=step_a.get("seed"))
@@ -90,6 +92,19 @@ def agent_pair(run_a: str, run_b: str, case: str | None, sample: int | None) -> 
                f"recorded actions: {step_action(step_a)} vs {step_action(step_b)}"],
         action=action,
     )  # fmt: skip
+
+
+def source_case(source: str, recorded: Case, run: str) -> Case:
+    """The case as its case file gives it: cases.json keeps the case, but the environment's
+    module resolves beside the case file (lab.agents.environment), so the file is read again
+    and must still hold the case as run."""
+    from lab.cases.loaders import load_cases
+
+    found = next((c for c in load_cases(source) if c.id == recorded.id), None)
+    if found is None or found.request() != recorded.request():
+        raise LabError(f"{source}: no longer holds case {recorded.id!r} as {run} ran it; "
+                       "the replay needs the run's case file")  # fmt: skip
+    return found
 
 
 def step_action(step: dict[str, Any]) -> str:

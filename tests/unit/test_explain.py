@@ -267,3 +267,38 @@ def test_the_explained_table_escapes_model_text(tmp_path: Path) -> None:
     row = markdown.splitlines()[-1]
     assert row.count(" | ") == 5  # the token's '|' does not split the row
     assert explained_html([]) == [] and explained_markdown([]) == []
+
+
+def test_two_agent_runs_pair_a_trajectory_at_the_step_where_it_parts(tmp_path: Path) -> None:
+    """Scripted agent runs (no model): c-add/1 answers differently at step 2 in run B. The
+    step is rebuilt on A's history (step 1's call and its result) with its recorded seed,
+    and the replay's reply is parsed into its action."""
+    from lab.agents.explainpair import agent_pair
+    from lab.agents.runner import run_agents
+    from lab.variance.config import SampleConfig
+    from tests.unit.agent_fakes import SCRIPT, ScriptedBackend, write_cases
+
+    cases = write_cases(tmp_path / "cases")
+    runs = []
+    parted = SCRIPT | {"c-add/1": [SCRIPT["c-add/1"][0], "ANSWER: 6, I think"]}
+    for name, script in [("a", SCRIPT), ("b", parted)]:
+        config = SampleConfig(cases=str(cases), k=2, backend="hf", out=str(tmp_path / name),
+                              temperature=0.7, bootstrap_samples=20)  # fmt: skip
+        run_agents(config, backend=ScriptedBackend(script), emit=lambda m: None)
+        runs.append(str(tmp_path / name))
+    p = load_pair(runs[0], runs[1], None, agent_reader=agent_pair)
+    assert p is not None and p.kind == "agent" and p.case == "c-add"
+    assert p.names[0].endswith("trajectory 1 step 2")
+    requests, target = p.batch(p.setting_a)
+    step = next(r for r in requests if r.id == target)
+    assert step.seed == p.record_a.seed and step.messages is not None
+    history = [str(m.get("content")) for m in step.messages]
+    # A's step 1 (the call) and the tool's answer 2 + 4 = 6 come after the opening messages
+    assert any("add" in h for h in history[-2:]) and "6" in history[-1], history
+    reply = gen([1])
+    reply.text = 'CALL add {"a": 1, "b": 1}'
+    assert p.action is not None and p.action(reply).startswith("add{")
+    reply.text = "ANSWER: 6"
+    assert p.action(reply) == "answer"
+    assert any("recorded actions: answer vs answer" in n for n in p.notes)
+    one_error(run_lab(runs[0], runs[1], "nope"), "no finished case 'nope'")
