@@ -110,7 +110,10 @@ def impossible(setting: dict[str, Any], cuda: bool) -> str | None:
 
 
 def engine_config(pair: Pair, setting: dict[str, Any]) -> EngineConfig:
-    return EngineConfig.from_values(setting, **pair.engine_fixed)
+    fixed = dict(pair.engine_fixed)
+    if setting.get("backend") == "hf":  # vLLM's engine_args: an hf replay runs without them
+        fixed.pop("engine_args", None)
+    return EngineConfig.from_values(setting, **fixed)
 
 
 def token_text(generation: Generation, index: int | None) -> str | None:

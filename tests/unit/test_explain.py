@@ -302,3 +302,12 @@ def test_two_agent_runs_pair_a_trajectory_at_the_step_where_it_parts(tmp_path: P
     assert p.action(reply) == "answer"
     assert any("recorded actions: answer vs answer" in n for n in p.notes)
     one_error(run_lab(runs[0], runs[1], "nope"), "no finished case 'nope'")
+
+
+def test_an_hf_replay_drops_the_vllm_engine_args() -> None:
+    from lab.determinism.explain import engine_config
+
+    p = pair({"backend": "vllm"}, [1])
+    p.engine_fixed = {"device": "cpu", "engine_args": {"block_size": 32}}
+    assert engine_config(p, p.setting_a).engine_args == {}
+    assert engine_config(p, p.setting_b).engine_args == {"block_size": 32}
