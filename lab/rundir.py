@@ -2,7 +2,7 @@
 holds, and the readers of its files. Every verb takes a run file's name from here, so a name,
 a format and the one-line error for a damaged or unfinished run are defined once.
 
-Four kinds of run write a directory (RUN_FILES lists every name each writes; `--out` / `--fresh`
+Five kinds of run write a directory (RUN_FILES lists every name each writes; `--out` / `--fresh`
 follow lab.runkinds, appending and atomic writes lab.store):
 
     sample      lab sample: config.json, settings.json, batching.json, cases.json, the log
@@ -14,6 +14,7 @@ follow lab.runkinds, appending and atomic writes lab.store):
     sweep       lab sweep: sweep_config.json, the log cells.jsonl (one line per cell), the
                 report's metrics.json, report.md, report.html
     load        lab load: requests.jsonl, passes.jsonl, summary.json
+    explain     lab explain: toggles.jsonl (one line per replayed toggle), explain.json
     quickstart  lab quickstart: index.html and one step directory per step (runs of their own)
 
 Every kind also writes config.json (what was asked), environment.json (where it ran) and the
@@ -81,6 +82,9 @@ REQUESTS = "requests"
 PASSES = "passes"
 LOAD_SUMMARY = "summary.json"
 SERVER_LOG = "server.log"
+#: an explain run's (lab explain; inside a sweep's directory as explain-CASE/ by default)
+TOGGLES = "toggles"
+EXPLAIN_RESULT = "explain.json"
 #: a quickstart's: its page, and one directory per step (each a run of its own kind)
 INDEX = "index.html"
 STEP_DIRS = ("sweep", "kernels-off", "kernels-on", "variance")
@@ -113,6 +117,7 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
     "load": _COMMON
     + _TEMPS
     + (log_file(REQUESTS), log_file(PASSES), LOAD_SUMMARY, SERVER_LOG),
+    "explain": _COMMON + _TEMPS + (log_file(TOGGLES), EXPLAIN_RESULT),
     "quickstart": (MARKER, INDEX) + _TEMPS + STEP_DIRS,
 }  # fmt: skip
 #: what the run commands are called, for messages
@@ -120,6 +125,7 @@ COMMAND = {
     "sample": "lab sample",
     "sweep": "lab sweep",
     "load": "lab load",
+    "explain": "lab explain",
     "quickstart": "lab quickstart",
 }
 
@@ -138,9 +144,10 @@ def json_object(path: Path) -> dict[str, Any] | None:
 
 def run_kind_of(path: str | os.PathLike[str]) -> str | None:
     """The kind of run a directory holds: its marker's, else (a directory written before the
-    marker existed) the kind its files show (a sweep's cells.jsonl, a load test's
-    requests.jsonl, a sample run's samples.jsonl, cases.json or trajectories.jsonl, a
-    quickstart's step directories; else its config.json); None when it holds no lab run."""
+    marker existed) the kind its files show (an explain's toggles.jsonl, a sweep's
+    cells.jsonl, a load test's requests.jsonl, a sample run's samples.jsonl, cases.json or
+    trajectories.jsonl, a quickstart's step directories; else its config.json); None when it
+    holds no lab run."""
     root = Path(path)
     if not root.is_dir():
         return None
@@ -149,6 +156,8 @@ def run_kind_of(path: str | os.PathLike[str]) -> str | None:
         return str(marker["kind"])
     names = {p.name for p in root.iterdir()}
     config = json_object(root / CONFIG)
+    if log_file(TOGGLES) in names or EXPLAIN_RESULT in names:
+        return "explain"
     if log_file(CELLS) in names or (config is not None and "axes" in config):
         return "sweep"
     if names & {log_file(REQUESTS), log_file(PASSES)} or (config or {}).get("kind") == "load":

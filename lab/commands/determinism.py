@@ -4,6 +4,8 @@ report) and `lab report` (rewrite a sweep's metrics.json, report.md and report.h
     lab sweep experiments/feynman/config.yaml --out runs/feynman [--fresh] [--retry-failed]
     lab sweep experiments/agents-t0/sweep.yaml     # cases: agent cases (lab.agents.sweep)
     lab report runs/feynman [--x batch_size --y dtype]
+    lab explain runs/feynman [CASE] [--cell-a dtype=fp32 --cell-b dtype=bf16]
+    lab explain runs/sample-a runs/sample-b [CASE] [--sample I]
 
 Parsing and printing only: the work is in lab.determinism. Listed in lab/cli.py (COMMANDS).
 """
@@ -17,7 +19,7 @@ import click
 
 from lab.cli_options import check_out_dir, renamed_option, retry_failed_option
 from lab.errors import LabError
-from lab.rundir import LOAD_SUMMARY, run_kind_of
+from lab.rundir import EXPLAIN_RESULT, LOAD_SUMMARY, run_kind_of
 from lab.safetext import terminal
 
 
@@ -191,4 +193,63 @@ def fragility_cmd(source: str, thresholds: str, top: int | None, json_path: str 
         write_atomic(json_path, json.dumps(report.to_dict(), indent=2))
 
 
-COMMANDS: list[click.Command] = [sweep_cmd, report_cmd, fragility_cmd]
+@click.command("explain")
+@click.argument("run_a", metavar="RUN_A", type=click.Path(file_okay=False))
+@click.argument("rest", metavar="[RUN_B] [CASE]", nargs=-1)
+@click.option("--cell-a", default=None, help="A sweep's cell as AXIS=VALUE[,AXIS=VALUE].")
+@click.option("--cell-b", default=None, help="The other cell (RUN_B's, or RUN_A's again).")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Two lab sample runs: sample (trajectory) I of CASE, not the first that parts.",
+)
+@click.option(
+    "--out", "out_dir", default=None, help="Where the replays go (default RUN_A/explain-CASE)."
+)
+@click.option("--fresh", is_flag=True, help="Replay every toggle again.")
+def explain_cmd(
+    run_a: str, rest: tuple[str, ...], cell_a: str | None, cell_b: str | None,
+    sample: int | None, out_dir: str | None, fresh: bool,
+) -> None:  # fmt: skip
+    """Replay the case where two runs (or two cells of a sweep) part, toggling one setting at
+    a time, and name the setting that moves the first divergent token."""
+    from pathlib import Path
+
+    from lab.determinism.explain import explain, format_result
+    from lab.determinism.explainsource import kind_of, load_pair
+
+    if len(rest) > 2:
+        raise LabError(f"lab explain takes RUN_A [RUN_B] [CASE]; got {len(rest) + 1} arguments")
+    run_b: str | None = None
+    case: str | None = None
+    if len(rest) == 2:
+        run_b, case = rest
+    elif rest and Path(rest[0]).is_dir():  # RUN_A RUN_B, else RUN_A CASE
+        run_b = rest[0]
+    elif rest:
+        case = rest[0]
+    kind_of(run_a)  # bad input named before anything is read further
+    from lab.agents.explainpair import agent_pair
+
+    pair = load_pair(run_a, run_b, case, cell_a, cell_b, sample, agent_reader=agent_pair)
+    if pair is None:
+        what = f"case {case!r}" if case else "any case"
+        click.echo(f"no divergence: {run_a} and {run_b or 'its other cells'} do not part on "
+                   f"{what}")  # fmt: skip
+        return
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in pair.case)
+    out = out_dir or str(Path(run_a) / f"explain-{safe}")
+    check_out_dir(out, fresh=fresh, kind="explain")
+    result = explain(pair, out, fresh=fresh)
+    for line in format_result(result).splitlines():
+        click.echo(terminal(line))  # model text: control characters shown, not obeyed
+    click.echo(f"recorded: {Path(out) / EXPLAIN_RESULT}")
+    if pair.kind == "sweep" and Path(out).resolve().parent == Path(run_a).resolve():
+        from lab.determinism.report import write_sweep_report
+
+        # the sweep's report shows the explained table beside its attribution table
+        click.echo(f"report: {write_sweep_report(run_a)['html']}")
+
+
+COMMANDS: list[click.Command] = [sweep_cmd, report_cmd, fragility_cmd, explain_cmd]

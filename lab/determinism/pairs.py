@@ -47,6 +47,17 @@ def axis_partners(
                 yield axis, partner, (cell, item)
 
 
+def partner_pairs(
+    config: SweepConfig, entries: list[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(axis, partner, entry) for each finished cell whose value on a varying axis is not the
+    first, with the finished cell that has that axis at its first value and every other axis
+    (and the repeat) equal; in axis order, then log order. `lab explain` picks its pair here."""
+    ok = [e for e in entries if e.get("status") == "ok"]
+    for axis, (_, partner), (_, entry) in axis_partners(config, [(cell_of(e), e) for e in ok]):
+        yield axis, partner, entry
+
+
 def axis_pairs(config: SweepConfig, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (axis, cell whose value on that axis is not the first): that cell against
     the cell with the axis at its first value and every other axis (and the repeat) equal."""

@@ -2,8 +2,9 @@
 
 Contents: the summary, where the cells ran (a warning when compared cells ran on unlike
 hardware; lab/determinism/hardware.py), the attribution table (which axis changes the
-output), a heatmap of unique-completion counts over two chosen axes, the histogram of
-first-divergence positions, each divergent prompt token by token (coloured by the reference's
+output) and beside it the divergences `lab explain` explained (lab/determinism/explain.py), a
+heatmap of unique-completion counts over two chosen axes, the histogram of first-divergence
+positions, each divergent prompt token by token (coloured by the reference's
 top-1/top-2 gap, with the divergence point; lab/determinism/tokens.py), the divergent
 continuations side by side, per-cell rows and the failed cells. All model text in the HTML
 is escaped.
@@ -21,6 +22,7 @@ from typing import Any
 
 from lab.determinism.cells import base_id
 from lab.determinism.config import SweepConfig, config_from_dict
+from lab.determinism.explainreport import explained_html, explained_markdown, read_results
 from lab.determinism.grid import varying_axes
 from lab.determinism.hardware import hardware_table
 from lab.determinism.metrics import SweepMetrics
@@ -145,6 +147,7 @@ def render_markdown(
     x: str,
     y: str,
     grid: tuple[list[str], list[str], list[list[float | None]]],
+    explained: list[dict[str, Any]] | None = None,
 ) -> str:
     lines = [
         f"# Determinism sweep: {md_cell(config.name)}",
@@ -183,6 +186,7 @@ def render_markdown(
         )
     if not metrics.attribution:
         lines.append("| (no axis varies, or the reference cell is missing) | | | | |")
+    lines += explained_markdown(explained or [])
     if metrics.pairs:
         lines += [
             "",
@@ -317,6 +321,7 @@ def render_html(
     y: str,
     grid: tuple[list[str], list[str], list[list[float | None]]],
     token_views: list[TokenView] | None = None,
+    explained: list[dict[str, Any]] | None = None,
 ) -> str:
     ys, xs, values = grid
     parts = [
@@ -347,6 +352,7 @@ def render_html(
                 for r in metrics.attribution
             ],
         ),
+        *explained_html(explained or []),
         *_pairs_html(metrics),
         "<h2>Unique completions</h2>",
         heatmap(ys, xs, values, f"mean unique completions per prompt ({y} rows, {x} columns)"),
@@ -449,10 +455,14 @@ def write_sweep_report(
     x, y = choose_axes(config, x, y)
     grid = unique_grid(config, metrics, entries, x, y)
     views = token_views(config, entries, (lambda i: decode([i])) if decode else None)
+    explained = read_results(root)  # lab explain's records inside the run directory
+    markdown = render_markdown(config, metrics, x, y, grid, explained)
     return {
         "metrics": store.write_json(METRICS, metrics.to_dict()),
-        "markdown": store.write_text(SWEEP_MARKDOWN, render_markdown(config, metrics, x, y, grid)),
-        "html": store.write_text(REPORT, render_html(config, metrics, x, y, grid, views)),
+        "markdown": store.write_text(SWEEP_MARKDOWN, markdown),
+        "html": store.write_text(
+            REPORT, render_html(config, metrics, x, y, grid, views, explained)
+        ),
     }
 
 
