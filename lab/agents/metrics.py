@@ -109,7 +109,7 @@ def distribution(sequences: Sequence[Sequence[str]]) -> dict[str, float]:
 
 def jensen_shannon(p: dict[str, float], q: dict[str, float]) -> float:
     """Jensen-Shannon divergence (base 2, in [0, 1]) of two distributions over keys."""
-    keys = set(p) | set(q)
+    keys = sorted(set(p) | set(q))  # a fixed summation order: the same bits in every process
     total_p, total_q = sum(p.values()) or 1.0, sum(q.values()) or 1.0
     out = 0.0
     for key in keys:

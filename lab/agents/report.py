@@ -36,7 +36,7 @@ from lab.store import RunStore
 from lab.variance.analyze import cohort_tails, sanitize, success_record
 from lab.variance.config import SampleConfig
 from lab.variance.gate import evaluate_gate
-from lab.variance.success import success_statistics
+from lab.variance.success import run_record, success_statistics
 
 AGENT_DEFINITIONS = {
     "passed": "ended with a final answer that passes every answer check, and every trajectory "
@@ -173,17 +173,7 @@ def analyze_agents(
     metrics = {
         "run": {
             "kind": "agents",
-            "cases": len(cases),
-            "k": k,
-            "samples": int(passed.size),
-            "backend": config.backend,
-            "model": config.model,
-            "dtype": config.dtype,
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "top_k": config.top_k,
-            "max_tokens": config.max_tokens,
-            "seed": config.seed,
+            **run_record(config, passed),
             "max_turns": config.max_turns,
             "bootstrap_samples": config.bootstrap_samples,
         },

@@ -31,7 +31,7 @@ from lab.variance import decompose, stats
 from lab.variance.config import SampleConfig
 from lab.variance.diversity import Embedder, diversity, weighted_semantic_entropy
 from lab.variance.embedcache import embed_with_cache
-from lab.variance.success import success_statistics
+from lab.variance.success import run_record, success_statistics
 
 
 def evaluate_sample(case: Case, gen: dict[str, Any]) -> dict[str, Any]:
@@ -243,20 +243,9 @@ def analyze(
             )
     metrics = {
         "run": {
-            "cases": len(cases),
-            "k": k,
-            "samples": int(passed.size),
-            "backend": config.backend,
-            "model": config.model,
-            "dtype": config.dtype,
-            # what the engine itself recorded (device, versions, what TP ran with), else the
-            # configuration asked for
-            "engine": engine_record(gens) or config.engine_config().to_dict(),
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "top_k": config.top_k,
-            "max_tokens": config.max_tokens,
-            "seed": config.seed,
+            # the engine: what it recorded itself (device, versions, what TP ran with), else
+            # the configuration asked for
+            **run_record(config, passed, engine_record(gens) or config.engine_config().to_dict()),
             "independent_seeds": config.independent_seeds,
             "embedder": embedder_name,
             "embed_device": embed_device,

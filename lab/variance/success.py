@@ -10,7 +10,8 @@ implementation for the n-of-k report (lab.variance.analyze) and the agent report
 - curves: mean pass@j and pass^j on the k grid (1, 2, 4, ..., k).
 
 Every definition is lab.variance.stats's (its docstring); this module only puts them
-together.
+together. `run_record` is the "run" block both reports open metrics.json with (what was
+sampled, how).
 
     s = success_statistics(passed, majority_correct, np.random.default_rng(0), samples=1000)
     s.headline["pass^k"], s.intervals["p5"], s.curves["pass@k"]
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from lab.variance import stats
+from lab.variance.config import SampleConfig
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,27 @@ def success_statistics(
         run_rates=runs.tolist(),
         rates=rates,
     )
+
+
+def run_record(
+    config: SampleConfig, passed: np.ndarray, engine: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """cases, k, samples, the model and sampling settings, and (n-of-k runs) the engine record
+    after the dtype; each report adds its own fields around it."""
+    head: dict[str, Any] = {
+        "cases": int(passed.shape[0]),
+        "k": config.k,
+        "samples": int(passed.size),
+        "backend": config.backend,
+        "model": config.model,
+        "dtype": config.dtype,
+    }
+    if engine is not None:
+        head["engine"] = engine
+    return head | {
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "top_k": config.top_k,
+        "max_tokens": config.max_tokens,
+        "seed": config.seed,
+    }
