@@ -93,12 +93,15 @@ def renamed_option(*decls: str, old: str, **kwargs: Any) -> Callable[[Any], Any]
     ])  # fmt: skip
 
 
-def retry_failed_option(default: bool, what: str) -> Callable[[Any], Any]:
-    """`--retry-failed/--no-retry-failed`: on resume, run again what failed (`what`)."""
-    return click.option(
-        "--retry-failed/--no-retry-failed", default=default, show_default=True,
-        help=f"On resume, run {what} again too.",
-    )  # fmt: skip
+def retry_failed_option(default: bool, text: str, old: str | None = None) -> Callable[[Any], Any]:
+    """`--retry-failed/--no-retry-failed` (value `retry_failed`): on resume, run again what
+    failed; `default` per command (a load test's errors are mostly transient, a sweep cell's
+    failure mostly repeats). `old`: a former name kept as a hidden alias (renamed_option)."""
+    decls = ("--retry-failed/--no-retry-failed", "retry_failed")
+    keywords: dict[str, Any] = {"default": default, "show_default": True, "help": text}
+    if old is not None:
+        return renamed_option(*decls, old=old, **keywords)
+    return click.option(*decls, **keywords)
 
 
 def config_defaults(cls: Any) -> dict[str, Any]:

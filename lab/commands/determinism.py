@@ -30,7 +30,7 @@ from lab.safetext import terminal
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 # off by default, unlike `lab load`'s: a failed cell mostly fails again (a configuration the
 # engine refuses) and each try starts an engine
-@retry_failed_option(default=False, what="the cells that failed")
+@retry_failed_option(default=False, text="On resume, run the cells that failed again too.")
 @click.option(
     "--ray",
     "ray_address",

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lab.cli_options import check_out_dir, engine_config, engine_options, renamed_option
+from lab.cli_options import check_out_dir, engine_config, engine_options, retry_failed_option
 from lab.errors import LabError
 
 # The engine options of `lab generate`, without --backend (always vLLM) and with
@@ -79,13 +79,10 @@ def serve_cmd(
 @click.option("--retries", type=int, default=3, show_default=True, help="Transport errors only.")
 # on by default, unlike a sweep's: a load test's errors are mostly transient (timeouts,
 # refused connections) and resuming is how the missing requests get an outcome
-@renamed_option(
-    "--retry-failed/--no-retry-failed",
-    "retry_failed",
-    old="--retry-errors/--no-retry-errors",
+@retry_failed_option(
     default=True,
-    show_default=True,
-    help="On resume, resend requests whose last outcome was an error (never-sent ones always).",
+    text="On resume, resend requests whose last outcome was an error (never-sent ones always).",
+    old="--retry-errors/--no-retry-errors",
 )
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
 @click.option("--fresh", is_flag=True, help="Start the run directory over.")
