@@ -162,7 +162,8 @@ def explain(
     recorded |= {"gaps": [recorded["gap"], top_gap(pair.record_b, recorded["first_divergence"] or 0)
                           if recorded["moved"] else None]}  # fmt: skip
     identity = {"runs": list(pair.runs), "names": list(pair.names), "case": pair.case,
-                "setting_a": pair.setting_a, "setting_b": pair.setting_b}  # fmt: skip
+                "setting_a": pair.setting_a, "setting_b": pair.setting_b,
+                "records": pair.digest()}  # fmt: skip
     store = RunStore.open(out_dir, identity, fresh=fresh, environment=environment_record(),
                           kind="explain")  # fmt: skip
     result: dict[str, Any] = {
@@ -170,7 +171,8 @@ def explain(
         "setting_a": pair.setting_a, "setting_b": pair.setting_b,
         "sampling": dataclasses.asdict(pair.sampling), "recorded": recorded,
         "texts": [pair.record_a.text, pair.record_b.text], "notes": list(pair.notes),
-        "noise": None, "toggles": [],
+        "noise": None, "toggles": [], "records": pair.digest(),
+        "cells": list(pair.cells) if pair.cells else None,
     }  # fmt: skip
     if recorded["moved"]:
         from lab.console import engine_output

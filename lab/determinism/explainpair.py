@@ -34,6 +34,20 @@ class Pair:
     notes: list[str] = field(default_factory=list)
     #: agent pairs: (replayed output) -> the step's action (tool call or answer), to compare
     action: Callable[[Generation], str] | None = None
+    #: sweep pairs: the two cells' keys (the report checks their records are still these)
+    cells: tuple[str, str] | None = None
+
+    def digest(self) -> str:
+        """Which two records are explained: a rerun sweep (--fresh) has other ones."""
+        return records_digest(self.record_a, self.record_b)
+
+
+def records_digest(a: Generation, b: Generation) -> str:
+    import hashlib
+    import json
+
+    text = json.dumps([a.output_token_ids, b.output_token_ids, a.token_logprobs, b.token_logprobs])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def canonical_setting(setting: dict[str, Any]) -> dict[str, Any]:

@@ -9,12 +9,15 @@ divergent token, its top-1/top-2 gap and the axis whose single toggle moves it. 
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 from typing import Any
 
+from lab.determinism.cells import cell_of, outputs_of
 from lab.determinism.explain import AXIS_NAMES, read_results
+from lab.determinism.explainpair import records_digest
 from lab.safetext import md_cell
 
-__all__ = ["HEADERS", "explained_html", "explained_markdown", "explained_table", "read_results"]
+__all__ = ["HEADERS", "current_results", "explained_html", "explained_markdown", "explained_table"]
 
 TITLE = "Explained divergences (lab explain: the one setting that moves the token)"
 
@@ -26,6 +29,21 @@ def _token(recorded: dict[str, Any]) -> str:
     shown = [repr(t) if t is not None else str(i) for t, i in zip(texts, recorded["tokens"],
                                                                   strict=False)]  # fmt: skip
     return f"{recorded['first_divergence']}: {shown[0]} vs {shown[1]}"
+
+
+def current_results(run_dir: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The explain results of a sweep whose two cells still hold the records explained (a
+    sweep run again with --fresh has new ones: its old explanations are not shown)."""
+    by_key = {cell_of(e).key(): e for e in entries if e.get("status") == "ok"}
+    kept = []
+    for r in read_results(run_dir):
+        cells = [by_key.get(k) for k in r.get("cells") or []]
+        if len(cells) != 2 or cells[0] is None or cells[1] is None:
+            continue  # another sweep's pair, or a cell no longer there
+        a, b = outputs_of(cells[0], r["case"]), outputs_of(cells[1], r["case"])
+        if a and b and records_digest(a[0], b[0]) == r.get("records"):
+            kept.append(r)
+    return kept
 
 
 def explained_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:

@@ -164,6 +164,7 @@ def _pair(
         setting_a=setting(a), setting_b=setting(b),
         record_a=outputs_of(a, case)[0], record_b=outputs_of(b, case)[0],
         sampling=sampling, engine_fixed=fixed, batch=batch,
+        cells=(cell_of(a).key(), cell_of(b).key()),
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from lab.determinism.cells import base_id
 from lab.determinism.config import SweepConfig, config_from_dict
-from lab.determinism.explainreport import explained_html, explained_markdown, read_results
+from lab.determinism.explainreport import current_results, explained_html, explained_markdown
 from lab.determinism.grid import varying_axes
 from lab.determinism.hardware import hardware_table
 from lab.determinism.metrics import SweepMetrics
@@ -455,7 +455,7 @@ def write_sweep_report(
     x, y = choose_axes(config, x, y)
     grid = unique_grid(config, metrics, entries, x, y)
     views = token_views(config, entries, (lambda i: decode([i])) if decode else None)
-    explained = read_results(root)  # lab explain's records inside the run directory
+    explained = current_results(root, entries)  # lab explain's, of these cells' records
     markdown = render_markdown(config, metrics, x, y, grid, explained)
     return {
         "metrics": store.write_json(METRICS, metrics.to_dict()),

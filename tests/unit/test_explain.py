@@ -311,3 +311,24 @@ def test_an_hf_replay_drops_the_vllm_engine_args() -> None:
     p.engine_fixed = {"device": "cpu", "engine_args": {"block_size": 32}}
     assert engine_config(p, p.setting_a).engine_args == {}
     assert engine_config(p, p.setting_b).engine_args == {"block_size": 32}
+
+
+def test_the_report_shows_an_explanation_only_while_its_records_stand(tmp_path: Path) -> None:
+    """A sweep rerun with --fresh has new records: the old explain-*/explain.json is not shown
+    (the negative control of the report's table)."""
+    from lab.determinism.cells import cell_of
+    from lab.determinism.explainreport import current_results
+
+    def entry(dtype: str, tokens: list[int]) -> dict[str, Any]:
+        output = {k: v for k, v in gen(tokens).to_dict().items() if k not in ("engine", "sampling")}
+        return {"status": "ok", "cell": {"dtype": dtype}, "repeat": 0, "engine": {},
+                "sampling": {}, "outputs": {"c": output}}  # fmt: skip
+
+    a, b = entry("float32", [5, 6, 7, 8]), entry("bfloat16", [5, 6, 42, 1])
+    p = pair({"dtype": "bfloat16"}, [5, 6, 42, 1])
+    p.cells = (cell_of(a).key(), cell_of(b).key())
+    explain(p, tmp_path / "explain-c", replay=moving("dtype", "bfloat16", 2))
+    assert [r["label"] for r in current_results(tmp_path, [a, b])] == ["dtype"]
+    rerun = entry("bfloat16", [5, 6, 43, 1])
+    assert current_results(tmp_path, [a, rerun]) == []
+    assert current_results(tmp_path, [a]) == []
