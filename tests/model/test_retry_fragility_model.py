@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.backends import EngineConfig, load_backend
-from lab.variance.config import SampleConfig
-from lab.variance.diversity import Embedder
-from lab.variance.runner import run_sample
+from tests.model.sampleruns import make_sample_runs
 from tests.unit.test_cli import run_lab
 
 pytestmark = pytest.mark.model
@@ -38,26 +34,15 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    import lab.variance.embedcache as embedcache  # where the report builds its embedder
-
-    root = tmp_path_factory.mktemp("retry")
-    cases = root / "cases.jsonl"
-    cases.write_text("\n".join(json.dumps(c) for c in CASES) + "\n")
-    backend = load_backend(EngineConfig(backend="hf", device="cpu", dtype="fp32"))
-    embedder = Embedder(device="cpu")
-    paths = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(embedcache, "Embedder", lambda *a, **kw: embedder)
-        for name, temperature, k, logprobs in (("mixed", 1.0, 4, 0), ("greedy", 0.0, 2, 2)):
-            config = SampleConfig(
-                cases=str(cases), k=k, backend="hf", device="cpu", max_tokens=8,
-                temperature=temperature, seed=5, logprobs=logprobs, out=str(root / name),
-                bootstrap_samples=50, embed_device="cpu",
-            )  # fmt: skip
-            assert run_sample(config, backend=backend, emit=lambda m: None).complete
-            paths[name] = root / name
-    yield paths
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_sample_runs(
+        tmp_path_factory.mktemp("retry"),
+        CASES,
+        {
+            "mixed": {"k": 4, "temperature": 1.0, "seed": 5, "logprobs": 0},
+            "greedy": {"k": 2, "temperature": 0.0, "seed": 5, "logprobs": 2},
+        },
+    )
 
 
 def successes(run: Path) -> dict[str, tuple[int, int]]:
