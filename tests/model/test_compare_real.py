@@ -11,16 +11,12 @@ number is recomputed here from the runs' metrics.json, not taken from the compar
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.backends import EngineConfig, load_backend
-from lab.variance.config import SampleConfig
-from lab.variance.diversity import Embedder
-from lab.variance.runner import run_sample
+from tests.model.sampleruns import make_sample_runs
 from tests.unit.test_cli import run_lab
 
 pytestmark = pytest.mark.model
@@ -49,28 +45,17 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """greedy1, greedy2 (T=0, seeds 1 and 2) and hot (T=5, seed 1): finished sample runs."""
-    import lab.variance.embedcache as embedcache  # where the report builds its embedder
-
-    root = tmp_path_factory.mktemp("compare")
-    cases = root / "cases.jsonl"
-    cases.write_text("\n".join(json.dumps(c) for c in CASES) + "\n")
-    backend = load_backend(EngineConfig(backend="hf", device="cpu", dtype="fp32"))
-    embedder = Embedder(device="cpu")  # one load for every report
-    paths: dict[str, Path] = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(embedcache, "Embedder", lambda *a, **kw: embedder)
-        for name, temperature, seed in (("greedy1", 0.0, 1), ("greedy2", 0.0, 2), ("hot", 5.0, 1)):
-            config = SampleConfig(
-                cases=str(cases), k=K, backend="hf", device="cpu", max_tokens=8,
-                temperature=temperature, seed=seed, out=str(root / name),
-                bootstrap_samples=50, embed_device="cpu",
-            )  # fmt: skip
-            outcome = run_sample(config, backend=backend, emit=lambda m: None)
-            assert outcome.complete
-            paths[name] = outcome.path
-    yield paths
+    return make_sample_runs(
+        tmp_path_factory.mktemp("compare"),
+        CASES,
+        {
+            "greedy1": {"k": K, "temperature": 0.0, "seed": 1},
+            "greedy2": {"k": K, "temperature": 0.0, "seed": 2},
+            "hot": {"k": K, "temperature": 5.0, "seed": 1},
+        },
+    )
 
 
 def rates(run: Path) -> dict[str, float]:
