@@ -427,13 +427,14 @@ def per_case_success(
     root = Path(root)
     if judge is not None and not (root / log_file(SAMPLES)).is_file():
         raise LabError(f"{root}: no {log_file(SAMPLES)}; not a lab sample run directory")
+    # the file the verdicts come from first: its error says what to run
+    columns = ["case_id", "sample_index", "passed", "prompt_tokens", "output_tokens"]
+    rows = read_samples(root, columns) if judge is None else []
     cases = read_cases(root)
     if prepare is not None:
         prepare(cases)
     order = {c.id: i for i, c in enumerate(cases)}
     if judge is None:
-        rows = read_samples(root, ["case_id", "sample_index", "passed", "prompt_tokens",
-                                   "output_tokens"])  # fmt: skip
         by_case: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             if row["case_id"] not in order:
