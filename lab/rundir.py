@@ -434,48 +434,51 @@ def per_case_success(
     log (samples.jsonl) judged now, so no report need exist (lab retry: its checks re-run with
     the modules the user allows; `prepare` readies the cases first, resolving those checks)."""
     root = Path(root)
-    if judge is not None and not (root / log_file(SAMPLES)).is_file():
+    if judge is None:
+        return _reported(root)
+    if not (root / log_file(SAMPLES)).is_file():
         raise LabError(f"{root}: no {log_file(SAMPLES)}; not a lab sample run directory")
     cases = read_cases(root)
     if prepare is not None:
         prepare(cases)
-    order = {c.id: i for i, c in enumerate(cases)}
-    if judge is None:
-        rows = read_samples(root, ["case_id", "sample_index", "passed", "prompt_tokens",
-                                   "output_tokens"])  # fmt: skip
-        by_case: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            if row["case_id"] not in order:
-                raise LabError(f"{root}/{PARQUET}: case {row['case_id']!r} not in {CASES}")
-            by_case.setdefault(row["case_id"], []).append(row)
-        out = []
-        for case in cases:
-            found = sorted(by_case.get(case.id, []), key=lambda r: r["sample_index"])
-            if found:
-                out.append(
-                    CaseSuccess(
-                        case.id,
-                        [bool(r["passed"]) for r in found],
-                        [int(r["prompt_tokens"] or 0) + int(r["output_tokens"] or 0)
-                         for r in found],
-                    )
-                )  # fmt: skip
-        return out
+    return _judged(root, cases, judge)
+
+
+def _reported(root: Path) -> list[CaseSuccess]:
+    """The report's verdicts (samples.parquet), read before the cases: a run without a report
+    is told which command writes it."""
+    columns = ["case_id", "sample_index", "passed", "prompt_tokens", "output_tokens"]
+    rows = read_samples(root, columns)
+    cases = read_cases(root)
+    by_case: dict[str, list[dict[str, Any]]] = {c.id: [] for c in cases}
+    for row in rows:
+        if row["case_id"] not in by_case:
+            raise LabError(f"{root}/{PARQUET}: case {row['case_id']!r} not in {CASES}")
+        by_case[row["case_id"]].append(row)
+    out = []
+    for case in cases:
+        found = sorted(by_case[case.id], key=lambda r: r["sample_index"])
+        if found:
+            passed = [bool(r["passed"]) for r in found]
+            tokens = [int(r["prompt_tokens"] or 0) + int(r["output_tokens"] or 0) for r in found]
+            out.append(CaseSuccess(case.id, passed, tokens))
+    return out
+
+
+def _judged(root: Path, cases: list[Case], judge: Verdict) -> list[CaseSuccess]:
+    """Each logged sample (samples.jsonl) judged now, in case order."""
     known = {c.id: c for c in cases}
-    judged = []
+    order = {c.id: i for i, c in enumerate(cases)}
+    out = []
     # in case order, not log order (a run on Ray appends cases as its calls finish)
     for entry in sorted(read_entries(root), key=lambda e: order.get(e["case_id"], len(order))):
-        logged = known.get(entry["case_id"])
-        if logged is None:
+        case = known.get(entry["case_id"])
+        if case is None:
             raise LabError(f"{root}/{log_file(SAMPLES)}: case {entry['case_id']!r} not in {CASES}")
         gens = sorted(entry["generations"], key=lambda g: g["sample_index"])
-        judged.append(
-            CaseSuccess(
-                logged.id,
-                [bool(judge(logged, g)) for g in gens],
-                [len(g["prompt_token_ids"]) + len(g["output_token_ids"]) for g in gens],
-            )
-        )
-    if not judged:
+        passed = [bool(judge(case, g)) for g in gens]
+        tokens = [len(g["prompt_token_ids"]) + len(g["output_token_ids"]) for g in gens]
+        out.append(CaseSuccess(case.id, passed, tokens))
+    if not out:
         raise LabError(f"{root}/{log_file(SAMPLES)}: no sampled cases")
-    return judged
+    return out

@@ -1,5 +1,5 @@
 """The records an agent run stores: one Step per model turn, one Trajectory per finished run of
-a case (lab.samplerun keeps them: `steps.jsonl` as the resume journal, `trajectories.jsonl`
+a case (lab.rundir names them: `steps.jsonl` as the resume journal, `trajectories.jsonl`
 as the finished trajectories the report reads).
 
 A Step holds what the science needs, as a Generation does: the output token ids, the logprob of

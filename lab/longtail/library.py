@@ -228,9 +228,9 @@ def add_from_run(
     run = Path(run_dir)
     if not run.is_dir():
         raise LabError(f"{run}: no such run directory")
+    rates = per_case_success(run)
     identity = run_identity(run)
     cases = {c.id: c for c in read_cases(run)}
-    rates = per_case_success(run)
     library = read_library(library_path, floor)
     known = {case_fingerprint(c): c for c in library.cases}
     taken = {c.id for c in library.cases}

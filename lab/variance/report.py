@@ -6,7 +6,7 @@
     RUN_DIR/report.html        the self-contained HTML report (inline SVG plots)
     RUN_DIR/embeddings.npz     every output's embedding, reused by a rebuild (embedcache.py)
 
-from the run's cases.json, settings and samples.jsonl (the whole directory: lab.samplerun).
+from the run's cases.json, settings and samples.jsonl (the whole directory: lab.rundir).
 
 Rebuild a report with other analysis settings (gate, prices, threshold, cohort buckets)
 without sampling (and, with the same embedder, without embedding again):

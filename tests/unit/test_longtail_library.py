@@ -170,7 +170,7 @@ def test_bad_input_names_the_place(tmp_path: Path) -> None:
     half = tmp_path / "half"
     half.mkdir()
     (half / "config.json").write_text("{}")
-    with pytest.raises(LabError, match=r"half/metrics.json: missing; .* not a finished"):
+    with pytest.raises(LabError, match=r"half/samples.parquet: missing; run `lab sample-report"):
         L.add_from_run(half, tmp_path / "lib.yaml")
     run = make_run(tmp_path, "run1", CASES)
     for text, message in [
