@@ -15,7 +15,6 @@ histogram). Over all cells: the same, and how many part beyond step 1.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -24,12 +23,12 @@ from typing import Any
 from lab.agents.divergence import smallest_margin, split
 from lab.agents.records import Trajectory
 from lab.determinism.cells import cell_of
-from lab.determinism.config import SweepConfig, config_from_dict
+from lab.determinism.config import SweepConfig, read_run_config
 from lab.determinism.grid import Cell, differs_only_in, expand, reference_cell, varying_axes
 from lab.determinism.pairs import axis_partners
 from lab.errors import LabError
 from lab.report.page import page
-from lab.rundir import CELLS, METRICS, REPORT, SWEEP_CONFIG, SWEEP_MARKDOWN
+from lab.rundir import CELLS, METRICS, REPORT, SWEEP_MARKDOWN
 from lab.store import RunStore
 
 #: what a cell stores beside each trajectory's own fields (lab.agents.sweep)
@@ -37,13 +36,7 @@ VERDICT = ("passed", "answer")
 
 
 def read_config(root: Path) -> SweepConfig:
-    path = root / SWEEP_CONFIG
-    if not path.is_file():
-        raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
-    try:
-        return config_from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise LabError(f"{path}: not a readable sweep config ({exc!r})") from None
+    return read_run_config(root)
 
 
 def compare_case(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:

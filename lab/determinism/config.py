@@ -46,6 +46,7 @@ from lab.determinism.agentsource import (
 from lab.devices import check_device_name
 from lab.errors import ConfigError, LabError
 from lab.models import DEFAULT_MODEL
+from lab.rundir import SWEEP_CONFIG
 from lab.yamlio import check_yaml_duplicate_keys, construct_yaml, load_yaml_file, read_text
 
 MODES = ("identical", "single", "mixed", "prefix", "shuffled")
@@ -443,6 +444,20 @@ def config_from_dict(raw: dict[str, Any]) -> SweepConfig:
     return SweepConfig(
         **(raw | {"prompts": prompts, "agents": agent_cases_from_dict(raw.get("agents"))})
     )
+
+
+def read_run_config(run_dir: str | Path, what: str = "a sweep run directory") -> SweepConfig:
+    """The config a sweep run stored (sweep_config.json), parsed: the one reader every verb
+    that opens a finished sweep uses. LabError (one line) for a directory without one or a
+    damaged, hand-edited file."""
+    root = Path(run_dir)
+    path = root / SWEEP_CONFIG
+    if not path.is_file():
+        raise LabError(f"{root}: not {what} (no {SWEEP_CONFIG})")
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise LabError(f"{path}: not a readable sweep config ({exc!r})") from None
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

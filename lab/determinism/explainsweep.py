@@ -11,31 +11,24 @@ fillers and order, lab.determinism.modes.build_cell_batches) at the replayed set
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from lab.backends.base import Request, SamplingConfig, canonical_dtype
 from lab.determinism.cells import base_id, cell_of, outputs_of
-from lab.determinism.config import AXES, ENGINE_AXES, SweepConfig, config_from_dict
+from lab.determinism.config import AXES, ENGINE_AXES, SweepConfig, read_run_config
 from lab.determinism.explainpair import Pair, canonical_setting
 from lab.determinism.grid import reference_cell, varying_axes
 from lab.determinism.modes import build_cell_batches
 from lab.determinism.pairs import partner_pairs
 from lab.errors import LabError
-from lab.rundir import CELLS, SWEEP_CONFIG, log_file
+from lab.rundir import CELLS, log_file
 from lab.store import RunStore
 
 
 def read_sweep(path: str) -> tuple[SweepConfig, list[dict[str, Any]]]:
     """A sweep's config and its finished cells (the latest entry of each)."""
-    config_path = Path(path) / SWEEP_CONFIG
-    if not config_path.is_file():
-        raise LabError(f"{path}: not a finished sweep run directory (no {SWEEP_CONFIG})")
-    try:
-        config = config_from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
+    config = read_run_config(path, "a finished sweep run directory")
     stored = RunStore(Path(path)).entries(CELLS, latest=True)
     entries = [e for e in stored if e.get("status") == "ok"]
     if not entries:

@@ -9,7 +9,6 @@ or written; bad input is one LabError line naming the file and line or field.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from lab.backends.base import Generation
 from lab.determinism.agentsource import refuse_agent_sweep
 from lab.determinism.cells import base_id, cell_of, outputs_of
-from lab.determinism.config import SweepConfig, config_from_dict
+from lab.determinism.config import SweepConfig, read_run_config
 from lab.determinism.grid import reference_cell, varying_axes
 from lab.errors import LabError
 from lab.rundir import CASES, CELLS, SAMPLES, SWEEP_CONFIG, log_file, read_log_lines, run_kind_of
@@ -173,13 +172,7 @@ def sweep_reference(
 
 
 def _sweep_source(root: Path) -> FragilitySource:
-    config_path = root / SWEEP_CONFIG
-    if not config_path.is_file():
-        raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
-    try:
-        config = config_from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
+    config = read_run_config(root)
     log = root / log_file(CELLS)
     if not log.is_file():
         raise LabError(f"{root}: no {log.name} (the sweep has not finished a cell)")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.determinism.cells import base_id
-from lab.determinism.config import SweepConfig, config_from_dict
+from lab.determinism.config import SweepConfig, read_run_config
 from lab.determinism.explainreport import current_results, explained_html, explained_markdown
 from lab.determinism.grid import varying_axes
 from lab.determinism.hardware import hardware_table
@@ -434,17 +434,11 @@ def write_sweep_report(
     from lab.determinism.metrics import compute_metrics
     from lab.determinism.sweep import context_length
     from lab.errors import LabError
-    from lab.rundir import CELLS, METRICS, REPORT, SWEEP_CONFIG, SWEEP_MARKDOWN
+    from lab.rundir import CELLS, METRICS, REPORT, SWEEP_MARKDOWN
     from lab.store import RunStore
 
     root = Path(run_dir)
-    config_path = root / SWEEP_CONFIG
-    if not config_path.is_file():
-        raise LabError(f"{root}: not a sweep run directory (no {SWEEP_CONFIG})")
-    try:  # a damaged or hand-edited run directory: one line, not a traceback
-        config = config_from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise LabError(f"{config_path}: not a readable sweep config ({exc!r})") from None
+    config = read_run_config(root)  # a damaged run directory: one line, not a traceback
     if config.agents is not None:
         raise LabError(f"{root}: an agent sweep (lab report writes it: lab.agents.sweepreport)")
     store = RunStore(root)
