@@ -196,13 +196,10 @@ def generate_cmd(
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--dtype", default="fp32", show_default=True)
 @click.option("--max-tokens", type=int, default=48, show_default=True)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    default=None,
+@renamed_option(
+    "--json-out", "json_path", old="--json", type=click.Path(dir_okay=False), default=None,
     help="Also write the results (and the environment record) to this JSON file.",
-)
+)  # fmt: skip
 @click.pass_obj
 def demo_cmd(
     obj: dict[str, Any],

@@ -18,8 +18,13 @@ docs and messages already used:
     --gate             NAME=VALUE thresholds         (was --floor in lab library add)
     --retry-failed     on resume, rerun what failed  (was --retry-errors in lab load)
     --cpus-per-replica CPUs each Ray worker asks for (was --cpus-per-actor in lab sweep)
-    --cases            how many cases a bench takes  (was --prompts in lab bench kernels|layercast)
+    --num-cases        how many cases a bench takes  (was --prompts, then --cases, in lab bench)
+    --cases            which cases a run takes (a source: bundled:NAME, a file, a dataset dir)
     --rounds           timed repetitions of a bench  (was --repeats in lab bench kernels)
+    --json-out PATH    also write the result as JSON (was --json PATH; --json alone prints JSON)
+
+and one meaning per name: a name is a flag in every verb or takes the same kind of value in
+every verb.
 
 A module of its own so that command packages (lab/commands/serving.py) can use them while
 lab/cli.py imports those packages.
@@ -57,39 +62,42 @@ def stack(options: list[Any]) -> Callable[[Any], Any]:
 
 
 class _RenamedOption(click.Option):
-    """An option that also takes the value of its hidden old-name twin (`renamed_option`)."""
+    """An option that also takes the value of its hidden old-name twins (`renamed_option`)."""
 
-    def __init__(self, *args: Any, old_name: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, old_names: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.old_name = old_name  # the twin's parameter name
+        self.old_names = old_names  # the twins' parameter names
 
     def consume_value(self, ctx: click.Context, opts: Mapping[str, Any]) -> tuple[Any, Any]:
-        if self.old_name not in opts:  # the parser lists only the options given
+        given = [name for name in self.old_names if name in opts]  # the parser lists those given
+        if not given:
             return super().consume_value(ctx, opts)
-        old = next(p for p in ctx.command.params if p.name == self.old_name)
+        old = next(p for p in ctx.command.params if p.name == given[0])
         assert isinstance(old, click.Option)
-        value = opts[self.old_name]
+        value = opts[given[0]]
         # a --x/--no-x pair: the side given, so the message names what was typed
         negative = bool(old.secondary_opts) and value is False
         was = (old.secondary_opts if negative else old.opts)[0]
         now = (self.secondary_opts if negative else self.opts)[0]
-        if self.name in opts:
+        if self.name in opts or len(given) > 1:
             raise click.UsageError(f"{was} and {now} are one option; give {now} only", ctx)
         if not ctx.resilient_parsing:
             click.echo(f"{was} is now {now}", err=True)
         return value, click.core.ParameterSource.COMMANDLINE
 
 
-def renamed_option(*decls: str, old: str, **kwargs: Any) -> Callable[[Any], Any]:
-    """click.option(*decls, **kwargs), and `old` (the name before, e.g. "--n" or
-    "--retry-errors/--no-retry-errors") kept for one release: hidden from --help, it sets the
+def renamed_option(*decls: str, old: str | tuple[str, ...], **kwargs: Any) -> Callable[[Any], Any]:
+    """click.option(*decls, **kwargs), and `old` (the name or names before, e.g. "--n" or
+    "--retry-errors/--no-retry-errors") kept for one release: hidden from --help, each sets the
     same value; a deprecation line on stderr. decls must name the destination."""
     dest = next(d for d in decls if not d.startswith("-"))
-    twin = f"old_{dest}"
+    olds = (old,) if isinstance(old, str) else old
+    twins = tuple(f"old{i or ''}_{dest}" for i in range(len(olds)))
     parse = {k: kwargs[k] for k in ("type", "multiple", "is_flag", "flag_value") if k in kwargs}
     return stack([
-        click.option(*decls, cls=_RenamedOption, old_name=twin, **kwargs),
-        click.option(old, twin, hidden=True, expose_value=False, **parse),
+        click.option(*decls, cls=_RenamedOption, old_names=twins, **kwargs),
+        *(click.option(name, twin, hidden=True, expose_value=False, **parse)
+          for name, twin in zip(olds, twins, strict=True)),
     ])  # fmt: skip
 
 

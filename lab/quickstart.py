@@ -169,8 +169,8 @@ def run_quickstart(
     emit("== 1/3 determinism sweep: fp32 vs bf16 x batch 8 vs 16, greedy, 8 checked prompts ==")
     config = parse_sweep_config(sweep_spec(backend, max_tokens), "quickstart")
     run_sweep(config, sweep_dir, fresh=fresh, cache_dir=cache_dir, progress=progress)
-    paths = write_sweep_report(sweep_dir)
-    sweep_metrics = json.loads(paths["metrics"].read_text())
+    sweep = write_sweep_report(sweep_dir)
+    sweep_metrics = sweep.metrics
     for line in sweep_lines(sweep_metrics):
         emit(line)
 
@@ -180,7 +180,7 @@ def run_quickstart(
         kernels_dir = root / f"kernels-{'on' if on else 'off'}"
         spec = parse_sweep_config(kernels_spec(on, max_tokens), "quickstart")
         run_sweep(spec, kernels_dir, fresh=fresh, cache_dir=cache_dir, progress=progress)
-        kernels[on] = json.loads(write_sweep_report(kernels_dir)["metrics"].read_text())["summary"]
+        kernels[on] = write_sweep_report(kernels_dir).summary
     for line in kernel_lines(kernels):
         emit(line)
 
@@ -190,18 +190,17 @@ def run_quickstart(
         **(engine or {}),
     )  # fmt: skip
     outcome = run_sample(sample_config, fresh=fresh, emit=emit, cache_dir=cache_dir)
-    assert outcome.metrics is not None  # complete: run_sample stops early only when asked
-    headline = outcome.metrics["headline"]
-    for line in variance_lines(outcome.metrics):
+    assert outcome.report is not None  # complete: run_sample stops early only when asked
+    for line in variance_lines(outcome.report.metrics):
         emit(line)
 
-    index = write_index(root, sweep_metrics, kernels, outcome.metrics)
+    index = write_index(root, sweep_metrics, kernels, outcome.report.metrics)
     return QuickstartResult(
         index=index,
-        sweep_report=paths["html"],
+        sweep_report=sweep.html,
         sample_report=sample_dir / REPORT,
         sweep_summary=sweep_metrics["summary"],
-        headline=headline,
+        headline=outcome.report.headline,
         kernels=kernels,
     )
 

@@ -35,7 +35,8 @@ from lab.errors import LabError
 from lab.store import RunStore
 from lab.variance.analyze import cohort_tails, sanitize, success_record
 from lab.variance.config import SampleConfig
-from lab.variance.gate import evaluate_gate
+from lab.variance.gate import judge
+from lab.variance.result import RunReport
 from lab.variance.success import run_record, success_statistics
 
 AGENT_DEFINITIONS = {
@@ -251,7 +252,7 @@ def build_agent_report(
     emit: Callable[[str], None] = print,
     policy: CodePolicy | None = None,
     cases: list[Case] | None = None,
-) -> dict[str, Any]:
+) -> RunReport:
     """Analyze the finished trajectories of a run directory and write every artifact.
     `policy`: the modules python checks may call (default: the run's own settings). `cases`:
     the run's cases when the caller holds them parsed (run_agents), else its cases.json."""
@@ -261,13 +262,13 @@ def build_agent_report(
     by_case = load_trajectories(root, cases, config.k)
     emit(f"analyzing {sum(map(len, by_case.values()))} trajectories of {len(cases)} cases")
     metrics, rows = analyze_agents(cases, by_case, config)
-    thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
-    reasons = evaluate_gate(metrics["headline"], config.gate)
-    metrics["gate"] = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
+    verdict = judge(metrics["headline"], config.gate)
+    metrics["gate"] = verdict.to_json()
+    summary = agent_markdown(metrics)
     store = RunStore(root)
     store.write_json(rundir.METRICS, metrics)
     samplerun.write_parquet(root / rundir.PARQUET, rows)
-    store.write_text(rundir.SUMMARY, agent_markdown(metrics))
+    store.write_text(rundir.SUMMARY, summary)
     store.write_text(rundir.REPORT, agent_html(metrics))
     emit(f"wrote {root}/{rundir.REPORT}, {rundir.SUMMARY}, {rundir.METRICS}, {rundir.PARQUET}")
-    return metrics
+    return RunReport(root, metrics, verdict, summary)

@@ -210,8 +210,8 @@ def run_agents(
         return RunOutcome(store.path, 0, False)
     from lab.agents.report import build_agent_report
 
-    metrics = build_agent_report(store.path, config, emit=emit, cases=cases)
-    return RunOutcome(store.path, len(cases), True, metrics)
+    written = build_agent_report(store.path, config, emit=emit, cases=cases)
+    return RunOutcome(store.path, len(cases), True, written)
 
 
 def _step_all(

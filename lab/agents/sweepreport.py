@@ -9,8 +9,8 @@ checks), the final answer, the action sequence. Per axis, over the cells that di
 reference in that axis only: how many case trajectories part, and at which step (a
 histogram). Over all cells: the same, and how many part beyond step 1.
 
-    paths = write_agent_sweep_report("runs/agents-sweep")
-    for line in agent_summary_lines(json.loads(paths["metrics"].read_text())): print(line)
+    report = write_agent_sweep_report("runs/agents-sweep")   # lab.determinism.result.SweepReport
+    for line in agent_summary_lines(report.metrics): print(line)
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from lab.determinism.cells import cell_of
 from lab.determinism.config import SweepConfig, read_run_config
 from lab.determinism.grid import Cell, differs_only_in, expand, reference_cell, varying_axes
 from lab.determinism.pairs import axis_partners
+from lab.determinism.result import SweepReport, write_sweep_files
 from lab.errors import LabError
 from lab.report.page import page
-from lab.rundir import CELLS, METRICS, REPORT, SWEEP_MARKDOWN
+from lab.rundir import CELLS
 from lab.store import RunStore
 
 #: what a cell stores beside each trajectory's own fields (lab.agents.sweep)
@@ -300,7 +301,7 @@ def render_html(metrics: dict[str, Any]) -> str:
     return page("agent sweep", parts)
 
 
-def write_agent_sweep_report(run_dir: str | Path) -> dict[str, Path]:
+def write_agent_sweep_report(run_dir: str | Path) -> SweepReport:
     """metrics.json, report.md and report.html of an agent sweep's run directory."""
     root = Path(run_dir)
     config = read_config(root)
@@ -308,8 +309,4 @@ def write_agent_sweep_report(run_dir: str | Path) -> dict[str, Path]:
         raise LabError(f"{root}: a prompt sweep, not an agent sweep (lab report writes it)")
     store = RunStore(root)
     metrics = compute_agent_sweep(config, list(store.entries(CELLS, latest=True)))
-    return {
-        "metrics": store.write_json(METRICS, metrics),
-        "markdown": store.write_text(SWEEP_MARKDOWN, render_markdown(metrics)),
-        "html": store.write_text(REPORT, render_html(metrics)),
-    }
+    return write_sweep_files(store, metrics, render_markdown(metrics), render_html(metrics))

@@ -6,7 +6,7 @@ time (issue 16's target: at least 5x at 10 cases x k=8 on an engine that batches
 Both passes use the same seeds and tools; whether they produced the same trajectories is
 reported beside the ratio (hf pads a batch, so its logprobs can move; sampled tokens rarely do).
 
-    lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32] [--max-turns 3]
+    lab bench agents [--backend hf|vllm] [--num-cases 10] [--k 8] [--max-tokens 32] [--max-turns 3]
 """
 
 from __future__ import annotations

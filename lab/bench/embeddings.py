@@ -9,7 +9,7 @@ answers; any sentence-transformers model works (a random-weight MiniLM-shaped on
 lab.tinymodels where the real one cannot be carried: the cost is the shape's, not the
 weights').
 
-    lab bench embeddings [--device cuda] [--embedder PATH] [--cases 50 --k 32]
+    lab bench embeddings [--device cuda] [--embedder PATH] [--num-cases 50 --k 32]
     lab bench embeddings --device cpu --run RUN_DIR     # a sample run's real outputs
 
 The batch size the lab encodes with is chosen per device (lab.variance.diversity.

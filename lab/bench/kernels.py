@@ -6,7 +6,7 @@ least disturbed). Operator shapes are SmolLM2-135M's: a decode step of 8 rows (a
 a prompt alone), a prefill of 8 prompts x 40 tokens. End to end: greedy generation with the
 hf backend, fp32, 8 chat prompts x 32 new tokens in one batch, and one prompt alone.
 
-    lab bench kernels [--cases 8 --max-tokens 32 --rounds 3 --no-e2e] [--avx2]
+    lab bench kernels [--num-cases 8 --max-tokens 32 --rounds 3 --no-e2e] [--avx2]
     .venv/bin/python scripts/bench_kernels.py
 
 Measured 2026-11-27 on the 2-core AMD EPYC (AVX-512), torch 2.13.0+cpu, 2 threads, with other

@@ -22,7 +22,8 @@ dtypes on one machine in one run:
 The load average before and after is part of the result: timings on a shared machine mean
 little without it, ratios from one run a little more.
 
-    lab bench layercast [--cases 24] [--max-tokens 32] [--batch 8] [--rounds 2] [--json FILE]
+    lab bench layercast [--num-cases 24] [--max-tokens 32] [--batch 8] [--rounds 2]
+                        [--json-out FILE]
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ and runs by their best. The matmul peak is measured before and after.
 (matmuls, attention, sampling and logprobs, other operators, and time outside operators:
 Python, the scheduler, the KV cache bookkeeping).
 
-    lab bench roof [--backends vllm,vllm-compiled,hf] [--cases 8 --k 32 --max-tokens 32]
+    lab bench roof [--backends vllm,vllm-compiled,hf] [--num-cases 8 --k 32 --max-tokens 32]
                    [--profile]
 """
 

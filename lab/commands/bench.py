@@ -2,10 +2,11 @@
 
     lab bench sweep [--backend hf|vllm] [--max-tokens 16]
     lab bench backends [--backends hf,vllm] [--max-tokens 64] [--dtype fp32]
-    lab bench roof [--backends vllm,vllm-compiled,hf] [--cases 8 --k 32 --max-tokens 32] [--profile]
-    lab bench kernels [--cases 8 --rounds 3] [--device cuda --dtype bf16 --model M] [--avx2]
-    lab bench embeddings [--device cuda --embedder PATH --cases 50 --k 32]
-    lab bench agents [--backend hf|vllm] [--cases 10] [--k 8] [--max-tokens 32]
+    lab bench roof [--backends vllm,vllm-compiled,hf] [--num-cases 8 --k 32 --max-tokens 32]
+                   [--profile]
+    lab bench kernels [--num-cases 8 --rounds 3] [--device cuda --dtype bf16 --model M] [--avx2]
+    lab bench embeddings [--device cuda --embedder PATH --num-cases 50 --k 32]
+    lab bench agents [--backend hf|vllm] [--num-cases 10] [--k 8] [--max-tokens 32]
     lab bench ray [--max-tokens 16] [--part all|sweep|replicas]
 
 Parsing and printing only. Listed in lab/cli.py (COMMANDS).
@@ -91,7 +92,8 @@ def bench_backends_cmd(obj: dict[str, Any], backends: str, max_tokens: int, dtyp
     "--backends", default="vllm,vllm-compiled,hf", show_default=True,
     help="Paths to time: vllm, vllm-compiled (torch.compile; starts slower), hf.",
 )  # fmt: skip
-@click.option("--cases", type=click.IntRange(min=1), default=8, show_default=True)
+@renamed_option("--num-cases", "cases", old="--cases", type=click.IntRange(min=1), default=8,
+                show_default=True, help="The first N bundled cases.")  # fmt: skip
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
@@ -124,8 +126,8 @@ def bench_roof_cmd(obj: dict[str, Any], backends: str, as_json: bool, **options:
 @click.option(
     "--backend", type=click.Choice(registry.choices("hf")), default="hf", show_default=True
 )
-@click.option("--cases", type=click.IntRange(min=1, max=26), default=10, show_default=True,
-              help="The first N bundled agent cases.")  # fmt: skip
+@renamed_option("--num-cases", "cases", old="--cases", type=click.IntRange(min=1, max=26),
+                default=10, show_default=True, help="The first N bundled agent cases.")  # fmt: skip
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-turns", type=click.IntRange(min=1, max=64), default=3, show_default=True)
@@ -145,8 +147,8 @@ def bench_agents_cmd(
 
 
 @bench_group.command("kernels")
-@renamed_option("--cases", "cases", old="--prompts", type=click.IntRange(min=1), default=8,
-                show_default=True, help="The first N bundled cases' prompts.")  # fmt: skip
+@renamed_option("--num-cases", "cases", old=("--prompts", "--cases"), type=click.IntRange(min=1),
+                default=8, show_default=True, help="The first N bundled cases.")  # fmt: skip
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @renamed_option("--rounds", "rounds", old="--repeats", type=click.IntRange(min=1), default=3,
                 show_default=True, help="Timed repetitions (the fastest is kept).")  # fmt: skip
@@ -211,21 +213,22 @@ def bench_kernels_cmd(
         from lab.bench.kernels import rerun_limited_to_avx2
 
         click.echo("\nthe same, with torch, oneDNN and MKL limited to AVX2 (a child process):")
-        args = ["--cases", cases, "--max-tokens", max_tokens, "--rounds", rounds]
+        args = ["--num-cases", cases, "--max-tokens", max_tokens, "--rounds", rounds]
         args += ["--dtype", dtype, "--model", model, "--e2e" if e2e else "--no-e2e"]
         args += ["--strategies" if strategies else "--no-strategies"]
         rerun_limited_to_avx2([str(a) for a in args], obj["cache_dir"])
 
 
 @bench_group.command("layercast")
-@renamed_option("--cases", "cases", old="--prompts", type=click.IntRange(min=1, max=50),
-                default=24, show_default=True, help="The first N bundled cases.")  # fmt: skip
+@renamed_option("--num-cases", "cases", old=("--prompts", "--cases"),
+                type=click.IntRange(min=1, max=50), default=24, show_default=True,
+                help="The first N bundled cases.")  # fmt: skip
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--batch", type=click.IntRange(min=2), default=8, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--model", default=DEFAULT_MODEL, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the result to this JSON file.")  # fmt: skip
+@renamed_option("--json-out", "json_path", old="--json", type=click.Path(dir_okay=False),
+                default=None, help="Also write the result to this JSON file.")  # fmt: skip
 @click.pass_obj
 def bench_layercast_cmd(
     obj: dict[str, Any],
@@ -260,7 +263,8 @@ def bench_layercast_cmd(
     show_default=True,
     help="A sentence-transformers model name or directory.",
 )
-@click.option("--cases", type=click.IntRange(min=1), default=50, show_default=True)
+@renamed_option("--num-cases", "cases", old="--cases", type=click.IntRange(min=1), default=50,
+                show_default=True, help="Synthetic cases of k outputs each.")  # fmt: skip
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=None,

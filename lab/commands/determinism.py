@@ -105,10 +105,9 @@ def sweep_cmd(
         )
     from lab.determinism.summary import summary_lines
 
-    paths = write_sweep_report(out)
-    metrics = json.loads(paths["metrics"].read_text())
-    summary = metrics["summary"]
-    for line in summary_lines(metrics):
+    written = write_sweep_report(out)
+    summary = written.summary
+    for line in summary_lines(written.metrics):
         click.echo(terminal(line))
     if summary.get("cells_failed"):
         click.echo(
@@ -116,7 +115,7 @@ def sweep_cmd(
             "`--retry-failed` runs them again",
             err=True,
         )
-    click.echo(f"report: {paths['html']}")
+    click.echo(f"report: {written.html}")
 
 
 def _agent_sweep(
@@ -127,17 +126,16 @@ def _agent_sweep(
     from lab.agents.sweepreport import agent_summary_lines, write_agent_sweep_report
 
     run_agent_sweep(config, out, fresh, cache_dir, progress, retry_failed=retry)
-    paths = write_agent_sweep_report(out)
-    metrics = json.loads(paths["metrics"].read_text())
-    for line in agent_summary_lines(metrics):
+    written = write_agent_sweep_report(out)
+    for line in agent_summary_lines(written.metrics):
         click.echo(terminal(line))
-    if metrics["summary"]["cells_failed"]:
+    if written.summary["cells_failed"]:
         click.echo(
-            f"{metrics['summary']['cells_failed']} cell(s) failed (errors in the report); "
+            f"{written.summary['cells_failed']} cell(s) failed (errors in the report); "
             "`--retry-failed` runs them again",
             err=True,
         )
-    click.echo(f"report: {paths['html']}")
+    click.echo(f"report: {written.html}")
 
 
 #: what `lab report` says of a run directory that is not a sweep's, by run kind
@@ -164,10 +162,10 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     if other is not None:  # another kind of run: name the command that reports it
         raise LabError(f"{run_dir}: {other.format(run=run_dir)}")
     if is_agent_sweep(run_dir):
-        paths = write_agent_sweep_report(run_dir)
+        written = write_agent_sweep_report(run_dir)
     else:
-        paths = write_sweep_report(run_dir, x_axis, y_axis)
-    click.echo(f"report: {paths['html']}")
+        written = write_sweep_report(run_dir, x_axis, y_axis)
+    click.echo(f"report: {written.html}")
 
 
 @click.command("fragility")
@@ -177,8 +175,8 @@ def report_cmd(run_dir: str, x_axis: str | None, y_axis: str | None) -> None:
     help="Top-1/top-2 logprob gaps (nats) to count steps under.",
 )  # fmt: skip
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Show the N most fragile.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the full result to this JSON file.")  # fmt: skip
+@renamed_option("--json-out", "json_path", old="--json", type=click.Path(dir_okay=False),
+                default=None, help="Also write the full result to this JSON file.")  # fmt: skip
 def fragility_cmd(source: str, thresholds: str, top: int | None, json_path: str | None) -> None:
     """Rank prompts by how close their greedy path came to a tie; on a sweep, how well that
     predicts which prompts diverged (AUROC)."""
@@ -249,7 +247,7 @@ def explain_cmd(
         from lab.determinism.report import write_sweep_report
 
         # the sweep's report shows the explained table beside its attribution table
-        click.echo(f"report: {write_sweep_report(run_a)['html']}")
+        click.echo(f"report: {write_sweep_report(run_a).html}")
 
 
 COMMANDS: list[click.Command] = [sweep_cmd, report_cmd, fragility_cmd, explain_cmd]

@@ -191,7 +191,6 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
     from lab.backends import close_all
     from lab.cli_options import check_out_dir
     from lab.longtail.library import run_library
-    from lab.variance.report import summary_markdown
 
     sampler = ray_sampler(flags, obj["cache_dir"])
     check_out_dir(flags.get("out"), fresh=fresh, kind="sample")
@@ -206,9 +205,9 @@ def library_run_cmd(obj: dict[str, Any], library_path: str, fresh: bool, **flags
         )
     finally:
         close_all()
-    if run.metrics is None:
+    if run.report is None:
         return
-    click.echo(summary_markdown(run.metrics))  # summary.md's text, from memory
+    click.echo(run.report.summary)  # summary.md's text, from memory
     if run.reasons:
         click.echo("library under its floor: " + "; ".join(run.reasons), err=True)
         sys.exit(1)

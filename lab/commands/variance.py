@@ -13,7 +13,6 @@ Parsing and printing only: the work is in lab.variance. Listed in lab/cli.py (CO
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -27,6 +26,7 @@ from lab.cli_options import (
     ray_sampler,
     run_engine_options,
 )
+from lab.variance.result import RunReport
 
 
 @click.command("sample")
@@ -88,13 +88,11 @@ from lab.cli_options import (
 def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flags: Any) -> None:
     """Sample every case k times; write the n-of-k variance report (exit 1 on a gate miss).
     Agent cases (with tools) run k trajectories each (lab.agents)."""
-    from lab.agents.render import agent_markdown
     from lab.agents.runner import is_agent_source, run_agents
     from lab.backends import close_all
     from lab.cases.loaders import load_cases
     from lab.errors import LabError
     from lab.variance.config import load_config
-    from lab.variance.report import summary_markdown
     from lab.variance.runner import run_sample
 
     sampler = ray_sampler(flags, obj["cache_dir"])
@@ -116,7 +114,7 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
             )  # fmt: skip
     finally:
         close_all()
-    _print_sample_result(outcome.metrics, agent_markdown if agents else summary_markdown)
+    _print_sample_result(outcome.report)
 
 
 @click.command("sample-report")
@@ -129,29 +127,26 @@ def sample_cmd(obj: dict[str, Any], config_path: str | None, fresh: bool, **flag
 @allow_module_option
 def sample_report_cmd(run_dir: str, **flags: Any) -> None:
     """Rebuild a sample run's report from its directory, without sampling."""
-    from lab.agents.render import agent_markdown
     from lab.rundir import is_agent_run
-    from lab.variance.report import rebuild_report, summary_markdown
+    from lab.variance.report import rebuild_report
 
-    build, render = None, summary_markdown
+    build = None
     if is_agent_run(run_dir):
         from lab.agents.report import build_agent_report
 
-        build, render = build_agent_report, agent_markdown
-    metrics = rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True), build=build)
-    _print_sample_result(metrics, render)
+        build = build_agent_report
+    written = rebuild_report(run_dir, flags, emit=lambda m: click.echo(m, err=True), build=build)
+    _print_sample_result(written)
 
 
-def _print_sample_result(
-    metrics: dict[str, Any] | None, render: Callable[[dict[str, Any]], str]
-) -> None:
-    """The run's summary (what it wrote to summary.md, rendered from the metrics in memory,
-    not read back from disk); exit 1 on a gate miss."""
-    if metrics is None:
+def _print_sample_result(written: RunReport | None) -> None:
+    """The run's summary (what it wrote to summary.md, from memory, not read back from disk);
+    exit 1 on a gate miss."""
+    if written is None:
         return
-    click.echo(render(metrics))
-    if not metrics["gate"]["passed"]:
-        click.echo("gate failed: " + "; ".join(metrics["gate"]["reasons"]), err=True)
+    click.echo(written.summary)
+    if not written.gate.passed:
+        click.echo("gate failed: " + "; ".join(written.gate.reasons), err=True)
         sys.exit(1)
 
 

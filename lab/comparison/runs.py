@@ -2,9 +2,9 @@
 
 A sample run (`lab sample`) is read from its directory through lab.rundir: config.json
 (identity: engine, sampling, case fingerprint), cases.json (the case specs as run),
-metrics.json (per-case diversity), the report's verdicts (per_case_success) and samples.parquet
-(one row per sample: text, seed, reasons). Which kind a directory holds is
-lab.rundir.run_kind_of's.
+metrics.json (per-case diversity, read as lab.variance.result.RunReport), the report's verdicts
+(per_case_success) and samples.parquet (one row per sample: text, seed, reasons). Which kind
+a directory holds is lab.rundir.run_kind_of's.
 
 Runs are comparable when they hold the same cases with the same specs (prompt, checks, tags):
 `align_cases` refuses anything else with one line naming the cases, or, with
@@ -27,6 +27,7 @@ import numpy as np
 from lab import rundir
 from lab.errors import LabError
 from lab.rundir import per_case_success, read_json, read_samples, require_kind
+from lab.variance.result import RunReport
 
 # Identity fields a re-run of the same configuration may change (where the case file lives
 # does not matter: cases_fingerprint and cases.json carry what the cases are).
@@ -85,7 +86,7 @@ def load_sample_run(path: str | Path) -> SampleRun:
     require_kind(root, ("sample",), "lab compare")
     identity = read_json(root / rundir.CONFIG, "the run's config")
     specs = read_json(root / rundir.CASES, "the run's cases")
-    metrics = read_json(root / rundir.METRICS, "per-case results; rerun lab sample")
+    report = RunReport.read(root)
     env_path = root / rundir.ENVIRONMENT
     environment = read_json(env_path, "the run's environment") if env_path.is_file() else {}
     agents = rundir.is_agent_run(root)
@@ -95,11 +96,11 @@ def load_sample_run(path: str | Path) -> SampleRun:
         by_case.setdefault(row["case_id"], []).append(row)
     diversity = {
         c["id"]: {
-            key: c.get(key)
+            key: c[key]
             for key in ("mean_distance", "vendi", "semantic_entropy", "clusters")
             if isinstance(c.get(key), int | float)
         }
-        for c in metrics.get("cases", [])
+        for c in report.cases
     }
     cases: dict[str, CaseData] = {}
     for index, spec in enumerate(specs):
@@ -120,7 +121,7 @@ def load_sample_run(path: str | Path) -> SampleRun:
             diversity=diversity.get(case_id, {}),
             actions=[r["actions"] for r in rows] if agents else None,
         )
-    recorded = (metrics.get("run") or {}).get("engine")
+    recorded = report.run.get("engine")
     engine = recorded if isinstance(recorded, dict) else identity.get("engine") or {}
     return SampleRun(
         path=root,

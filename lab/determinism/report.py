@@ -26,6 +26,7 @@ from lab.determinism.explainreport import current_results, explained_html, expla
 from lab.determinism.grid import varying_axes
 from lab.determinism.hardware import hardware_table
 from lab.determinism.metrics import SweepMetrics
+from lab.determinism.result import SweepReport
 from lab.determinism.summary import DEFINITIONS, tara_note
 from lab.determinism.tokens import TOKEN_CSS, TokenView, render_token_views, token_views
 from lab.report.page import page
@@ -429,12 +430,13 @@ def render_html(
 
 def write_sweep_report(
     run_dir: str | Path, x: str | None = None, y: str | None = None, with_tokenizer: bool = True
-) -> dict[str, Path]:
+) -> SweepReport:
     """Compute metrics for a run directory and write metrics.json, report.md, report.html."""
     from lab.determinism.metrics import compute_metrics
+    from lab.determinism.result import write_sweep_files
     from lab.determinism.sweep import context_length
     from lab.errors import LabError
-    from lab.rundir import CELLS, METRICS, REPORT, SWEEP_MARKDOWN
+    from lab.rundir import CELLS
     from lab.store import RunStore
 
     root = Path(run_dir)
@@ -451,13 +453,8 @@ def write_sweep_report(
     views = token_views(config, entries, (lambda i: decode([i])) if decode else None)
     explained = current_results(root, entries)  # lab explain's, of these cells' records
     markdown = render_markdown(config, metrics, x, y, grid, explained)
-    return {
-        "metrics": store.write_json(METRICS, metrics.to_dict()),
-        "markdown": store.write_text(SWEEP_MARKDOWN, markdown),
-        "html": store.write_text(
-            REPORT, render_html(config, metrics, x, y, grid, views, explained)
-        ),
-    }
+    html = render_html(config, metrics, x, y, grid, views, explained)
+    return write_sweep_files(store, metrics.to_dict(), markdown, html)
 
 
 def _decoder(model: str) -> Any:

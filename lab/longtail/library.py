@@ -47,6 +47,7 @@ from lab.cases.model import Case, cases_fingerprint
 from lab.errors import LabError
 from lab.rundir import per_case_success, read_cases, run_identity
 from lab.variance.config import GateConfig, load_config, parse_gate
+from lab.variance.result import RunReport
 from lab.yamlio import yaml_error
 
 if TYPE_CHECKING:
@@ -291,9 +292,13 @@ def _add_sighting(case: Case, seen: dict[str, Any]) -> bool:
 @dataclass
 class LibraryRun:
     path: Path
-    metrics: dict[str, Any] | None
-    #: why the library fell under its floor (empty: it held)
-    reasons: list[str]
+    #: the run's report (None when stopped early)
+    report: RunReport | None
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the library fell under its floor (empty: it held, or no report yet)."""
+        return list(self.report.gate.reasons) if self.report else []
 
 
 def library_out_dir(library: Library, backend: str, k: int) -> Path:
@@ -327,8 +332,7 @@ def run_library(
     outcome = run_sample(
         config, backend=backend, fresh=fresh, emit=emit, cache_dir=cache_dir, sampler=sampler
     )
-    reasons = list(outcome.metrics["gate"]["reasons"]) if outcome.metrics else []
-    return LibraryRun(outcome.path, outcome.metrics, reasons)
+    return LibraryRun(outcome.path, outcome.report)
 
 
 def summarize(library: Library) -> dict[str, Any]:

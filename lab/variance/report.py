@@ -40,8 +40,9 @@ from lab.store import RunStore
 from lab.variance.analyze import analyze
 from lab.variance.config import SampleConfig, load_config, read_settings
 from lab.variance.diversity import Embedder
-from lab.variance.gate import evaluate_gate
+from lab.variance.gate import judge
 from lab.variance.render import html_report, markdown_summary
+from lab.variance.result import RunReport
 
 
 def build_report(
@@ -51,7 +52,7 @@ def build_report(
     embedder: Embedder | None = None,
     policy: CodePolicy | None = None,
     cases: list[Case] | None = None,
-) -> dict[str, Any]:
+) -> RunReport:
     """Analyze the finished samples of a run directory and write every artifact. `policy`:
     the modules python checks may call (None: the lab's own examples only); the run's
     settings.json is not trusted to allow one. `cases`: the run's cases when the caller holds
@@ -69,30 +70,23 @@ def build_report(
         )
     emit(f"analyzing {len(entries)} cases: checks, embeddings, statistics")
     metrics, rows = analyze(cases, entries, config, embedder, root / EMBEDDINGS, emit)
-    thresholds = {k: v for k, v in dataclasses.asdict(config.gate).items() if v is not None}
-    reasons = evaluate_gate(metrics["headline"], config.gate)
-    gate = {"thresholds": thresholds, "passed": not reasons, "reasons": reasons}
-    metrics["gate"] = gate
+    verdict = judge(metrics["headline"], config.gate)
+    metrics["gate"] = verdict.to_json()
+    summary = markdown_summary(metrics, metrics["gate"])
     store.write_json(METRICS, metrics)
     write_parquet(root / PARQUET, rows)
-    store.write_text(SUMMARY, summary_markdown(metrics))
-    store.write_text(REPORT, html_report(metrics, gate))
+    store.write_text(SUMMARY, summary)
+    store.write_text(REPORT, html_report(metrics, metrics["gate"]))
     emit(f"wrote {root}/{REPORT}, {SUMMARY}, {METRICS}, {PARQUET}")
-    return metrics
-
-
-def summary_markdown(metrics: dict[str, Any]) -> str:
-    """A run's summary.md from its metrics (the gate's verdict included): what build_report
-    writes, and what `lab sample` prints from the metrics in memory."""
-    return markdown_summary(metrics, metrics["gate"])
+    return RunReport(root, metrics, verdict, summary)
 
 
 def rebuild_report(
     path: str | Path,
     overrides: dict[str, Any],
     emit: Callable[[str], None] = print,
-    build: Callable[..., dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+    build: Callable[..., RunReport] | None = None,
+) -> RunReport:
     """Re-analyze a finished run with changed analysis settings (gate, prices, threshold).
     `build`: the report builder (default build_report; an agent run passes its own)."""
     root = Path(path)

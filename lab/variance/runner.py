@@ -51,6 +51,7 @@ from lab.rundir import ENGINE_LOG, SAMPLES
 from lab.store import RunStore, raise_if_interrupted
 from lab.variance import report
 from lab.variance.config import SampleConfig
+from lab.variance.result import RunReport
 
 
 @dataclass
@@ -60,7 +61,8 @@ class RunOutcome:
     sampled_cases: int
     #: all cases finished (False when stopped early)
     complete: bool
-    metrics: dict[str, Any] | None = None
+    #: the report written (None when stopped early)
+    report: RunReport | None = None
 
 
 def engine_config(config: SampleConfig) -> EngineConfig:
@@ -339,5 +341,5 @@ def run_sample(
         if not complete:
             return RunOutcome(store.path, sampled, False)
         policy = config.code_policy()
-        metrics = report.build_report(store.path, config, emit=emit, policy=policy, cases=cases)
-    return RunOutcome(store.path, sampled, True, metrics)
+        written = report.build_report(store.path, config, emit=emit, policy=policy, cases=cases)
+    return RunOutcome(store.path, sampled, True, written)

@@ -46,7 +46,7 @@ def test_a_real_agent_sweep_of_two_cells(tmp_path: Path) -> None:
                 assert all(math.isfinite(x) and x <= 0 for x in step["token_logprobs"])
                 assert all(len(top) == 2 for top in step["top_logprobs"])
                 assert step["seed"] is not None and step["prompt_tokens"] > 50
-    metrics = json.loads(write_agent_sweep_report(out)["metrics"].read_text())
+    metrics = write_agent_sweep_report(out).metrics
     other = next(c for c in metrics["cells"] if not c["reference"])
     assert other["compared"] == 2
     alone, batched = (e["trajectories"] for e in entries)

@@ -35,7 +35,7 @@ def test_quickstart_sweep_metrics_unchanged_by_the_one_answer_rule(
     run_sweep(parse_sweep_config(spec, "quickstart"), out, progress=False)
 
     def metrics_bytes() -> bytes:
-        return write_sweep_report(out, with_tokenizer=False)["metrics"].read_bytes()
+        return write_sweep_report(out, with_tokenizer=False).metrics_path.read_bytes()
 
     now = metrics_bytes()
     summary = json.loads(now)["summary"]

@@ -30,7 +30,7 @@ def test_generate_json_prints_records() -> None:
 
 def test_demo_prints_the_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run_lab(
-        "demo", "--backends", "hf", "--max-tokens", "16", "--json", str(tmp_path / "demo.json")
+        "demo", "--backends", "hf", "--max-tokens", "16", "--json-out", str(tmp_path / "demo.json")
     )
     assert out.returncode == 0, out.stderr
     assert "alone vs inside a batch of 8" in out.stdout

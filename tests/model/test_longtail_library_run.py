@@ -48,8 +48,8 @@ def test_library_grows_from_a_real_run_and_gates_on_its_floor(
     settings |= {"embed_device": "cpu", "bootstrap_samples": 50}
     config = SampleConfig(cases=str(cases_file), out=str(tmp_path / "run"), **settings)  # type: ignore[arg-type]
     outcome = run_sample(config, backend=hf_backend, emit=lambda m: None)
-    assert outcome.metrics is not None
-    rates = {c["id"]: c["rate"] for c in outcome.metrics["cases"]}
+    assert outcome.report is not None
+    rates = outcome.report.rates
     assert rates["unreachable"] == 0.0
 
     lib = tmp_path / "library.yaml"
@@ -69,11 +69,11 @@ def test_library_grows_from_a_real_run_and_gates_on_its_floor(
     assert [c.id for c in load_cases(lib)] == [c.id for c in library.cases]
 
     run = run_library(lib, settings, backend=hf_backend, emit=lambda m: None)
-    assert run.metrics is not None and run.metrics["run"]["k"] == 4
-    by_id = {c["id"]: c["rate"] for c in run.metrics["cases"]}
+    assert run.report is not None and run.report.run["k"] == 4
+    by_id = run.report.rates
     assert by_id["unreachable"] == 0.0
     # a case at 0 among at most 2 puts p5 at or under 0.05, below the default floor's 0.1
     assert any(r.startswith("p5 of per-case success") for r in run.reasons), run.reasons
-    mean = run.metrics["headline"]["mean"]
+    mean = run.report.headline["mean"]
     assert any(r.startswith("mean success") for r in run.reasons) == (mean < 0.5)
     assert (run.path / "report.html").exists()

@@ -120,7 +120,9 @@ def recomputed_gaps(run: Path) -> dict[str, list[float]]:
 
 def test_fragility_of_a_greedy_sample_run(runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "fragility.json"
-    result = run_lab("fragility", str(runs["greedy"]), "--thresholds", "0.5,2", "--json", str(out))
+    result = run_lab(
+        "fragility", str(runs["greedy"]), "--thresholds", "0.5,2", "--json-out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["kind"] == "sample" and report["prediction"] is None

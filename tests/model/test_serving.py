@@ -75,7 +75,7 @@ def test_sample_and_agent_runs_through_the_server(server: ManagedServer, tmp_pat
     common = {"backend": "openai", "base_url": server.base_url, "k": 3, "limit": 2}
     plain = SampleConfig(cases="bundled:basic", max_tokens=8, out=str(tmp_path / "plain"), **common)
     outcome = run_sample(plain, emit=lambda _: None)
-    assert outcome.complete and outcome.metrics is not None
+    assert outcome.complete and outcome.report is not None
     lines = list(RunStore(tmp_path / "plain").entries("samples"))
     assert len(lines) == 2
     for j, line in enumerate(lines):  # case j's seeds: seed + j * k + i, as in-process

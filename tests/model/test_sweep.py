@@ -89,11 +89,12 @@ def test_sweep_resumes_after_kill_without_duplicates(tmp_path: Path) -> None:
     run_sweep(config, out, progress=False)
     assert log.read_text().count("\n") == 4
 
-    paths = write_sweep_report(out)
-    metrics = json.loads(paths["metrics"].read_text())
+    written = write_sweep_report(out)
+    metrics = json.loads(written.metrics_path.read_text())
+    assert metrics == written.metrics  # the object holds what the file does
     assert metrics["summary"]["cells_failed"] == 0
     assert metrics["summary"]["accuracy_mean"] == 1.0
     axes = {row["axis"] for row in metrics["attribution"]}
     assert {"dtype", "batch_size"} <= axes
-    html = paths["html"].read_text()
+    html = written.html.read_text()
     assert "<script" not in html and "Attribution" in html

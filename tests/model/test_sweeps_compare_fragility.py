@@ -69,7 +69,7 @@ def outputs(sweep: Path) -> dict[int, dict[str, Any]]:
 
 
 def fragility(sweep: Path, out: Path) -> dict[str, Any]:
-    result = run_lab("fragility", str(sweep), "--thresholds", "0.5", "--json", str(out))
+    result = run_lab("fragility", str(sweep), "--thresholds", "0.5", "--json-out", str(out))
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(out.read_text())
     return report

@@ -81,13 +81,14 @@ def test_scripted_trajectories_exactly(cases_file: Path, tmp_path: Path) -> None
     # seeds: seed + case_index * k + sample + turn * TURN_STRIDE
     assert [s["seed"] for s in got["c-kv/1"]["steps"]] == [5, 5 + TURN_STRIDE]
     # verdicts
-    by_case = {c["id"]: c for c in outcome.metrics["cases"]}  # type: ignore[index]
+    assert outcome.report is not None
+    by_case = {c["id"]: c for c in outcome.report.cases}
     assert {k: v["successes"] for k, v in by_case.items()} == {
         "c-add": 1, "c-boom": 1, "c-kv": 2, "c-table": 1,
     }  # fmt: skip
     reasons = by_case["c-boom"]["trajectories"][0]["reasons"]
     assert reasons == ["no final answer (max_turns)"]
-    agent = outcome.metrics["agent"]  # type: ignore[index]
+    agent = outcome.report.metrics["agent"]
     assert agent["first_divergence_histogram"] == {"1": 3, "never": 1}
     assert agent["outcomes"] == {"answer": 7, "max_turns": 1, "error": 0}
     assert agent["malformed_steps"] == 1 and agent["tool_errors"] == 3

@@ -97,7 +97,9 @@ def test_where_the_bf16_trajectories_part(tmp_path: Path, fake_engine: list[Any]
     config = load_sweep_config(path)
     assert config.mode == "agents" and config.agents is not None
     run_agent_sweep(config, tmp_path / "run", progress=False)
-    metrics = json.loads(write_agent_sweep_report(tmp_path / "run")["metrics"].read_text())
+    written = write_agent_sweep_report(tmp_path / "run")
+    metrics = json.loads(written.metrics_path.read_text())
+    assert metrics == written.metrics
     assert metrics["cases"] == ["c-add", "c-boom", "c-kv", "c-table"]
     cells = {c["label"]: c for c in metrics["cells"]}
     assert set(cells) == {

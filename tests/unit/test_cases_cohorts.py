@@ -117,7 +117,7 @@ def test_report_shows_buckets_and_rebuilds_with_new_ones(tmp_path: Path) -> None
     path, config = make_run(tmp_path)
     config = dataclasses.replace(config, cohorts={"length_bands": [0, 2, "inf"]})
     config.cohorts["tokenizer"] = "whitespace"
-    metrics = build_report(path, config, emit=lambda m: None, embedder=StubEmbedder())  # type: ignore[arg-type]
+    metrics = build_report(path, config, emit=lambda m: None, embedder=StubEmbedder()).metrics  # type: ignore[arg-type]
     cohorts = metrics["cohorts"]
     # prompts "Capital of France?" (3 words), "7+5?" (1), "Say yes" (2); rates 1, .5, 0
     assert cohorts["length=[0,2)"]["mean"] == 0.5 and cohorts["length=[0,2)"]["kind"] == "length"
@@ -131,7 +131,7 @@ def test_report_shows_buckets_and_rebuilds_with_new_ones(tmp_path: Path) -> None
     identity = (path / "config.json").read_text()
     new = tmp_path / "cohorts.yaml"
     new.write_text("cohorts:\n  intent: {field: plan}\n  tokenizer: whitespace\n")
-    rebuilt = rebuild_report(path, {"cohorts": str(new)}, emit=lambda m: None)
+    rebuilt = rebuild_report(path, {"cohorts": str(new)}, emit=lambda m: None).metrics
     assert "intent=(none)" in rebuilt["cohorts"] and "length=[0,2)" not in rebuilt["cohorts"]
     assert (path / "config.json").read_text() == identity
     assert json.loads((path / "settings.json").read_text())["cohorts"]["intent"] == {

@@ -26,7 +26,9 @@ SYNONYMS: list[set[str]] = [
     {"--retry-failed", "--retry-errors", "--rerun-failed"},  # on resume, run failures again
     {"--no-retry-failed", "--no-retry-errors"},
     {"--cpus-per-replica", "--cpus-per-actor", "--cpus-per-worker"},  # Ray CPUs per engine
-    {"--cases", "--prompts"},  # how many cases a bench takes / which cases a run takes
+    {"--num-cases", "--prompts", "--num-prompts", "--n-cases"},  # how many cases a bench takes
+    {"--cases", "--dataset", "--case-file"},  # which cases a run takes (a source)
+    {"--json-out", "--output-json", "--json-file"},  # also write the result to a JSON file
     {"--rounds", "--repeats", "--repetitions"},  # timed repetitions of a bench
     {"--max-tokens", "--max-new-tokens"},
     {"--tp", "--tensor-parallel-size"},
@@ -52,9 +54,15 @@ RETIRED: list[tuple[list[str], list[str], list[str], str, Any, str]] = [
         ["sweep"], ["c.yaml"], ["--cpus-per-actor", "3"], "cpus_per_replica", 3,
         "--cpus-per-actor is now --cpus-per-replica",
     ),
-    (["bench", "kernels"], [], ["--prompts", "2"], "cases", 2, "--prompts is now --cases"),
+    (["bench", "kernels"], [], ["--prompts", "2"], "cases", 2, "--prompts is now --num-cases"),
+    (["bench", "kernels"], [], ["--cases", "3"], "cases", 3, "--cases is now --num-cases"),
     (["bench", "kernels"], [], ["--repeats", "5"], "rounds", 5, "--repeats is now --rounds"),
-    (["bench", "layercast"], [], ["--prompts", "7"], "cases", 7, "--prompts is now --cases"),
+    (["bench", "layercast"], [], ["--prompts", "7"], "cases", 7, "--prompts is now --num-cases"),
+    (["bench", "roof"], [], ["--cases", "3"], "cases", 3, "--cases is now --num-cases"),
+    (["bench", "agents"], [], ["--cases", "3"], "cases", 3, "--cases is now --num-cases"),
+    (["bench", "embeddings"], [], ["--cases", "3"], "cases", 3, "--cases is now --num-cases"),
+    (["fragility"], ["."], ["--json", "f.json"], "json_path", "f.json", "--json is now --json-out"),
+    (["demo"], [], ["--json", "d.json"], "json_path", "d.json", "--json is now --json-out"),
 ]  # fmt: skip
 
 
@@ -145,6 +153,63 @@ def test_old_and_new_name_together_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["bench", "kernels", "--repeats", "2", "--rounds", "3"])
     assert result.exit_code == 2
     assert "--repeats and --rounds are one option" in result.output
+    two_old = CliRunner().invoke(cli, ["bench", "kernels", "--prompts", "2", "--cases", "3"])
+    assert two_old.exit_code == 2 and "one option; give --num-cases only" in two_old.output
+
+
+def option_kind(option: click.Option) -> str:
+    """What a name asks for: a flag, or a value of one kind (a count, a path, text)."""
+    if option.is_flag:
+        return "flag"
+    if isinstance(option.type, click.types.IntParamType):
+        return "count"
+    return "path" if isinstance(option.type, click.Path) else "value"
+
+
+def kinds_by_name() -> dict[str, dict[str, set[str]]]:
+    """Every visible option name -> its kind -> the commands where it has that kind."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for path, command in commands():
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                for name in param.opts:
+                    kinds = out.setdefault(name, {})
+                    kinds.setdefault(option_kind(param), set()).add(" ".join(path))
+    return out
+
+
+#: names whose value is a path in some verbs and free text in others (click.Path is only a
+#: check made earlier): one meaning, a directory to write
+PATH_OR_TEXT = {"--out"}
+
+
+def test_one_meaning_per_name() -> None:
+    """A name is a flag everywhere or takes the same kind of value everywhere: `--json` does
+    not print JSON in one verb and name a file in another, `--cases` is not a count in one
+    verb and a case source in another."""
+    clashes = {}
+    for name, kinds in kinds_by_name().items():
+        shown = set(kinds) - ({"path", "value"} if name in PATH_OR_TEXT else set())
+        if len(kinds) > 1 and (name not in PATH_OR_TEXT or shown):
+            clashes[name] = {k: sorted(v) for k, v in kinds.items()}
+    assert clashes == {}
+
+
+def test_the_meaning_check_sees_a_clash() -> None:
+    """Negative control: `--json` taking a file name on one more command is caught."""
+
+    @click.command("extra")
+    @click.option("--json", "json_path", type=click.Path())
+    def extra(json_path: str) -> None:
+        """A command whose --json names a file while others print JSON."""
+
+    cli.add_command(extra)
+    try:
+        assert set(kinds_by_name()["--json"]) == {"flag", "path"}
+        with pytest.raises(AssertionError):
+            test_one_meaning_per_name()
+    finally:
+        cli.commands.pop("extra")
 
 
 def test_engine_options_one_default_each_across_verbs() -> None:

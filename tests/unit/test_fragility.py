@@ -242,12 +242,12 @@ def test_sweep_report_html_holds_the_token_view(tmp_path: Path) -> None:
     from lab.determinism.report import write_sweep_report
 
     root = _sweep_dir(tmp_path)
-    paths = write_sweep_report(root, with_tokenizer=False)
-    page = paths["html"].read_text()
+    written = write_sweep_report(root, with_tokenizer=False)
+    page = written.html.read_text()
     assert "Divergent prompts, token by token" in page and ".tie{" in page
     assert "Each axis, everything else fixed" in page
-    assert "Each axis, everything else fixed" in paths["markdown"].read_text()
-    metrics = json.loads(paths["metrics"].read_text())
+    assert "Each axis, everything else fixed" in written.markdown.read_text()
+    metrics = written.metrics
     assert len(metrics["pairs"]) == 4
 
 
@@ -302,7 +302,7 @@ def test_records_without_top_two_are_refused(tmp_path: Path) -> None:
 
 def test_cli_prints_auroc_and_bad_input_exits_2(tmp_path: Path) -> None:
     root = _sweep_dir(tmp_path)
-    out = run_lab("fragility", str(root), "--json", str(tmp_path / "f.json"))
+    out = run_lab("fragility", str(root), "--json-out", str(tmp_path / "f.json"))
     assert out.returncode == 0, out.stderr
     assert "AUROC: 1" in out.stdout
     saved: dict[str, Any] = json.loads((tmp_path / "f.json").read_text())

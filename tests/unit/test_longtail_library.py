@@ -208,9 +208,9 @@ def test_run_gates_on_the_floor_through_the_sample_machinery(
     run = L.run_library(
         lib, {"k": 6, "out": str(out)}, backend=ScriptedBackend(), emit=lambda m: None
     )
-    assert run.metrics is not None and run.path == out
+    assert run.report is not None and run.path == out
     # flaky passes 3 of 6, bad 0 of 6: mean 0.25 < 0.5; p5 0.025 < 0.1
-    assert run.metrics["headline"]["mean"] == pytest.approx(0.25)
+    assert run.report.headline["mean"] == pytest.approx(0.25)
     assert run.reasons == [
         "mean success 0.250 < min_mean 0.5",
         "p5 of per-case success 0.025 < min_p5 0.1",

@@ -58,7 +58,7 @@ def test_rebuild_reuses_embeddings_and_every_number_is_the_same(
     again = build_report(path, config, emit=lambda m: None, embedder=stub)  # type: ignore[arg-type]
     assert stub.calls == 0  # loaded from embeddings.npz
     assert json.loads((path / "metrics.json").read_text()) == first
-    assert again == first
+    assert again.metrics == first
 
 
 def test_cached_and_uncached_analysis_agree(tmp_path: Path) -> None:

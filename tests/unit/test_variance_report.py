@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from lab.cases.loaders import load_cases
+from lab.errors import LabError
 from lab.rundir import SAMPLES
 from lab.store import RunStore
 from lab.variance.config import GateConfig, SampleConfig, load_config, parse_gate
 from lab.variance.gate import evaluate_gate
 from lab.variance.report import build_report, rebuild_report
+from lab.variance.result import RunReport
 from lab.variance.runner import engine_config, open_run
 
 K = 4
@@ -99,7 +101,7 @@ def make_run(tmp_path: Path, gate: GateConfig | None = None) -> tuple[Path, Samp
 
 def test_metrics_match_hand_values(tmp_path: Path) -> None:
     path, config = make_run(tmp_path)
-    metrics = build_report(path, config, emit=lambda m: None, embedder=StubEmbedder())  # type: ignore[arg-type]
+    metrics = build_report(path, config, emit=lambda m: None, embedder=StubEmbedder()).metrics  # type: ignore[arg-type]
     by_id = {c["id"]: c for c in metrics["cases"]}
     assert [by_id[i]["successes"] for i in ("always", "sometimes", "never")] == [4, 2, 0]
     head = metrics["headline"]
@@ -166,12 +168,35 @@ def test_every_artifact_and_html_escaping(tmp_path: Path) -> None:
 
 def test_gate_fails_with_reasons_and_rebuild_changes_it(tmp_path: Path) -> None:
     path, config = make_run(tmp_path, gate=parse_gate(["min_mean=0.9,min_p5=0.1", "ratio=2"]))
-    metrics = build_report(path, config, emit=lambda m: None, embedder=StubEmbedder())  # type: ignore[arg-type]
-    gate = metrics["gate"]
-    assert gate["passed"] is False
-    assert len(gate["reasons"]) == 3
-    assert "mean success 0.500 < min_mean 0.9" in gate["reasons"][0]
+    written = build_report(path, config, emit=lambda m: None, embedder=StubEmbedder())  # type: ignore[arg-type]
+    assert written.gate.passed is False
+    assert len(written.gate.reasons) == 3
+    assert "mean success 0.500 < min_mean 0.9" in written.gate.reasons[0]
+    assert written.gate.thresholds == {"min_mean": 0.9, "min_p5": 0.1, "max_mean_over_p5": 2}
     assert "FAILED" in (path / "summary.md").read_text()
+    # the object is what the files hold: metrics.json's gate block, summary.md's text
+    on_disk = json.loads((path / "metrics.json").read_text())
+    assert on_disk["gate"] == written.gate.to_json() == written.metrics["gate"]
+    assert (path / "summary.md").read_text() == written.summary
+    again = RunReport.read(path)
+    assert again.gate == written.gate and again.summary == written.summary
+    assert again.rates == {"always": 1.0, "sometimes": 0.5, "never": 0.0}
+
+
+def test_run_report_read_names_the_file_and_field(tmp_path: Path) -> None:
+    path, config = make_run(tmp_path)
+    build_report(path, config, emit=lambda m: None, embedder=StubEmbedder())  # type: ignore[arg-type]
+    metrics = json.loads((path / "metrics.json").read_text())
+    (path / "metrics.json").write_text(json.dumps(metrics | {"gate": {"passed": "yes"}}))
+    with pytest.raises(LabError, match=r"metrics.json: gate: expected an object with passed"):
+        RunReport.read(path)
+    del metrics["headline"]
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(LabError, match=r"metrics.json: no 'headline'; rebuild it"):
+        RunReport.read(path)
+    (path / "metrics.json").unlink()
+    with pytest.raises(LabError, match=r"metrics.json: missing"):
+        RunReport.read(path)
 
 
 def test_gate_rules() -> None:
@@ -205,8 +230,8 @@ def test_rebuild_report_keeps_samples(tmp_path: Path, monkeypatch: Any) -> None:
         "build_report",
         lambda root, cfg, emit, **kw: original(root, cfg, emit=emit, embedder=StubEmbedder(), **kw),  # type: ignore[arg-type]
     )
-    metrics = rebuild_report(path, {"gate": ("min_mean=0.4",)}, emit=lambda m: None)
-    assert metrics["gate"]["passed"] is True
+    written = rebuild_report(path, {"gate": ("min_mean=0.4",)}, emit=lambda m: None)
+    assert written.gate.passed is True and written.gate.thresholds == {"min_mean": 0.4}
     assert len(list(RunStore(path).entries(SAMPLES))) == 3
     with pytest.raises(Exception, match="changes the samples"):
         rebuild_report(path, {"k": 8}, emit=lambda m: None)
