@@ -32,6 +32,7 @@ from lab.agents.trajectory import TURN_STRIDE, Live, Stepper, Task, advance
 from lab.backends import Backend, EngineConfig, load_backend
 from lab.backends.base import Request, SamplingConfig
 from lab.backends.prompts import supports_tools
+from lab.backends.registry import preflight
 from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
@@ -185,6 +186,8 @@ def run_agents(
         config = dataclasses.replace(config, backend=backend_config.backend)
     if backend is None and config.base_url is None:  # a server's model is the server's
         check_model(config.model, cache_dir)  # like every other input, before the directory
+    if backend is None and config.base_url is None:  # an engine starts here, later
+        preflight(backend_config, cache_dir)  # what it would refuse, before the directory
     store = samplerun.open_run(
         config.out_dir(),
         run_identity(config, cases, backend_config, envs),

@@ -55,6 +55,17 @@ def check_name(name: str) -> None:
         raise ConfigError(f"unknown backend {name!r}; use {', '.join(NAMES[:-1])} or {NAMES[-1]}")
 
 
+def preflight(config: Any, cache_dir: str | None = None) -> None:
+    """The refusals a backend makes before its engine starts (its module's `preflight`, where
+    it has one: vLLM's device, dtype, tensor-parallel and batch-invariant checks), made before
+    a command writes anything. `config`: an EngineConfig."""
+    check_name(config.backend)
+    module = importlib.import_module(BACKENDS[config.backend].target.partition(":")[0])
+    check = getattr(module, "preflight", None)
+    if check is not None:
+        check(config, cache_dir)
+
+
 def backend_class(name: str) -> Any:
     """The Backend subclass of `name`, importing its module (and engine stack) now."""
     check_name(name)

@@ -126,6 +126,22 @@ def check_cpu_head_size(info: models.ModelInfo) -> None:
         )
 
 
+def preflight(config: EngineConfig, cache_dir: str | None = None) -> tuple[str, models.ModelInfo]:
+    """What VLLMBackend refuses without importing vLLM or starting an engine: the device, the
+    dtype on it, the tensor-parallel degree against the model's heads, batch-invariant mode off
+    a GPU. The device and the model's info; a command calls it (lab.backends.registry.preflight)
+    before it writes a run directory, the backend again when it starts."""
+    device = resolve_device(config.device)
+    check_dtype_on_device(config.dtype, device)
+    info = models.model_info(config.model, cache_dir)
+    check_tensor_parallel(
+        config.tensor_parallel_size, info.num_attention_heads, info.num_key_value_heads,
+        config.model,
+    )  # fmt: skip
+    check_batch_invariant_device(config.batch_invariant, device.startswith("cuda"))
+    return device, info
+
+
 class VLLMBackend(Backend):
     """One running vLLM engine."""
 
@@ -134,17 +150,8 @@ class VLLMBackend(Backend):
         super().__init__(config)
         if config.backend != "vllm":
             raise ConfigError(f"VLLMBackend given a {config.backend!r} config")
-        self.device = resolve_device(config.device)
-        check_dtype_on_device(config.dtype, self.device)
-        self.info = models.model_info(config.model, cache_dir)
-        check_tensor_parallel(
-            config.tensor_parallel_size,
-            self.info.num_attention_heads,
-            self.info.num_key_value_heads,
-            config.model,
-        )
+        self.device, self.info = preflight(config, cache_dir)
         on_gpu = self.device.startswith("cuda")
-        check_batch_invariant_device(config.batch_invariant, on_gpu)
         if on_gpu and _batch_invariant_kernels_loaded and not config.batch_invariant:
             raise ConfigError(
                 "vLLM's batch-invariant kernels were loaded earlier in this process and cannot be "

@@ -39,6 +39,7 @@ from lab.backends import (
     SamplingConfig,
     load_backend,
 )
+from lab.backends.registry import preflight
 from lab.cases.codechecks import resolve_checks
 from lab.cases.loaders import load_cases
 from lab.cases.model import Case, cases_fingerprint
@@ -319,6 +320,8 @@ def run_sample(
         config = dataclasses.replace(config, backend=backend_config.backend)
     if backend is None and config.base_url is None:  # a server's model is the server's
         check_model(config.model, cache_dir)  # like every other input, before the directory
+    if backend is None and sampler is None and config.base_url is None:  # an engine starts here
+        preflight(backend_config, cache_dir)  # what it would refuse, before the directory
     store = open_run(config, cases, backend_config, fresh)
     chosen = f" (selected from {len(whole)})" if len(cases) < len(whole) else ""
     emit(f"run directory {store.path}: {len(cases)} cases{chosen} x k={config.k}")

@@ -50,9 +50,21 @@ def test_sample_refuses_vllm_batch_invariant_before_any_sample(tmp_path: Path) -
         "--batch-invariant", "--max-tokens", "4", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == REFUSAL
-    assert "Traceback" not in result.stderr
-    assert not (out / "samples.jsonl").exists() and not (out / "metrics.json").exists()
+    assert result.stderr.strip().splitlines() == [REFUSAL]  # one line, no traceback
+    assert not out.exists()  # refused before the run directory is written
+
+
+def test_sample_with_the_hf_backend_and_the_same_flag_writes_its_directory(tmp_path: Path) -> None:
+    """Negative control: the refusal is vLLM's off a GPU, not any batch-invariant run's."""
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps({"id": "a", "prompt": FRANCE, "checks": [{"contains": "Paris"}]}))
+    out = tmp_path / "run"
+    result = run_lab(
+        "sample", "--cases", str(cases), "--k", "1", "--backend", "hf", "--device", "cpu",
+        "--batch-invariant", "--max-tokens", "2", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr  # 1: a gate miss, not a refusal
+    assert (out / "samples.jsonl").exists() and (out / "metrics.json").exists()
 
 
 def test_negative_control_hf_batch_invariant_runs_through_the_same_cli() -> None:
