@@ -282,12 +282,14 @@ def quickstart_cmd(
     if allow_modules:
         settings["allow_modules"] = list(allow_modules)
     step3 = SampleConfig(cases=cases, backend=backend, **settings)  # checked now
-    resolve_checks(load_cases(cases), step3.code_policy())
+    parsed = load_cases(cases)  # once: checked here, sampled by step 3
+    resolve_checks(parsed, step3.code_policy())
     result = run_quickstart(
         out=out,
         k=k,
         backend=backend,
         cases=cases,
+        parsed_cases=parsed,
         max_tokens=max_tokens,
         fresh=fresh,
         cache_dir=obj["cache_dir"],

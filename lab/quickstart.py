@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.cases.model import Case
 from lab.determinism.config import parse_sweep_config
 from lab.determinism.summary import summary_lines
 from lab.errors import LabError
@@ -152,9 +153,12 @@ def run_quickstart(
     progress: bool = True,
     emit: Callable[[str], None] = print,
     engine: dict[str, Any] | None = None,
+    parsed_cases: list[Case] | None = None,
 ) -> QuickstartResult:
     """Run (or resume) both steps into `out` and write `out/index.html`. `engine`: settings of
-    step 3's engine (SampleConfig keys: tensor_parallel_size, prefix_caching, engine_args...)."""
+    step 3's engine (SampleConfig keys: tensor_parallel_size, prefix_caching, engine_args...).
+    `parsed_cases`: `cases` already parsed (lab quickstart checks them before step 1), so that
+    the case source is read once."""
     from lab.determinism.report import write_sweep_report
     from lab.determinism.sweep import run_sweep
     from lab.variance.config import SampleConfig
@@ -189,7 +193,9 @@ def run_quickstart(
         cases=cases, k=k, backend=backend, max_tokens=max_tokens, out=str(sample_dir),
         **(engine or {}),
     )  # fmt: skip
-    outcome = run_sample(sample_config, fresh=fresh, emit=emit, cache_dir=cache_dir)
+    outcome = run_sample(
+        sample_config, fresh=fresh, emit=emit, cache_dir=cache_dir, cases=parsed_cases
+    )
     assert outcome.report is not None  # complete: run_sample stops early only when asked
     for line in variance_lines(outcome.report.metrics):
         emit(line)
