@@ -120,6 +120,18 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
     "explain": _COMMON + _TEMPS + (log_file(TOGGLES), EXPLAIN_RESULT),
     "quickstart": (MARKER, INDEX) + _TEMPS + STEP_DIRS,
 }  # fmt: skip
+#: the files of the report directories that are no run (no marker, no resume, no --fresh):
+#: what `lab compare` and `lab shift` write into their --out
+COMPARISON_JSON = "comparison.json"
+COMPARISON_MARKDOWN = "comparison.md"
+COMPARISON_HTML = "comparison.html"
+SHIFT_JSON = "gaps.json"
+SHIFT_MARKDOWN = "shift.md"
+SHIFT_HTML = "shift.html"
+REPORT_DIR_FILES: dict[str, tuple[str, ...]] = {
+    "compare": (COMPARISON_JSON, COMPARISON_MARKDOWN, COMPARISON_HTML),
+    "shift": (SHIFT_JSON, SHIFT_MARKDOWN, SHIFT_HTML),
+}
 #: what the run commands are called, for messages
 COMMAND = {
     "sample": "lab sample",

@@ -33,7 +33,7 @@ from lab.cli_options import (
 from lab.errors import LabError
 from lab.longtail.library import DEFAULT_LIBRARY
 from lab.models import DEFAULT_MODEL
-from lab.rundir import RETRY
+from lab.rundir import REPORT_DIR_FILES, RETRY
 from lab.variance.diversity import DEFAULT_EMBEDDER
 
 
@@ -264,7 +264,7 @@ def shift_cmd(
         p = g["test"]["p_value"] if g["test"] else None
         p_text = "" if p is None else f" (p={p:.3g})"
         click.echo(f"{g['severity']:>6}  {g['name']}: {g['size']:.3f}{p_text}  {g['detail']}")
-    click.echo(f"wrote {out}/gaps.json, shift.md, shift.html")
+    click.echo(f"wrote {out}/{', '.join(REPORT_DIR_FILES['shift'])}")
 
 
 @click.command("retry")

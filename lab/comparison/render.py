@@ -19,6 +19,7 @@ from typing import Any
 from lab.agents.render import actions_line, split_line
 from lab.report.page import page
 from lab.report.svg import histogram, scatter
+from lab.rundir import COMPARISON_HTML, COMPARISON_JSON, COMPARISON_MARKDOWN
 from lab.safetext import inline, md_cell, scrub
 from lab.store import RunStore
 from lab.variance.analyze import sanitize
@@ -485,11 +486,11 @@ def write_comparison(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     clean = sanitize(result)
     sweep = result.get("kind") == "sweep"
     return {
-        "json": store.write_json("comparison.json", clean),
+        "json": store.write_json(COMPARISON_JSON, clean),
         "markdown": store.write_text(
-            "comparison.md", markdown_sweep(clean) if sweep else markdown_sample(clean)
+            COMPARISON_MARKDOWN, markdown_sweep(clean) if sweep else markdown_sample(clean)
         ),
         "html": store.write_text(
-            "comparison.html", html_sweep(clean) if sweep else html_sample(clean)
+            COMPARISON_HTML, html_sweep(clean) if sweep else html_sample(clean)
         ),
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from lab.report.page import page
 from lab.report.svg import histogram
+from lab.rundir import SHIFT_HTML, SHIFT_JSON, SHIFT_MARKDOWN
 from lab.safetext import inline, md_cell, scrub
 from lab.store import RunStore
 
@@ -113,7 +114,7 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore(out_dir)
     return {
-        "json": store.write_json("gaps.json", report),
-        "md": store.write_text("shift.md", markdown(report)),
-        "html": store.write_text("shift.html", html_page(report)),
+        "json": store.write_json(SHIFT_JSON, report),
+        "md": store.write_text(SHIFT_MARKDOWN, markdown(report)),
+        "html": store.write_text(SHIFT_HTML, html_page(report)),
     }

@@ -24,7 +24,7 @@ import pytest
 
 from lab import rundir
 from lab.errors import LabError
-from lab.rundir import RUN_FILES, per_case_success, require_kind, run_kind_of
+from lab.rundir import REPORT_DIR_FILES, RUN_FILES, per_case_success, require_kind, run_kind_of
 from lab.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,10 @@ ALLOWED = {
 
 def run_file_names() -> list[str]:
     """Every file name a kind of run writes (RUN_FILES, less globs and the quickstart's step
-    directories, whose names are no file's)."""
-    names = {n for names in RUN_FILES.values() for n in names if "*" not in n and "." in n}
+    directories, whose names are no file's), and those of the report directories (lab
+    compare, lab shift: REPORT_DIR_FILES)."""
+    kinds = {**RUN_FILES, **REPORT_DIR_FILES}
+    names = {n for names in kinds.values() for n in names if "*" not in n and "." in n}
     return sorted(names)
 
 
