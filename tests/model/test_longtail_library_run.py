@@ -68,7 +68,8 @@ def test_library_grows_from_a_real_run_and_gates_on_its_floor(
     assert lib.read_bytes() == before
     assert [c.id for c in load_cases(lib)] == [c.id for c in library.cases]
 
-    run = run_library(lib, settings, backend=hf_backend, emit=lambda m: None)
+    out = {"out": str(tmp_path / "library-run")}  # not the default under the working directory
+    run = run_library(lib, settings | out, backend=hf_backend, emit=lambda m: None)
     assert run.report is not None and run.report.run["k"] == 4
     by_id = run.report.rates
     assert by_id["unreachable"] == 0.0

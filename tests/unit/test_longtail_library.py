@@ -219,8 +219,10 @@ def test_run_gates_on_the_floor_through_the_sample_machinery(
     # The same library with a floor it meets passes.
     L.add_from_run(tmp_path / "run1", lib, floor={"min_mean": 0.2}, today=DAY)
     assert L.read_library(lib).floor == {"min_mean": 0.2}
+    monkeypatch.chdir(tmp_path)  # the default run directory is relative: runs/library-...
     held = L.run_library(lib, {"k": 6}, backend=ScriptedBackend(), emit=lambda m: None)
     assert held.reasons == [] and held.path.name.startswith("library-library-")
+    assert (tmp_path / held.path / "metrics.json").is_file()
 
 
 def test_run_command_exits_1_with_reasons_under_the_floor(
