@@ -6,6 +6,7 @@ Model tests use the real bundled SmolLM2-135M-Instruct on the CPU in fp32.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,21 @@ def vllm_backend() -> Backend:
 def _close_engines() -> Iterator[None]:
     yield
     close_all()
+
+
+#: where the lab's commands put a run by default (relative to the working directory)
+DEFAULT_RUNS = Path(__file__).resolve().parents[1] / "runs"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_run_left_in_the_checkout() -> Iterator[None]:
+    """A test writes its runs under tmp_path: one that used a default --out (runs/... in the
+    checkout) fails the session here, naming what it left."""
+    before = set(DEFAULT_RUNS.iterdir()) if DEFAULT_RUNS.is_dir() else set()
+    yield
+    after = set(DEFAULT_RUNS.iterdir()) if DEFAULT_RUNS.is_dir() else set()
+    left = sorted(p.name for p in after - before)
+    assert not left, f"tests left run directories in {DEFAULT_RUNS}: {left}"
 
 
 @pytest.fixture(params=["hf", "vllm"])
