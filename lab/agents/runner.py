@@ -186,8 +186,7 @@ def run_agents(
         config = dataclasses.replace(config, backend=backend_config.backend)
     if backend is None and config.base_url is None:  # a server's model is the server's
         check_model(config.model, cache_dir)  # like every other input, before the directory
-    if backend is None and config.base_url is None:  # an engine starts here, later
-        preflight(backend_config, cache_dir)  # what it would refuse, before the directory
+        preflight(backend_config, cache_dir)  # what its engine would refuse, before it too
     store = samplerun.open_run(
         config.out_dir(),
         run_identity(config, cases, backend_config, envs),

@@ -8,8 +8,8 @@ the quickstart read the metrics from it instead of reading metrics.json back fro
     report.summary["unique_outputs_max"], report.html   # metrics.json's summary; report.html
     report.metrics                                      # the metrics.json document, as written
 
-`write_document` writes the document and returns it with JSON's types (what a reader of the
-file gets: tuples as lists, non-JSON values as their str), so the file and the object agree.
+The document is held with JSON's types (what a reader of the file gets: tuples as lists,
+non-JSON values as their str), so the file and the object agree.
 """
 
 from __future__ import annotations
@@ -39,20 +39,14 @@ class SweepReport:
         return dict(self.metrics["summary"])
 
 
-def write_document(store: RunStore, payload: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """metrics.json written from `payload`; the document with JSON's types, and its path."""
-    document: dict[str, Any] = json.loads(json.dumps(payload, default=str))
-    return document, store.write_json(METRICS, document)
-
-
 def write_sweep_files(
     store: RunStore, payload: dict[str, Any], markdown: str, html: str
 ) -> SweepReport:
-    """metrics.json, report.md and report.html of a sweep run directory."""
-    document, metrics_path = write_document(store, payload)
+    """metrics.json (from `payload`), report.md and report.html of a sweep run directory."""
+    document: dict[str, Any] = json.loads(json.dumps(payload, default=str))
     return SweepReport(
         metrics=document,
-        metrics_path=metrics_path,
+        metrics_path=store.write_json(METRICS, document),
         markdown=store.write_text(SWEEP_MARKDOWN, markdown),
         html=store.write_text(REPORT, html),
     )

@@ -2,7 +2,7 @@
 
 The n-of-k report (lab.variance.report.build_report) and the agent report
 (lab.agents.report.build_agent_report) return one; `lab sample`, `lab sample-report`, `lab
-library run`, the quickstart and the benches read it instead of spelling metrics.json's keys:
+library run`, `lab compare` and the quickstart read it instead of spelling metrics.json's keys:
 
     report = build_report(run_dir, config)
     report.gate.passed, report.gate.reasons    # lab.variance.gate.GateVerdict
@@ -53,10 +53,6 @@ class RunReport:
     def rates(self) -> dict[str, float]:
         """Case id -> success rate over its k samples (or trajectories)."""
         return {c["id"]: c["rate"] for c in self.metrics["cases"]}
-
-    @property
-    def is_agent_run(self) -> bool:
-        return "agent" in self.metrics
 
     @classmethod
     def read(cls, path: str | Path) -> RunReport:
